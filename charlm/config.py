@@ -1,0 +1,235 @@
+"""Configuration: plain dataclasses that flow one way, YAML -> validated ``Config`` -> trainer.
+
+Every key has a default, so a config file may be partial. Each field carries its rule
+(choices or range) in its metadata; ``Config.from_dict`` checks them all and names the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _opt(default, help, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False, optional=False):
+    return field(
+        default=default,
+        metadata=dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, optional=optional),
+    )
+
+
+@dataclass
+class ModelConfig:
+    type: str = _opt("lstm", "cell type", choices=("rnn", "lstm", "gru"))
+    hidden_size: int = _opt(128, "units per layer", lo=1, hi=65536)
+    num_layers: int = _opt(2, "stacked recurrent layers", lo=1, hi=64)
+    dropout: float = _opt(0.0, "inverted dropout on the outputs of every layer but the last", lo=0.0, hi=1.0, hi_open=True)
+    activation: str = _opt("tanh", "activation of the vanilla rnn", choices=("tanh", "relu"))
+    init: str = _opt(
+        "xavier",
+        "weight init: xavier (Glorot-uniform input weights, orthogonal recurrent weights), "
+        "uniform (U(-1/sqrt(H), 1/sqrt(H)) everywhere, as PyTorch), zeros (refused: never learns)",
+        choices=("xavier", "uniform", "zeros"),
+    )
+    forget_bias: float = _opt(1.0, "initial LSTM forget-gate bias", lo=-100.0, hi=100.0)
+    dtype: str = _opt("float32", "float type of weights and activations", choices=("float32", "float64"))
+
+
+@dataclass
+class DataConfig:
+    val_fraction: float = _opt(0.1, "last fraction of the corpus held out for validation", lo=0.0, hi=1.0, hi_open=True)
+    batch_size: int = _opt(50, "parallel streams per step (B)", lo=1, hi=1 << 20)
+    seq_length: int = _opt(50, "characters per stream per step, the BPTT window (T)", lo=1, hi=1 << 20)
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = _opt("adam", "update rule", choices=("adam", "sgd", "adagrad", "rmsprop"))
+    lr: float = _opt(2e-3, "learning rate", lo=0.0, lo_open=True, hi=100.0)
+    momentum: float = _opt(0.9, "sgd momentum", lo=0.0, hi=1.0, hi_open=True)
+    beta1: float = _opt(0.9, "adam beta1", lo=0.0, hi=1.0, hi_open=True)
+    beta2: float = _opt(0.999, "adam beta2", lo=0.0, hi=1.0, hi_open=True)
+    alpha: float = _opt(0.99, "rmsprop smoothing constant", lo=0.0, hi=1.0, hi_open=True)
+    eps: float = _opt(1e-8, "adam/adagrad/rmsprop epsilon", lo=0.0, lo_open=True, hi=1.0)
+    grad_clip: float = _opt(5.0, "global gradient-norm clip (0: off)", lo=0.0)
+    lr_schedule: str = _opt("constant", "learning-rate schedule", choices=("constant", "step", "cosine"))
+    lr_decay: float = _opt(0.97, "step schedule: factor applied every lr_decay_every epochs", lo=0.0, lo_open=True, hi=1.0)
+    lr_decay_every: int = _opt(1, "step schedule: epochs between decays", lo=1)
+    warmup_steps: int = _opt(0, "cosine schedule: steps of linear warm-up", lo=0)
+    min_lr: float = _opt(0.0, "cosine schedule: final learning rate", lo=0.0)
+    max_steps: int | None = _opt(None, "stop after this many steps", lo=1, optional=True)
+    epochs: float | None = _opt(10, "stop after this many passes over the training split", lo=0.0, lo_open=True, optional=True)
+    max_minutes: float | None = _opt(None, "stop after this much wall-clock training time", lo=0.0, lo_open=True, optional=True)
+    eval_every: int = _opt(500, "steps between validation passes", lo=1)
+    checkpoint_every: int = _opt(500, "steps between writes of last.npz", lo=1)
+    seed: int = _opt(1234, "seed for init, dropout and everything random", lo=0, hi=2**63 - 1)
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "default"
+
+    def to_dict(self) -> dict:
+        """Plain nested dict of the three sections (the name is not part of the config)."""
+        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+
+    @classmethod
+    def from_dict(cls, d: Any, name: str = "default", where: str = "config") -> "Config":
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping with sections {', '.join(SECTIONS)}, got {type(d).__name__}")
+        sections = {}
+        for sname, sval in d.items():
+            if sname not in SECTIONS:
+                raise ConfigError(f"{where}: unknown section {sname!r}{_suggest(sname, SECTIONS)}; sections are {', '.join(SECTIONS)}")
+            sections[sname] = _section(SECTIONS[sname], sname, sval, where)
+        for sname, scls in SECTIONS.items():
+            sections.setdefault(sname, scls())
+        return cls(name=name, **sections)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+
+
+def _suggest(word: str, options) -> str:
+    near = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _section(cls, sname: str, values: Any, where: str):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: section {sname!r} must be a mapping of keys, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{where}: unknown key {sname}.{key}{_suggest(key, fields)}; "
+                f"{sname} keys are {', '.join(fields)}"
+            )
+        kwargs[key] = _check(f"{sname}.{key}", value, fields[key], where)
+    return cls(**kwargs)
+
+
+def _type_name(f) -> str:
+    return {"int": "an integer", "float": "a number", "str": "a string"}[_base_type(f)]
+
+
+def _base_type(f) -> str:
+    t = f.type if isinstance(f.type, str) else f.type.__name__
+    return t.split("|")[0].strip()
+
+
+def _check(key: str, value: Any, f, where: str):
+    """Coerce and validate one value against its field's rule; ConfigError naming the key."""
+    meta = f.metadata
+    kind = _base_type(f)
+    if value is None:
+        if meta["optional"]:
+            return None
+        raise ConfigError(f"{where}: {key} must be {_type_name(f)}, not empty")
+    if kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+            ok = math.isfinite(value)
+    if not ok:
+        allowed = f"one of {', '.join(meta['choices'])}" if meta["choices"] else _type_name(f)
+        raise ConfigError(f"{where}: {key} must be {allowed}, got {value!r}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(
+            f"{where}: {key} is {value!r}{_suggest(value, meta['choices'])}; allowed: {', '.join(meta['choices'])}"
+        )
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)) or hi is not None and (
+        value > hi or (meta["hi_open"] and value == hi)
+    ):
+        lo_s = "" if lo is None else f"{'>' if meta['lo_open'] else '>='} {lo}"
+        hi_s = "" if hi is None else f"{'<' if meta['hi_open'] else '<='} {hi}"
+        raise ConfigError(f"{where}: {key} is {value!r}; it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
+    return value
+
+
+def parse_override(expr: str) -> tuple[str, str, Any]:
+    """'section.key=value' -> (section, key, YAML-parsed value)."""
+    if "=" not in expr:
+        raise ConfigError(f"--set {expr!r}: expected section.key=value, e.g. --set train.lr=0.001")
+    path, raw = expr.split("=", 1)
+    parts = path.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {expr!r}: expected section.key=value, e.g. --set model.hidden_size=256")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {expr!r}: cannot parse the value {raw!r}") from None
+    return parts[0], parts[1], value
+
+
+def merge_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply ``--set`` expressions to a raw config dict (validated afterwards as a whole)."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in (d or {}).items()}
+    for expr in overrides:
+        section, key, value = parse_override(expr)
+        if section not in SECTIONS:
+            raise ConfigError(f"--set {expr!r}: unknown section {section!r}{_suggest(section, SECTIONS)}")
+        if not isinstance(d.get(section), dict):
+            d[section] = {}
+        d[section][key] = value
+    return d
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file with ``safe_load`` (tags that build Python objects are refused)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config: {e}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}: YAML error{at}: {problem}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults <- YAML file <- ``--set`` overrides, validated once at the end."""
+    raw = read_yaml(path) if path else {}
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with sections model, data, train")
+    name = Path(path).stem if path else "default"
+    return Config.from_dict(merge_overrides(raw or {}, list(overrides)), name=name, where=str(path or "config"))

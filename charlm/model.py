@@ -1,0 +1,183 @@
+"""The character model: L stacked recurrent layers, dropout between them, a linear head and
+a fused softmax + cross-entropy.
+
+Shape letters: T time, B batch, V vocabulary, H hidden, L layers.
+
+All parameters live in one flat vector (``model.flat``) and all gradients in another
+(``model.grad``); ``params``/``grads`` map names such as ``l0/Wx`` or ``head/W`` to views of
+them. Clipping and the optimizer then work on two big arrays instead of looping over
+parameters, and the checkpoint still saves them by name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cells import CELLS, RNN
+from .config import ModelConfig
+from .errors import ConfigError
+
+
+def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter, in storage order, without allocating anything."""
+    return {name: shape for name, shape in _named_shapes(_make_layers(cfg, vocab_size), cfg, vocab_size)}
+
+
+def _make_layers(cfg: ModelConfig, V: int):
+    cls = CELLS[cfg.type]
+    layers = []
+    for l in range(cfg.num_layers):
+        D = V if l == 0 else cfg.hidden_size
+        extra = {"activation": cfg.activation} if cls is RNN else {}
+        layers.append(cls(D, cfg.hidden_size, onehot=(l == 0), dtype=cfg.dtype, **extra))
+    return layers
+
+
+def _named_shapes(layers, cfg, V):
+    for l, layer in enumerate(layers):
+        for name, shape in layer.param_shapes().items():
+            yield f"l{l}/{name}", shape
+    yield "head/W", (cfg.hidden_size, V)
+    yield "head/b", (V,)
+
+
+class Model:
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        self.cfg, self.V = cfg, vocab_size
+        self.dtype = np.dtype(cfg.dtype)
+        self.layers = _make_layers(cfg, vocab_size)
+        shapes = list(_named_shapes(self.layers, cfg, vocab_size))
+        sizes = [int(np.prod(s)) for _, s in shapes]
+        self.flat = np.zeros(sum(sizes), self.dtype)
+        self.grad = np.zeros(sum(sizes), self.dtype)
+        self.params, self.grads, self.slices = {}, {}, {}
+        at = 0
+        for (name, shape), n in zip(shapes, sizes):
+            self.slices[name] = slice(at, at + n)
+            self.params[name] = self.flat[at : at + n].reshape(shape)
+            self.grads[name] = self.grad[at : at + n].reshape(shape)
+            at += n
+        for l, layer in enumerate(self.layers):
+            pre = f"l{l}/"
+            layer.bind({k[len(pre):]: v for k, v in self.params.items() if k.startswith(pre)},
+                       {k[len(pre):]: v for k, v in self.grads.items() if k.startswith(pre)})
+        self._head_bufs: dict = {}
+
+    # ---- set-up ------------------------------------------------------------------------
+    def init(self, rng: np.random.Generator) -> None:
+        cfg = self.cfg
+        if cfg.init == "zeros":
+            raise ConfigError(
+                "model.init is 'zeros': every unit of a layer would get the same gradient and "
+                "stay identical forever (the symmetry never breaks), so the model cannot learn; "
+                "use 'xavier' or 'uniform'"
+            )
+        for layer in self.layers:
+            layer.init_params(rng, cfg.init, cfg.forget_bias)
+        H = cfg.hidden_size
+        if cfg.init == "uniform":
+            k = 1.0 / np.sqrt(H)
+            self.params["head/W"][...] = rng.uniform(-k, k, (H, self.V))
+            self.params["head/b"][...] = rng.uniform(-k, k, self.V)
+        else:
+            limit = np.sqrt(6.0 / (H + self.V))
+            self.params["head/W"][...] = rng.uniform(-limit, limit, (H, self.V))
+            self.params["head/b"][...] = 0.0
+
+    def param_counts(self) -> list[tuple[str, int]]:
+        """[(group, count)] per layer and for the head, e.g. an RNN of 4 units on 2 inputs: 28."""
+        groups: dict[str, int] = {}
+        for name, p in self.params.items():
+            groups[name.split("/")[0]] = groups.get(name.split("/")[0], 0) + p.size
+        return list(groups.items())
+
+    def zero_state(self, B: int) -> list[tuple[np.ndarray, ...]]:
+        return [layer.zero_state(B) for layer in self.layers]
+
+    # ---- training: forward + backward --------------------------------------------------
+    def loss_and_grad(self, x, y, state, rng: np.random.Generator | None = None):
+        """x, y (T, B) ids; state from ``zero_state`` -> (mean loss in nats, next state).
+
+        Fills ``self.grad``. ``rng`` draws the dropout masks (required when dropout > 0).
+        """
+        T, B = x.shape
+        p = self.cfg.dropout
+        inp, masks = x, []
+        for l, layer in enumerate(self.layers):
+            out = layer.forward(inp, state[l], train=True)
+            if p > 0 and l < len(self.layers) - 1:
+                mask = (rng.random(out.shape, dtype=self.dtype) >= p).astype(self.dtype)
+                mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
+                masks.append(mask)
+                inp = out * mask
+            else:
+                masks.append(None)
+                inp = out
+        new_state = [layer.last_state() for layer in self.layers]
+        hb = self._buffers("train", T, B)
+        loss = self._softmax_xent(inp, y, hb)  # hb.L now holds dloss/dlogits
+        h2 = inp.reshape(T * B, -1)
+        np.matmul(h2.T, hb.L, out=self.grads["head/W"])
+        np.sum(hb.L, axis=0, out=self.grads["head/b"])
+        dh = hb.dH
+        np.matmul(hb.L, self.params["head/W"].T, out=dh.reshape(T * B, -1))
+        for l in range(len(self.layers) - 1, -1, -1):
+            if masks[l] is not None:
+                dh *= masks[l]
+            dh = self.layers[l].backward(dh)
+        return loss, new_state
+
+    def _buffers(self, kind, T, B):
+        key = (kind, T, B)
+        if key not in self._head_bufs:
+            if sum(k[0] == kind for k in self._head_bufs) >= 2:
+                del self._head_bufs[next(k for k in self._head_bufs if k[0] == kind)]
+            self._head_bufs[key] = _HeadBuffers(T, B, self.cfg.hidden_size, self.V, self.dtype)
+        return self._head_bufs[key]
+
+    def _logits(self, h, hb):
+        """h (T, B, H) -> hb.L (T*B, V) logits."""
+        np.matmul(h.reshape(hb.L.shape[0], -1), self.params["head/W"], out=hb.L)
+        hb.L += self.params["head/b"]
+        return hb.L
+
+    def _softmax_xent(self, h, y, hb) -> float:
+        """Mean cross-entropy of y under softmax(h W + b); leaves dloss/dlogits in hb.L."""
+        L = self._logits(h, hb)
+        N = L.shape[0]
+        rows = hb.rows
+        L -= L.max(axis=1, keepdims=True)  # max subtraction: exp never overflows
+        picked = L[rows, y.reshape(-1)]
+        np.exp(L, out=L)
+        s = L.sum(axis=1)
+        loss = float(np.log(s).sum(dtype=np.float64) - picked.sum(dtype=np.float64)) / N
+        L *= (1.0 / s)[:, None].astype(self.dtype) * (1.0 / N)
+        L[rows, y.reshape(-1)] -= 1.0 / N
+        return loss
+
+    # ---- inference: no backward, no dropout -------------------------------------------
+    def forward(self, x, state):
+        """x (T, B) ids -> (logits (T*B, V) in a reused buffer, next state)."""
+        T, B = x.shape
+        inp = x
+        for l, layer in enumerate(self.layers):
+            inp = layer.forward(inp, state[l], train=False)
+        new_state = [layer.last_state() for layer in self.layers]
+        return self._logits(inp, self._buffers("inf", T, B)), new_state
+
+    def nll(self, x, y, state):
+        """x, y (T, B) ids -> (nll (T, B) float64 nats of each y given all before it, next state)."""
+        T, B = x.shape
+        L, new_state = self.forward(x, state)
+        L -= L.max(axis=1, keepdims=True)
+        picked = L[np.arange(T * B), y.reshape(-1)].astype(np.float64)
+        np.exp(L, out=L)
+        lse = np.log(L.sum(axis=1, dtype=np.float64))
+        return (lse - picked).reshape(T, B), new_state
+
+
+class _HeadBuffers:
+    def __init__(self, T, B, H, V, dtype):
+        self.L = np.empty((T * B, V), dtype)  # logits, then probabilities, then dlogits
+        self.dH = np.empty((T, B, H), dtype)
+        self.rows = np.arange(T * B)
