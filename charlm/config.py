@@ -226,10 +226,13 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}: YAML error{at}: {problem}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults <- YAML file <- ``--set`` overrides, validated once at the end."""
-    raw = read_yaml(path) if path else {}
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with sections model, data, train")
-    name = Path(path).stem if path else "default"
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: Config | None = None) -> Config:
+    """Defaults <- YAML file (or ``base``, e.g. a checkpoint's config) <- ``--set`` overrides,
+    validated once at the end."""
+    if path:
+        raw, name = read_yaml(path), Path(path).stem
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping with sections model, data, train")
+    else:
+        raw, name = (base.to_dict(), base.name) if base else ({}, "default")
     return Config.from_dict(merge_overrides(raw or {}, list(overrides)), name=name, where=str(path or "config"))

@@ -1,0 +1,225 @@
+"""Checkpoints: one ``.npz`` archive, written atomically, read without pickle.
+
+Keys read like a table of contents:
+
+    meta_json              uint8 UTF-8 JSON: format, version, vocabulary, config, progress, RNG
+    param/l0/Wx ...        model parameters
+    optim/m/l0/Wx ...      optimizer state, slot/parameter
+    state/l0/h ...         the hidden state carried into the next training window
+
+Loading checks every array's header (dtype, shape, size against the file) before it
+allocates, so a crafted or damaged file gives a ``CheckpointError``, never a huge allocation,
+an unpickled object or a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .cells import CELLS
+from .config import Config
+from .errors import CharlmError, CheckpointError
+from .model import Model, param_shapes
+from .optim import OPTIMIZERS
+from .vocab import Vocab
+
+FORMAT = "charlm-checkpoint"
+FORMAT_VERSION = 1
+MAX_META_BYTES = 64 << 20
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint holds. ``meta`` is the JSON metadata (step, epoch, rng, ...)."""
+
+    config: Config
+    vocab: Vocab
+    params: dict[str, np.ndarray]
+    meta: dict
+    optim: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    state: list[tuple[np.ndarray, ...]] | None = None
+
+    def build_model(self) -> Model:
+        model = Model(self.config.model, len(self.vocab))
+        for name, a in self.params.items():
+            model.params[name][...] = a
+        return model
+
+
+def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict,
+                    optimizer=None, state=None) -> None:
+    """Write atomically: a temporary file in the same directory, fsync, rename, fsync the
+    directory. A crash at any moment leaves either the old file or the new one."""
+    path = Path(path)
+    full_meta = {"format": FORMAT, "version": FORMAT_VERSION, "vocab": list(vocab.chars),
+                 "config": config.to_dict(), "config_name": config.name, **meta}
+    if optimizer is not None:
+        full_meta["optimizer_t"] = optimizer.t
+    arrays = {"meta_json": np.frombuffer(json.dumps(full_meta).encode("utf-8"), dtype=np.uint8)}
+    for name, p in model.params.items():
+        arrays[f"param/{name}"] = p
+    if optimizer is not None:
+        for slot, flat in optimizer.state.items():
+            for name, sl in model.slices.items():
+                arrays[f"optim/{slot}/{name}"] = flat[sl].reshape(model.params[name].shape)
+    if state is not None:
+        for l, (layer, tensors) in enumerate(zip(model.layers, state)):
+            for sname, a in zip(layer.state_names, tensors):
+                arrays[f"state/l{l}/{sname}"] = a
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def resolve_checkpoint_path(path) -> Path:
+    """A checkpoint file, or a run directory (then its best.npz, else last.npz)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.npz", "last.npz"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"{p}: run directory has no best.npz or last.npz")
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    return p
+
+
+def load_checkpoint(path, with_training_state: bool = True) -> Checkpoint:
+    """Read and validate a checkpoint; ``CheckpointError`` for anything charlm did not write."""
+    p = resolve_checkpoint_path(path)
+    try:
+        file_size = p.stat().st_size
+        with zipfile.ZipFile(p) as zf:
+            return _read(zf, p, file_size, with_training_state)
+    except CharlmError:
+        raise
+    except zipfile.BadZipFile as e:
+        raise CheckpointError(f"{p}: not a charlm checkpoint (not a readable .npz archive: {e}); it may be truncated") from None
+    except (OSError, EOFError, ValueError, KeyError, TypeError, OverflowError, zipfile.LargeZipFile,
+            NotImplementedError, RuntimeError, MemoryError) as e:
+        raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__}: {e})") from None
+
+
+class _Reader:
+    def __init__(self, zf: zipfile.ZipFile, path: Path, file_size: int):
+        self.zf, self.path, self.file_size = zf, path, file_size
+        self.names = set(zf.namelist())
+
+    def has(self, key: str) -> bool:
+        return key + ".npy" in self.names
+
+    def array(self, key: str, shape: tuple, dtype) -> np.ndarray:
+        """The array ``key``, refused unless its header says exactly ``shape`` and ``dtype``."""
+        member = key + ".npy"
+        if member not in self.names:
+            raise CheckpointError(f"{self.path}: checkpoint lacks {key} (truncated, or not written by charlm)")
+        dtype = np.dtype(dtype)
+        with self.zf.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise CheckpointError(f"{self.path}: {key} has an unknown .npy version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            got_shape, fortran, got_dtype = read_header(f, max_header_size=10000)
+            if got_dtype.hasobject:
+                raise CheckpointError(f"{self.path}: {key} holds Python objects (pickle); charlm never loads those")
+            if got_dtype != dtype or tuple(got_shape) != tuple(shape) or fortran:
+                raise CheckpointError(
+                    f"{self.path}: {key} is {got_dtype}{tuple(got_shape)}, expected {dtype}{tuple(shape)}"
+                )
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if nbytes > self.file_size:
+                raise CheckpointError(f"{self.path}: {key} claims {nbytes} bytes, more than the file holds")
+        with self.zf.open(member) as f:
+            a = np.lib.format.read_array(f, allow_pickle=False)
+        return a
+
+    def meta(self) -> dict:
+        member = "meta_json.npy"
+        if member not in self.names:
+            raise CheckpointError(f"{self.path}: not a charlm checkpoint (no meta_json entry)")
+        with self.zf.open(member) as f:
+            np.lib.format.read_magic(f)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=10000)
+        if dtype != np.uint8 or len(shape) != 1 or shape[0] > min(MAX_META_BYTES, self.file_size):
+            raise CheckpointError(f"{self.path}: not a charlm checkpoint (meta_json is not UTF-8 JSON bytes)")
+        raw = self.array("meta_json", shape, np.uint8).tobytes()
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise CheckpointError(f"{self.path}: not a charlm checkpoint (meta_json is not valid JSON)") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{self.path}: not a charlm checkpoint (no charlm format marker)")
+        version = meta.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise CheckpointError(f"{self.path}: checkpoint has an invalid format version {version!r}")
+        if version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{self.path}: checkpoint format version {version} is newer than this charlm reads "
+                f"(up to {FORMAT_VERSION}); upgrade charlm"
+            )
+        return meta
+
+
+def _read(zf, path, file_size, with_training_state) -> Checkpoint:
+    r = _Reader(zf, path, file_size)
+    meta = r.meta()
+    chars = meta.get("vocab")
+    if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
+        raise CheckpointError(f"{path}: checkpoint vocabulary is not a list of characters")
+    try:
+        vocab = Vocab(chars)
+        config = Config.from_dict(meta.get("config"), name=str(meta.get("config_name", "default")), where=f"{path} config")
+    except CharlmError as e:
+        raise CheckpointError(f"{path}: invalid checkpoint metadata: {e}") from None
+    shapes = param_shapes(config.model, len(vocab))
+    total = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(config.model.dtype).itemsize
+    if total > file_size:
+        raise CheckpointError(f"{path}: config describes {total} bytes of weights but the file has {file_size}; truncated or damaged")
+    params = {name: r.array(f"param/{name}", shape, config.model.dtype) for name, shape in shapes.items()}
+    for name, a in params.items():
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: parameter {name} has non-finite values")
+    meta["path"] = str(path)  # where it was read from (not stored in the file)
+    ck = Checkpoint(config=config, vocab=vocab, params=params, meta=meta)
+    if with_training_state:
+        slots = OPTIMIZERS[config.train.optimizer].slots
+        if all(r.has(f"optim/{slot}/{name}") for slot in slots for name in shapes):
+            ck.optim = {slot: {name: r.array(f"optim/{slot}/{name}", shape, config.model.dtype)
+                               for name, shape in shapes.items()} for slot in slots}
+        names = CELLS[config.model.type].state_names
+        if all(r.has(f"state/l{l}/{s}") for l in range(config.model.num_layers) for s in names):
+            B, H = config.data.batch_size, config.model.hidden_size
+            ck.state = [tuple(r.array(f"state/l{l}/{s}", (B, H), config.model.dtype) for s in names)
+                        for l in range(config.model.num_layers)]
+    return ck

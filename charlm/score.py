@@ -1,0 +1,106 @@
+"""Probability of text under a model: a corpus split (validation loss) or a list of texts.
+
+Shape letters: T time, B batch (texts or streams), V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import eval_windows
+from .errors import CharlmError, VocabError
+from .model import Model
+from .vocab import Vocab, describe_chars
+
+LN2 = math.log(2.0)
+
+
+def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
+    """Mean nats per character over (nearly) all of ``ids``, streamed one window at a time."""
+    total, count, state = 0.0, 0, None
+    for x, y, first in eval_windows(ids, batch_size, seq_length):
+        if first:
+            state = model.zero_state(x.shape[1])
+        nll, state = model.nll(x, y, state)
+        total += float(nll.sum())
+        count += nll.size
+    return total / count if count else float("nan")
+
+
+@dataclass
+class Score:
+    text: str
+    chars: int
+    log_prob_nats: float
+    skipped: int = 0
+
+    @property
+    def log_prob_bits(self) -> float:
+        return self.log_prob_nats / LN2
+
+    @property
+    def bits_per_char(self) -> float:
+        return -self.log_prob_bits / self.chars if self.chars else float("nan")
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.log_prob_nats / self.chars) if self.chars else float("nan")
+
+    def to_dict(self) -> dict:
+        return {"text": self.text, "chars": self.chars, "log_prob_nats": self.log_prob_nats,
+                "log_prob_bits": self.log_prob_bits, "bits_per_char": self.bits_per_char,
+                "perplexity": self.perplexity, "skipped": self.skipped}
+
+
+def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n", unknown: str = "error",
+                batch_size: int = 64, window: int = 256) -> list[Score]:
+    """Score each text on its own: every character given the context and all before it.
+
+    Texts are batched by length (B at a time, padded, masked) and run in windows of ``window``
+    steps, so 1,000 lines cost a few dozen batched forward passes. ``unknown``: 'error' raises
+    ``VocabError`` naming unknown characters; 'skip' leaves them out and counts them.
+    """
+    if not context:
+        raise CharlmError("the context must have at least one character (the first character is predicted from it)")
+    ctx = vocab.encode(context, what="context")
+    encoded, skipped = [], []
+    for i, text in enumerate(texts):
+        if not text:
+            raise CharlmError(f"text {i + 1} is empty; there is nothing to score")
+        missing = vocab.unknown(text)
+        if missing and unknown != "skip":
+            where = f"text {i + 1}" if len(texts) > 1 else "text"
+            raise VocabError(f"{where} has character(s) not in the model's vocabulary: {describe_chars(missing)}; "
+                             "use --unknown skip to leave them out")
+        kept = "".join(c for c in text if c not in set(missing)) if missing else text
+        encoded.append(vocab.encode(kept))
+        skipped.append(len(text) - len(kept))
+    logp = np.zeros(len(texts))
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        logp[idx] = _score_batch(model, ctx, [encoded[i] for i in idx], window)
+    return [Score(text=t, chars=len(e), log_prob_nats=float(lp), skipped=k)
+            for t, e, lp, k in zip(texts, encoded, logp, skipped)]
+
+
+def _score_batch(model: Model, ctx: np.ndarray, seqs: list[np.ndarray], window: int) -> np.ndarray:
+    """Sum of log p over each sequence of the batch, given ``ctx``: (B,) float64."""
+    B, C = len(seqs), len(ctx)
+    full_len = C + max(len(q) for q in seqs)
+    full = np.zeros((full_len, B), dtype=np.int64)  # (T, B), padded with id 0
+    mask = np.zeros((full_len - 1, B), dtype=bool)  # which targets count
+    full[:C] = ctx[:, None]
+    for b, q in enumerate(seqs):
+        full[C : C + len(q), b] = q
+        mask[C - 1 : C - 1 + len(q), b] = True
+    total = np.zeros(B)
+    state = model.zero_state(B)
+    for t0 in range(0, full_len - 1, window):
+        t1 = min(full_len - 1, t0 + window)
+        nll, state = model.nll(full[t0:t1], full[t0 + 1 : t1 + 1], state)
+        total -= np.where(mask[t0:t1], nll, 0.0).sum(axis=0)
+    return total

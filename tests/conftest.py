@@ -1,0 +1,49 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAKESPEARE = Path(os.environ.get("CHARLM_SHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
+
+try:
+    import torch  # noqa: F401
+
+    HAVE_TORCH = True
+except ImportError:
+    HAVE_TORCH = False
+
+needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch not installed (pip install '.[bench]')")
+
+
+def random_text(n: int, seed: int = 0, alphabet: str = "abcdefgh \n") -> str:
+    rng = np.random.default_rng(seed)
+    return "".join(rng.choice(list(alphabet), n))
+
+
+@pytest.fixture
+def shakespeare() -> Path:
+    """The real corpus. Missing: a failure under CI=true, a skip elsewhere."""
+    if not SHAKESPEARE.is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but the corpus {SHAKESPEARE} is missing (set CHARLM_SHAKESPEARE)")
+        pytest.skip(f"{SHAKESPEARE} not present (set CHARLM_SHAKESPEARE)")
+    return SHAKESPEARE
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Path:
+    """~6k characters of patterned text: learnable, and long enough for small batches."""
+    text = ("hero hell hole hello " * 150) + random_text(3000, seed=1)
+    p = tmp_path / "corpus.txt"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def tiny_overrides(**extra) -> list[str]:
+    base = {"model.type": "lstm", "model.hidden_size": 16, "model.num_layers": 2, "data.batch_size": 4,
+            "data.seq_length": 8, "train.max_steps": 30, "train.eval_every": 10, "train.checkpoint_every": 10,
+            "train.lr": 0.01}
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]

@@ -1,0 +1,95 @@
+"""PyTorch as a second reference: same weights, same inputs, same losses and gradients."""
+
+import numpy as np
+import pytest
+
+from charlm.config import ModelConfig, TrainConfig
+from charlm.model import Model
+from charlm.optim import clip_grad_norm, make_optimizer
+
+from .conftest import needs_torch
+
+pytestmark = needs_torch
+
+V, H = 11, 6
+
+
+def torch_model(m: Model):
+    """A PyTorch model with charlm's weights (gate order [o,i,f,g] -> PyTorch's [i,f,g,o])."""
+    import torch
+
+    cfg = m.cfg
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.type]
+    kw = {"nonlinearity": cfg.activation} if cfg.type == "rnn" else {}
+    rnn = cls(V, H, num_layers=cfg.num_layers, **kw).double()
+    head = torch.nn.Linear(H, V).double()
+    perm = {"lstm": [1, 2, 3, 0], "gru": [0, 1, 2], "rnn": [0]}[cfg.type]
+    G = len(perm)
+    order = np.concatenate([np.arange(g * H, (g + 1) * H) for g in perm])
+    with torch.no_grad():
+        for l in range(cfg.num_layers):
+            P = {k.split("/")[1]: v for k, v in m.params.items() if k.startswith(f"l{l}/")}
+            getattr(rnn, f"weight_ih_l{l}").copy_(torch.tensor(P["Wx"][:, order].T))
+            getattr(rnn, f"weight_hh_l{l}").copy_(torch.tensor(P["Wh"][:, order].T))
+            getattr(rnn, f"bias_ih_l{l}").copy_(torch.tensor(P["b"][order]))
+            bhh = np.zeros(G * H)
+            if cfg.type == "gru":
+                bhh[2 * H :] = P["bhn"]
+            getattr(rnn, f"bias_hh_l{l}").copy_(torch.tensor(bhh))
+        head.weight.copy_(torch.tensor(m.params["head/W"].T))
+        head.bias.copy_(torch.tensor(m.params["head/b"]))
+    return rnn, head, order
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_loss_and_gradients_match_pytorch(kind, layers):
+    import torch
+
+    m = Model(ModelConfig(type=kind, hidden_size=H, num_layers=layers, dtype="float64"), V)
+    m.init(np.random.default_rng(0))
+    m.flat += np.random.default_rng(1).normal(0, 0.1, m.flat.shape)
+    rnn, head, order = torch_model(m)
+    rng = np.random.default_rng(2)
+    T, B = 7, 3
+    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    loss, state = m.loss_and_grad(x, y, m.zero_state(B))
+    xt = torch.nn.functional.one_hot(torch.tensor(x), V).double()
+    out, hn = rnn(xt)
+    tl = torch.nn.functional.cross_entropy(head(out).reshape(T * B, V), torch.tensor(y.reshape(-1)))
+    tl.backward()
+    assert loss == pytest.approx(tl.item(), rel=1e-10)
+    h_last = hn[0] if kind == "lstm" else hn
+    np.testing.assert_allclose(state[-1][0], h_last[-1].detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(m.grads["head/W"], head.weight.grad.numpy().T, atol=1e-10)
+    for l in range(layers):
+        np.testing.assert_allclose(m.grads[f"l{l}/Wh"][:, order], getattr(rnn, f"weight_hh_l{l}").grad.numpy().T, atol=1e-10)
+        np.testing.assert_allclose(m.grads[f"l{l}/Wx"][:, order], getattr(rnn, f"weight_ih_l{l}").grad.numpy().T, atol=1e-10)
+        np.testing.assert_allclose(m.grads[f"l{l}/b"][order], getattr(rnn, f"bias_ih_l{l}").grad.numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "adagrad", "rmsprop"])
+def test_optimizers_match_pytorch(name):
+    import torch
+
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(0, 1, 50)
+    cfg = TrainConfig(optimizer=name, lr=0.05, eps=1e-8)
+    ours = p0.copy()
+    opt = make_optimizer(ours, cfg)
+    tp = torch.nn.Parameter(torch.tensor(p0.copy()))
+    topt = {
+        "adam": lambda: torch.optim.Adam([tp], lr=0.05, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps),
+        "sgd": lambda: torch.optim.SGD([tp], lr=0.05, momentum=cfg.momentum),
+        "adagrad": lambda: torch.optim.Adagrad([tp], lr=0.05, eps=cfg.eps),
+        "rmsprop": lambda: torch.optim.RMSprop([tp], lr=0.05, alpha=cfg.alpha, eps=cfg.eps),
+    }[name]()
+    for _ in range(5):
+        g = rng.normal(0, 3, 50)
+        gc = g.copy()
+        clip_grad_norm(gc, 5.0)
+        opt.step(gc, 0.05)
+        tp.grad = torch.tensor(g.copy())
+        torch.nn.utils.clip_grad_norm_([tp], 5.0)
+        topt.step()
+    np.testing.assert_allclose(ours, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
