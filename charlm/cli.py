@@ -23,6 +23,12 @@ from .score import score_texts
 from .train import Reporter, Trainer
 
 
+def option(*args, **kwargs):
+    """click.option that shows its default in --help."""
+    kwargs.setdefault("show_default", True)
+    return click.option(*args, **kwargs)
+
+
 class CharlmGroup(click.Group):
     def invoke(self, ctx):
         try:
@@ -113,16 +119,16 @@ class _StopFlag:
 
 @main.command()
 @click.argument("corpus", type=click.Path(path_type=str))
-@click.option("--config", "config_path", type=click.Path(path_type=str), default=None,
-              help="YAML config with sections model, data, train (every key optional).  [default: built-in defaults]")
-@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+@option("--config", "config_path", type=click.Path(path_type=str), default=None,
+              show_default="built-in defaults", help="YAML config with sections model, data, train (every key optional).")
+@option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
               help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-              help="Run directory for last.npz, best.npz and metrics.jsonl.  [default: runs/<config name>, "
-                   "or the checkpoint's directory with --resume]")
-@click.option("--resume", type=click.Path(path_type=str), default=None,
+@option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+              show_default="runs/<config name>, or the checkpoint's directory with --resume",
+              help="Run directory for last.npz, best.npz and metrics.jsonl.")
+@option("--resume", type=click.Path(path_type=str), default=None,
               help="Continue the run saved in this last.npz: same step, optimizer, schedule, data position and RNG.")
-@click.option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
+@option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
 def train(corpus, config_path, overrides, out_dir, resume, quiet):
     """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
 
@@ -155,14 +161,14 @@ def keys():
 
 # ---- sample --------------------------------------------------------------------------
 @main.command()
-@click.option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
+@option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
               help="A .npz checkpoint, or a run directory (then its best.npz).")
-@click.option("--length", "-n", default=1000, type=int, help="Characters to generate after the prime.")
-@click.option("--temperature", "-t", default=1.0, type=float, help="Divide the logits by this (> 0); lower is more conservative.")
-@click.option("--top-k", default=None, type=int, help="Sample only among the K most likely characters.  [default: all]")
-@click.option("--prime", "-p", default="\n", help="Text fed through the model first, and printed.  [default: a newline]")
-@click.option("--seed", "-s", default=None, type=int, help="Random seed; the same seed gives the same text.  [default: random]")
-@click.option("--greedy", is_flag=True, help="Always take the most likely character (deterministic).")
+@option("--length", "-n", default=1000, type=int, help="Characters to generate after the prime.")
+@option("--temperature", "-t", default=1.0, type=float, help="Divide the logits by this (> 0); lower is more conservative.")
+@option("--top-k", default=None, type=int, show_default="all", help="Sample only among the K most likely characters.")
+@option("--prime", "-p", default="\n", show_default="a newline", help="Text fed through the model first, and printed.")
+@option("--seed", "-s", default=None, type=int, show_default="random", help="Random seed; the same seed gives the same text.")
+@option("--greedy", is_flag=True, help="Always take the most likely character (deterministic).")
 def sample(checkpoint, length, temperature, top_k, prime, seed, greedy):
     """Generate text from a trained model, streamed to stdout as it is generated."""
     ck = load_checkpoint(checkpoint, with_training_state=False)
@@ -182,16 +188,16 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, greedy):
 # ---- score ---------------------------------------------------------------------------
 @main.command()
 @click.argument("text", required=False)
-@click.option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
+@option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
               help="A .npz checkpoint, or a run directory (then its best.npz).")
-@click.option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
+@option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
               help="Score the whole file as one text.")
-@click.option("--lines", type=click.File("r", encoding="utf-8"), default=None,
+@option("--lines", type=click.File("r", encoding="utf-8"), default=None,
               help="Score each non-empty line of this file on its own ('-' for stdin).")
-@click.option("--context", default="\n", help="Text the model reads before each scored text.  [default: a newline]")
-@click.option("--unknown", type=click.Choice(["error", "skip"]), default="error",
+@option("--context", default="\n", show_default="a newline", help="Text the model reads before each scored text.")
+@option("--unknown", type=click.Choice(["error", "skip"]), default="error",
               help="Characters outside the vocabulary: fail, or leave them out and count them as skipped.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per text.")
+@option("--json", "as_json", is_flag=True, help="One JSON object per text.")
 def score(text, checkpoint, file_, lines, context, unknown, as_json):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
 

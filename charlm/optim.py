@@ -113,6 +113,6 @@ def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:
     """Scale ``grad`` in place so its global L2 norm is at most ``max_norm`` (0: no clipping).
     Returns the norm before clipping (non-finite when the gradient is)."""
     norm = math.sqrt(float(np.dot(grad, grad)))
-    if max_norm > 0 and norm > max_norm:
+    if max_norm > 0 and math.isfinite(norm) and norm > max_norm:
         grad *= max_norm / (norm + 1e-6)  # PyTorch's clip_grad_norm_ coefficient
     return norm

@@ -1,0 +1,116 @@
+import json
+
+import numpy as np
+import pytest
+
+from charlm.checkpoint import load_checkpoint
+from charlm.config import load_config
+from charlm.errors import CheckpointError, TrainingError
+from charlm.train import Trainer, train
+
+from .conftest import tiny_overrides
+
+
+def losses(out_dir):
+    return [json.loads(l) for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_train_writes_checkpoints_and_metrics(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides())
+    res = train(cfg, corpus_file, tmp_path / "run")
+    assert res.step == 30 and res.reason == "max_steps"
+    rows = losses(tmp_path / "run")
+    assert [r["step"] for r in rows] == [10, 20, 30]
+    assert set(rows[0]) == {"step", "epoch", "elapsed_s", "train_loss", "val_loss", "val_bpc", "lr", "chars_per_s"}
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] < np.log(15)
+    assert load_checkpoint(tmp_path / "run" / "best.npz").meta["best_val"] == min(r["val_loss"] for r in rows)
+    assert load_checkpoint(tmp_path / "run" / "last.npz").meta["step"] == 30
+
+
+def test_same_seed_same_curve(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"model.dropout": 0.2, "train.max_steps": 20}))
+    train(cfg, corpus_file, tmp_path / "a")
+    train(cfg, corpus_file, tmp_path / "b")
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert [r["val_loss"] for r in a] == [r["val_loss"] for r in b]
+    cfg2 = load_config(None, tiny_overrides(**{"model.dropout": 0.2, "train.max_steps": 20, "train.seed": 5}))
+    train(cfg2, corpus_file, tmp_path / "c")
+    assert [r["val_loss"] for r in losses(tmp_path / "c")] != [r["val_loss"] for r in a]
+
+
+@pytest.mark.parametrize("kind, opt", [("lstm", "adam"), ("gru", "rmsprop"), ("rnn", "sgd")])
+def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt):
+    """Stop at step 13 (mid-epoch, dropout on, cosine schedule), resume: identical losses and weights."""
+    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, "model.dropout": 0.1,
+                             "train.lr_schedule": "cosine", "train.warmup_steps": 5, "train.max_steps": 40,
+                             "data.seq_length": 20, "data.batch_size": 8})
+    cfg = load_config(None, over)
+    full = train(cfg, corpus_file, tmp_path / "full")
+    calls = iter(range(10**6))
+    part = train(cfg, corpus_file, tmp_path / "part", should_stop=lambda: next(calls) >= 12)
+    assert part.reason == "interrupted" and part.step == 13
+    ck = load_checkpoint(tmp_path / "part" / "last.npz")
+    assert ck.meta["step"] == 13 and 0 < ck.meta["batch"]
+    resumed = Trainer(ck.config, corpus_file, resume=tmp_path / "part" / "last.npz").run()
+    assert resumed.step == full.step and resumed.epoch == full.epoch
+    keys = ("step", "epoch", "train_loss", "val_loss", "lr")
+    assert [[r[k] for k in keys] for r in losses(tmp_path / "part")] == [[r[k] for k in keys] for r in losses(tmp_path / "full")]
+    a = load_checkpoint(tmp_path / "full" / "last.npz")
+    b = load_checkpoint(tmp_path / "part" / "last.npz")
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+
+
+def test_epoch_budget_and_epoch_reset(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": "null", "train.epochs": 2, "data.batch_size": 16,
+                                              "data.seq_length": 32, "train.eval_every": 1000}))
+    tr = Trainer(cfg, corpus_file, tmp_path / "r")
+    res = tr.run()
+    assert res.reason == "epochs" and res.epoch == 2 and res.step == 2 * tr.batches.num_windows
+
+
+def test_resume_refuses_model_change(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 10}))
+    train(cfg, corpus_file, tmp_path / "r")
+    ck = load_checkpoint(tmp_path / "r" / "last.npz")
+    changed = load_config(None, [f"model.hidden_size=32"], base=ck.config)
+    with pytest.raises(CheckpointError, match="different model section"):
+        Trainer(changed, corpus_file, resume=ck)
+
+
+def test_resume_refuses_other_vocabulary(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 10}))
+    train(cfg, corpus_file, tmp_path / "r")
+    other = tmp_path / "other.txt"
+    other.write_text("XYZ " * 2000)
+    with pytest.raises(Exception, match="vocabulary"):
+        Trainer(cfg, other, resume=tmp_path / "r" / "last.npz")
+
+
+def test_non_finite_loss_stops_with_step_and_advice(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 30}))
+    tr = Trainer(cfg, corpus_file, tmp_path / "r")
+    real = tr.model.loss_and_grad
+
+    def poisoned(*a, **k):
+        loss, st = real(*a, **k)
+        if tr.step == 14:
+            tr.model.grad[3] = np.inf
+        return loss, st
+
+    tr.model.loss_and_grad = poisoned
+    with pytest.raises(TrainingError, match=r"step 15: gradient norm is not finite; lower train.lr"):
+        tr.run()
+    last = load_checkpoint(tmp_path / "r" / "last.npz")
+    assert last.meta["step"] == 10 and np.isfinite(last.params["l0/Wx"]).all()
+
+
+def test_lr_schedules():
+    from charlm.config import TrainConfig
+    from charlm.schedule import Schedule
+
+    s = Schedule(TrainConfig(lr_schedule="step", lr=1.0, lr_decay=0.5, lr_decay_every=2), 10)
+    assert [s(0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    c = Schedule(TrainConfig(lr_schedule="cosine", lr=1.0, warmup_steps=10, min_lr=0.1, max_steps=110, epochs=None), 10)
+    assert c(0, 0) == pytest.approx(0.1) and c(9, 0) == pytest.approx(1.0)
+    assert c(60, 0) == pytest.approx(0.55) and c(110, 0) == pytest.approx(0.1)
