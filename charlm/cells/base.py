@@ -63,6 +63,15 @@ class Layer:
             if name.startswith("b"):
                 a[...] = 0.0
 
+    def recurrent_T(self) -> np.ndarray:
+        """A C-contiguous copy of Wh^T, refreshed each backward: (B, GH) @ (GH, H) runs ~25%
+        faster in OpenBLAS on a contiguous matrix than on the transposed view."""
+        WhT = getattr(self, "_WhT", None)
+        if WhT is None or WhT.shape != self.p["Wh"].shape[::-1]:
+            WhT = self._WhT = np.empty(self.p["Wh"].shape[::-1], self.dtype)
+        np.copyto(WhT, self.p["Wh"].T)
+        return WhT
+
     def zero_state(self, B: int) -> tuple[np.ndarray, ...]:
         return tuple(np.zeros((B, self.H), self.dtype) for _ in self.state_names)
 

@@ -77,7 +77,7 @@ class GRU(Layer):
         np.subtract(1.0, r, out=Pr)
         Pr *= r
         Pr *= f.HN  # da_r = da_n * hn * r (1 - r)
-        WhT = self.p["Wh"].T
+        WhT = self.recurrent_T()
         dhn.fill(0.0)  # carried dh from step t+1 (truncated BPTT: zero beyond the window)
         for t in range(T - 1, -1, -1):
             dh = dout[t]

@@ -82,7 +82,7 @@ class LSTM(Layer):
         np.subtract(1.0, OC, out=OC)
         OC *= o  # dc += dh * o * (1 - tanh(c)^2)
         P4, dA4 = P.reshape(T, B, 4, H), dA.reshape(T, B, 4, H)
-        WhT, dc, carry = self.p["Wh"].T, bw.dc, bw.carry
+        WhT, dc, carry = self.recurrent_T(), bw.dc, bw.carry
         carry.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
         for t in range(T - 1, -1, -1):
             dh = dout[t]

@@ -56,7 +56,7 @@ class RNN(Layer):
         else:
             np.multiply(Hs[1:], Hs[1:], out=dA)
             np.subtract(1.0, dA, out=dA)  # tanh' = 1 - h^2
-        WhT = self.p["Wh"].T
+        WhT = self.recurrent_T()
         for t in range(T - 1, -1, -1):
             dh = dout[t]
             if t < T - 1:
