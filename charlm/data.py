@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CorpusError
-from .vocab import MAX_CODE_POINT, Vocab, code_points
+from .vocab import MAX_CODE_POINT, Vocab, code_points, describe_chars
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 2 << 20  # temporaries per chunk are ~10x its size: keep them small
 
 
 def corpus_files(path: str | os.PathLike) -> list[Path]:
@@ -104,8 +104,6 @@ def load_corpus(path: str | os.PathLike, vocab: Vocab | None = None) -> Corpus:
         for text in _decoded_chunks(f):
             chunk = vocab.ids_of_code_points(code_points(text))
             if (chunk < 0).any():
-                from .vocab import describe_chars
-
                 raise CorpusError(
                     f"{f}: has characters outside the checkpoint's vocabulary: "
                     f"{describe_chars(vocab.unknown(text))}"

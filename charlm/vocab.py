@@ -83,8 +83,10 @@ class Vocab:
         return list(dict.fromkeys(text[i] for i in np.flatnonzero(bad)))
 
     def ids_of_code_points(self, cps: np.ndarray) -> np.ndarray:
-        """(N,) code points -> (N,) ids in ``self.dtype``; -1 where unknown (as int64)."""
-        ids = np.full(cps.shape, -1, dtype=np.int64)
+        """(N,) code points -> (N,) int32 ids, -1 where unknown."""
+        if len(cps) == 0 or cps.max() < len(self._lut):
+            return self._lut[cps]
+        ids = np.full(cps.shape, -1, dtype=np.int32)
         ok = cps < len(self._lut)
         ids[ok] = self._lut[cps[ok]]
         return ids

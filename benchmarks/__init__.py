@@ -1,0 +1,1 @@
+"""Benchmarks: charlm beside PyTorch in one process (see README, Performance)."""

@@ -1,0 +1,139 @@
+"""Shared set-up: thread count (set before NumPy loads BLAS), the corpus, PyTorch twins."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def set_threads(argv=None) -> int:
+    """Read --threads N from argv and pin BLAS/OpenMP pools before numpy or torch is imported."""
+    argv = sys.argv if argv is None else argv
+    n = 2
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = int(argv[i + 1])
+        elif a.startswith("--threads="):
+            n = int(a.split("=", 1)[1])
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    return n
+
+
+def corpus_path() -> Path:
+    p = Path(os.environ.get("CHARLM_SHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
+    if not p.is_file():
+        sys.exit(f"corpus {p} not found: set CHARLM_SHAKESPEARE")
+    return p
+
+
+def have_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def machine_info() -> dict:
+    import platform
+
+    import numpy as np
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    blas = "unknown"
+    try:
+        cfg = np.show_config(mode="dicts")
+        b = cfg["Build Dependencies"]["blas"]
+        blas = f"{b.get('name')} {b.get('version')}"
+    except Exception:  # older NumPy has no mode="dicts"; the name is informative only
+        pass
+    info = {"cpu": cpu, "numpy": np.__version__, "blas": blas, "python": platform.python_version()}
+    if have_torch():
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
+class TorchTwin:
+    """nn.LSTM/GRU/RNN + nn.Linear with cross-entropy, clip_grad_norm_ and Adam: PyTorch's
+    equivalent of one charlm training step on the same one-hot windows."""
+
+    def __init__(self, kind, layers, hidden, vocab, lr=2e-3, clip=5.0, init="uniform", seed=0):
+        import torch
+
+        torch.manual_seed(seed)
+        cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind]
+        self.torch, self.V, self.clip = torch, vocab, clip
+        self.rnn = cls(vocab, hidden, layers)
+        self.head = torch.nn.Linear(hidden, vocab)
+        if init == "xavier":  # charlm's scheme: Glorot input weights, orthogonal recurrent, zero bias
+            for name, p in self.rnn.named_parameters():
+                G = p.shape[0] // hidden
+                with torch.no_grad():
+                    for g in range(G):
+                        blk = p[g * hidden : (g + 1) * hidden]
+                        if name.startswith("weight_ih"):
+                            torch.nn.init.xavier_uniform_(blk)
+                        elif name.startswith("weight_hh"):
+                            torch.nn.init.orthogonal_(blk)
+                        else:
+                            blk.zero_()
+                    if kind == "lstm" and name.startswith("bias_ih"):
+                        p[hidden : 2 * hidden] = 1.0  # forget gate (PyTorch order i, f, g, o)
+            torch.nn.init.xavier_uniform_(self.head.weight)
+            torch.nn.init.zeros_(self.head.bias)
+        self.params = list(self.rnn.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.eye = torch.eye(vocab)
+        self.state = None
+
+    def step(self, x, y, carry=True):
+        """x, y (T, B) int arrays -> loss; the hidden state carries between calls if ``carry``."""
+        torch = self.torch
+        xt, yt = torch.from_numpy(x.astype("int64")), torch.from_numpy(y.astype("int64"))
+        self.opt.zero_grad(set_to_none=True)
+        out, state = self.rnn(self.eye[xt], self.state)
+        loss = torch.nn.functional.cross_entropy(self.head(out).reshape(-1, self.V), yt.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.opt.step()
+        if carry:
+            self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        return float(loss.detach())
+
+    def reset(self):
+        self.state = None
+
+    def nll_sum(self, x, y, state):
+        """Inference: summed NLL of y given x (T, B), and the next state."""
+        torch = self.torch
+        with torch.no_grad():
+            out, state = self.rnn(self.eye[torch.from_numpy(x.astype("int64"))], state)
+            logits = self.head(out).reshape(-1, self.V)
+            nll = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y.astype("int64")).reshape(-1), reduction="none")
+        return nll.reshape(x.shape).numpy().astype("float64"), state
+
+    def evaluate(self, ids, batch_size, seq_length):
+        from charlm.data import eval_windows
+
+        total, count, state = 0.0, 0, None
+        for x, y, first in eval_windows(ids, batch_size, seq_length):
+            if first:
+                state = None
+            nll, state = self.nll_sum(x, y, state)
+            total += nll.sum()
+            count += nll.size
+        return total / count
