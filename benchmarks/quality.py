@@ -1,0 +1,121 @@
+"""Quality per minute: validation loss against wall-clock training time, charlm beside PyTorch.
+
+    python -m benchmarks.quality --minutes 10 [--config configs/lstm-shakespeare.yaml] [--threads 2]
+
+Trains the config's model with charlm, then the same model in PyTorch (same init scheme,
+batch, seq, optimizer, lr schedule, clipping, data order), each for the same training-time
+budget on the same cores, one after the other. The whole validation split is evaluated after
+every minute of training; evaluation time is not counted as training time.
+"""
+
+from __future__ import annotations
+
+from .common import set_threads
+
+THREADS = set_threads()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+
+from charlm.config import load_config  # noqa: E402
+from charlm.train import Trainer  # noqa: E402
+
+from .common import ROOT, TorchTwin, corpus_path, have_torch, machine_info  # noqa: E402
+
+
+def run_charlm(cfg, minutes, log):
+    tr = Trainer(cfg, corpus_path(), out_dir=None)
+    return _curve("charlm", minutes, tr.train_step, lambda: tr.evaluate()["val_loss"], log)
+
+
+def run_torch(cfg, minutes, log):
+    from charlm.data import Batches, load_corpus, split
+    from charlm.schedule import Schedule
+
+    corpus = load_corpus(corpus_path())
+    train_ids, val = split(corpus.ids, cfg.data.val_fraction)
+    b = Batches(train_ids, cfg.data.batch_size, cfg.data.seq_length)
+    m, t = cfg.model, cfg.train
+    tw = TorchTwin(m.type, m.num_layers, m.hidden_size, len(corpus.vocab), lr=t.lr, clip=t.grad_clip,
+                   init=m.init, seed=t.seed)
+    tw.torch.set_num_threads(THREADS)
+    if m.dropout:
+        tw.rnn.dropout = m.dropout
+    sched = Schedule(t, b.num_windows)
+    pos = {"step": 0}
+
+    def step():
+        k = pos["step"] % b.num_windows
+        if k == 0:
+            tw.reset()
+        for g in tw.opt.param_groups:
+            g["lr"] = sched(pos["step"], pos["step"] // b.num_windows)
+        tw.rnn.train()
+        loss = tw.step(*b.window(k))
+        pos["step"] += 1
+        return loss
+
+    def evaluate():
+        tw.rnn.eval()
+        return float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))
+
+    return _curve("torch", minutes, step, evaluate, log)
+
+
+def _curve(name, minutes, step, evaluate, log):
+    """Train until ``minutes`` of training time; evaluate after each whole minute."""
+    trained, next_eval, steps, points = 0.0, 60.0, 0, []
+    while trained < 60.0 * minutes:
+        t = time.perf_counter()
+        step()
+        trained += time.perf_counter() - t
+        steps += 1
+        if trained >= next_eval or trained >= 60.0 * minutes:
+            val = evaluate()
+            points.append({"backend": name, "minutes": round(trained / 60, 2), "steps": steps, "val_loss": val})
+            log(points[-1])
+            next_eval += 60.0
+    return points
+
+
+def chart(curves, width=50, lo=None, hi=None):
+    """A plain-text chart: one row per minute, a bar per backend (shorter is better)."""
+    vals = [p["val_loss"] for c in curves.values() for p in c]
+    lo = min(vals) - 0.05 if lo is None else lo
+    hi = max(vals) if hi is None else hi
+    lines = []
+    n = max(len(c) for c in curves.values())
+    for i in range(n):
+        for name, c in curves.items():
+            if i < len(c):
+                p = c[i]
+                bar = "#" * max(1, int(round(width * (p["val_loss"] - lo) / max(1e-9, hi - lo))))
+                lines.append(f"{p['minutes']:5.1f} min {name:6s} {p['val_loss']:.3f} {bar}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--config", default=str(ROOT / "configs" / "lstm-shakespeare.yaml"))
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-torch", dest="torch", action="store_false")
+    args = p.parse_args(argv)
+    cfg = load_config(args.config, args.overrides + ["train.max_minutes=null"])
+    info = {**machine_info(), "threads": THREADS, "config": cfg.name, "minutes": args.minutes}
+    print(json.dumps(info) if args.json else "# " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
+    log = (lambda r: print(json.dumps(r), flush=True)) if args.json else (
+        lambda r: print(f"{r['backend']:6s} {r['minutes']:6.2f} min  step {r['steps']:6d}  val {r['val_loss']:.4f} nats/char", flush=True))
+    curves = {"charlm": run_charlm(cfg, args.minutes, log)}
+    if args.torch and have_torch():
+        curves["torch"] = run_torch(cfg, args.minutes, log)
+    if not args.json:
+        print(chart(curves))
+    return curves
+
+
+if __name__ == "__main__":
+    main()
