@@ -220,6 +220,6 @@ def _read(zf, path, file_size, with_training_state) -> Checkpoint:
         names = CELLS[config.model.type].state_names
         if all(r.has(f"state/l{l}/{s}") for l in range(config.model.num_layers) for s in names):
             B, H = config.data.batch_size, config.model.hidden_size
-            ck.state = [tuple(r.array(f"state/l{l}/{s}", (B, H), config.model.dtype) for s in names)
+            ck.state = [tuple(r.array(f"state/l{l}/{s}", (H, B), config.model.dtype) for s in names)
                         for l in range(config.model.num_layers)]
     return ck

@@ -1,7 +1,8 @@
 """The character model: L stacked recurrent layers, dropout between them, a linear head and
 a fused softmax + cross-entropy.
 
-Shape letters: T time, B batch, V vocabulary, H hidden, L layers.
+Shape letters: T time, B batch, V vocabulary, H hidden, L layers. Activations are feature-major,
+(H, T, B), and logits (V, T*B): see cells/base.py for why.
 
 All parameters live in one flat vector (``model.flat``) and all gradients in another
 (``model.grad``); ``params``/``grads`` map names such as ``l0/Wx`` or ``head/W`` to views of
@@ -37,7 +38,7 @@ def _named_shapes(layers, cfg, V):
     for l, layer in enumerate(layers):
         for name, shape in layer.param_shapes().items():
             yield f"l{l}/{name}", shape
-    yield "head/W", (cfg.hidden_size, V)
+    yield "head/W", (V, cfg.hidden_size)
     yield "head/b", (V,)
 
 
@@ -77,11 +78,11 @@ class Model:
         H = cfg.hidden_size
         if cfg.init == "uniform":
             k = 1.0 / np.sqrt(H)
-            self.params["head/W"][...] = rng.uniform(-k, k, (H, self.V))
+            self.params["head/W"][...] = rng.uniform(-k, k, (self.V, H))
             self.params["head/b"][...] = rng.uniform(-k, k, self.V)
         else:
             limit = np.sqrt(6.0 / (H + self.V))
-            self.params["head/W"][...] = rng.uniform(-limit, limit, (H, self.V))
+            self.params["head/W"][...] = rng.uniform(-limit, limit, (self.V, H))
             self.params["head/b"][...] = 0.0
 
     def param_counts(self) -> list[tuple[str, int]]:
@@ -104,7 +105,7 @@ class Model:
         p = self.cfg.dropout
         inp, masks = x, []
         for l, layer in enumerate(self.layers):
-            out = layer.forward(inp, state[l], train=True)
+            out = layer.forward(inp, state[l], train=True)  # (H, T, B)
             if p > 0 and l < len(self.layers) - 1:
                 mask = (rng.random(out.shape, dtype=self.dtype) >= p).astype(self.dtype)
                 mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
@@ -115,12 +116,12 @@ class Model:
                 inp = out
         new_state = [layer.last_state() for layer in self.layers]
         hb = self._buffers("train", T, B)
-        loss = self._softmax_xent(inp, y, hb)  # hb.L now holds dloss/dlogits
-        h2 = inp.reshape(T * B, -1)
-        np.matmul(h2.T, hb.L, out=self.grads["head/W"])
-        np.sum(hb.L, axis=0, out=self.grads["head/b"])
+        loss = self._softmax_xent(inp, y, hb)  # hb.L now holds dloss/dlogits (V, T*B)
+        h2 = inp.reshape(self.cfg.hidden_size, T * B)
+        np.matmul(hb.L, h2.T, out=self.grads["head/W"])
+        np.sum(hb.L, axis=1, out=self.grads["head/b"])
         dh = hb.dH
-        np.matmul(hb.L, self.params["head/W"].T, out=dh.reshape(T * B, -1))
+        np.matmul(self.params["head/W"].T, hb.L, out=dh.reshape(-1, T * B))
         for l in range(len(self.layers) - 1, -1, -1):
             if masks[l] is not None:
                 dh *= masks[l]
@@ -136,28 +137,28 @@ class Model:
         return self._head_bufs[key]
 
     def _logits(self, h, hb):
-        """h (T, B, H) -> hb.L (T*B, V) logits."""
-        np.matmul(h.reshape(hb.L.shape[0], -1), self.params["head/W"], out=hb.L)
-        hb.L += self.params["head/b"]
+        """h (H, T, B) -> hb.L (V, T*B) logits; column t*B + b is step t of stream b."""
+        np.matmul(self.params["head/W"], h.reshape(h.shape[0], -1), out=hb.L)
+        hb.L += self.params["head/b"][:, None]
         return hb.L
 
     def _softmax_xent(self, h, y, hb) -> float:
-        """Mean cross-entropy of y under softmax(h W + b); leaves dloss/dlogits in hb.L."""
+        """Mean cross-entropy of y under softmax(W h + b); leaves dloss/dlogits in hb.L."""
         L = self._logits(h, hb)
-        N = L.shape[0]
-        rows = hb.rows
-        L -= L.max(axis=1, keepdims=True)  # max subtraction: exp never overflows
-        picked = L[rows, y.reshape(-1)]
+        N = L.shape[1]
+        y, cols = y.reshape(-1), hb.cols
+        L -= L.max(axis=0)  # max subtraction: exp never overflows
+        picked = L[y, cols]
         np.exp(L, out=L)
-        s = L.sum(axis=1)
+        s = L.sum(axis=0)
         loss = float(np.log(s).sum(dtype=np.float64) - picked.sum(dtype=np.float64)) / N
-        L *= (1.0 / s)[:, None].astype(self.dtype) * (1.0 / N)
-        L[rows, y.reshape(-1)] -= 1.0 / N
+        L *= (1.0 / (s * N)).astype(self.dtype)
+        L[y, cols] -= 1.0 / N
         return loss
 
     # ---- inference: no backward, no dropout -------------------------------------------
     def forward(self, x, state):
-        """x (T, B) ids -> (logits (T*B, V) in a reused buffer, next state)."""
+        """x (T, B) ids -> (logits (V, T*B) in a reused buffer, next state)."""
         T, B = x.shape
         inp = x
         for l, layer in enumerate(self.layers):
@@ -169,15 +170,15 @@ class Model:
         """x, y (T, B) ids -> (nll (T, B) float64 nats of each y given all before it, next state)."""
         T, B = x.shape
         L, new_state = self.forward(x, state)
-        L -= L.max(axis=1, keepdims=True)
-        picked = L[np.arange(T * B), y.reshape(-1)].astype(np.float64)
+        L -= L.max(axis=0)
+        picked = L[y.reshape(-1), np.arange(T * B)].astype(np.float64)
         np.exp(L, out=L)
-        lse = np.log(L.sum(axis=1, dtype=np.float64))
+        lse = np.log(L.sum(axis=0, dtype=np.float64))
         return (lse - picked).reshape(T, B), new_state
 
 
 class _HeadBuffers:
     def __init__(self, T, B, H, V, dtype):
-        self.L = np.empty((T * B, V), dtype)  # logits, then probabilities, then dlogits
-        self.dH = np.empty((T, B, H), dtype)
-        self.rows = np.arange(T * B)
+        self.L = np.empty((V, T * B), dtype)  # logits, then probabilities, then dlogits
+        self.dH = np.empty((H, T, B), dtype)
+        self.cols = np.arange(T * B)

@@ -34,7 +34,7 @@ def sample(model: Model, vocab: Vocab, length: int = 1000, prime: str = "\n", te
     V, k = len(vocab), (min(top_k, len(vocab)) if top_k else None)
     for _ in range(length):
         logits, state = model.forward(x, state)
-        z = logits[0].astype(np.float64)
+        z = logits[:, 0].astype(np.float64)
         if greedy:
             nxt = int(np.argmax(z))
         else:

@@ -29,14 +29,14 @@ def torch_model(m: Model):
     with torch.no_grad():
         for l in range(cfg.num_layers):
             P = {k.split("/")[1]: v for k, v in m.params.items() if k.startswith(f"l{l}/")}
-            getattr(rnn, f"weight_ih_l{l}").copy_(torch.tensor(P["Wx"][:, order].T))
-            getattr(rnn, f"weight_hh_l{l}").copy_(torch.tensor(P["Wh"][:, order].T))
+            getattr(rnn, f"weight_ih_l{l}").copy_(torch.tensor(P["Wx"][order]))
+            getattr(rnn, f"weight_hh_l{l}").copy_(torch.tensor(P["Wh"][order]))
             getattr(rnn, f"bias_ih_l{l}").copy_(torch.tensor(P["b"][order]))
             bhh = np.zeros(G * H)
             if cfg.type == "gru":
                 bhh[2 * H :] = P["bhn"]
             getattr(rnn, f"bias_hh_l{l}").copy_(torch.tensor(bhh))
-        head.weight.copy_(torch.tensor(m.params["head/W"].T))
+        head.weight.copy_(torch.tensor(m.params["head/W"]))
         head.bias.copy_(torch.tensor(m.params["head/b"]))
     return rnn, head, order
 
@@ -60,11 +60,11 @@ def test_loss_and_gradients_match_pytorch(kind, layers):
     tl.backward()
     assert loss == pytest.approx(tl.item(), rel=1e-10)
     h_last = hn[0] if kind == "lstm" else hn
-    np.testing.assert_allclose(state[-1][0], h_last[-1].detach().numpy(), atol=1e-10)
-    np.testing.assert_allclose(m.grads["head/W"], head.weight.grad.numpy().T, atol=1e-10)
+    np.testing.assert_allclose(state[-1][0].T, h_last[-1].detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(m.grads["head/W"], head.weight.grad.numpy(), atol=1e-10)
     for l in range(layers):
-        np.testing.assert_allclose(m.grads[f"l{l}/Wh"][:, order], getattr(rnn, f"weight_hh_l{l}").grad.numpy().T, atol=1e-10)
-        np.testing.assert_allclose(m.grads[f"l{l}/Wx"][:, order], getattr(rnn, f"weight_ih_l{l}").grad.numpy().T, atol=1e-10)
+        np.testing.assert_allclose(m.grads[f"l{l}/Wh"][order], getattr(rnn, f"weight_hh_l{l}").grad.numpy(), atol=1e-10)
+        np.testing.assert_allclose(m.grads[f"l{l}/Wx"][order], getattr(rnn, f"weight_ih_l{l}").grad.numpy(), atol=1e-10)
         np.testing.assert_allclose(m.grads[f"l{l}/b"][order], getattr(rnn, f"bias_ih_l{l}").grad.numpy(), atol=1e-10)
 
 

@@ -22,7 +22,7 @@ def saved(tmp_path):
     opt = make_optimizer(m.flat, cfg.train)
     m.grad[:] = 0.1
     opt.step(m.grad, 0.01)
-    state = [tuple(np.full((3, 8), 0.5, np.float32) for _ in s) for s in m.zero_state(3)]
+    state = [tuple(np.full((8, 3), 0.5, np.float32) for _ in s) for s in m.zero_state(3)]
     path = tmp_path / "last.npz"
     save_checkpoint(path, m, vocab, cfg, {"step": 7}, optimizer=opt, state=state)
     return path, m, opt, cfg, vocab
@@ -117,7 +117,7 @@ def test_wrong_shape_is_refused_before_reading(saved):
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.zeros((9, 9), np.float32))
     _rewrite(path, lambda e: e.__setitem__("param/l0/Wh.npy", buf.getvalue()))
-    with pytest.raises(CheckpointError, match=r"l0/Wh is float32\(9, 9\), expected float32\(8, 32\)"):
+    with pytest.raises(CheckpointError, match=r"l0/Wh is float32\(9, 9\), expected float32\(32, 8\)"):
         load_checkpoint(path)
 
 

@@ -43,7 +43,7 @@ def test_parameter_gradients(kind, layers, T, B):
     m = make(kind, layers, dropout=0.25 if layers == 2 else 0.0)
     rng = np.random.default_rng(3)
     x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
-    state = [tuple(rng.normal(0, 0.5, (B, 5)) for _ in s) for s in m.zero_state(B)]
+    state = [tuple(rng.normal(0, 0.5, (5, B)) for _ in s) for s in m.zero_state(B)]
     loss = lambda: m.loss_and_grad(x, y, state, np.random.default_rng(9))[0]  # same dropout masks
     loss()
     analytic = m.grad.copy()
@@ -58,7 +58,7 @@ def test_initial_state_gradients(kind):
     rng = np.random.default_rng(4)
     T, B = 3, 2
     x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
-    state = [tuple(rng.normal(0, 0.5, (B, 5)) for _ in m.zero_state(B)[0])]
+    state = [tuple(rng.normal(0, 0.5, (5, B)) for _ in m.zero_state(B)[0])]
     loss = lambda: m.loss_and_grad(x, y, state, None)[0]
     loss()
     analytic = m.layers[0].state_grads()
@@ -85,8 +85,8 @@ def test_input_gradient_of_dense_layer():
         shapes = layer.param_shapes()
         p = {k: rng.normal(0, 0.5, s) for k, s in shapes.items()}
         layer.bind(p, {k: np.zeros(s) for k, s in shapes.items()})
-        x = rng.normal(0, 1, (3, 2, 4))
-        w = rng.normal(0, 1, (3, 2, 3))
+        x = rng.normal(0, 1, (4, 3, 2))  # (D, T, B)
+        w = rng.normal(0, 1, (3, 3, 2))  # (H, T, B)
         st = layer.zero_state(2)
         f = lambda: float((layer.forward(x, st) * w).sum())
         f()

@@ -27,7 +27,7 @@ def test_init_scheme():
     m.init(np.random.default_rng(0))
     Wh, b = m.params["l0/Wh"], m.params["l0/b"]
     for g in range(4):  # each gate's recurrent block is orthogonal
-        blk = Wh[:, g * 8 : (g + 1) * 8].astype(np.float64)
+        blk = Wh[g * 8 : (g + 1) * 8].astype(np.float64)
         np.testing.assert_allclose(blk.T @ blk, np.eye(8), atol=1e-5)
     np.testing.assert_array_equal(b[16:24], 1.0)  # forget gate (order o, i, f, g)
     assert (b[:16] == 0).all() and (b[24:] == 0).all()
@@ -80,7 +80,7 @@ def test_training_nll_equals_inference_nll():
 
 def test_param_shapes_do_not_allocate():
     shapes = param_shapes(ModelConfig(type="lstm", hidden_size=50000, num_layers=2), 100)
-    assert shapes["l1/Wh"] == (50000, 200000)
+    assert shapes["l1/Wh"] == (200000, 50000) and shapes["head/W"] == (100, 50000)
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])

@@ -33,7 +33,7 @@ def test_greedy_is_argmax_and_top_k_one_is_greedy(model):
     # greedy follows the model's most probable next character
     ids = VOCAB.encode("a" + g).astype(np.int64)
     logits, _ = model.forward(ids[:-1, None], model.zero_state(1))
-    assert (logits.argmax(axis=1) == ids[1:]).all()
+    assert (logits.argmax(axis=0) == ids[1:]).all()
 
 
 def test_temperature_towards_zero_approaches_greedy(model):

@@ -35,21 +35,21 @@ def test_token_dtype_is_compact():
     assert v.encode(v.chars[0] * 5).dtype == np.uint16
 
 
-def test_row_gather_equals_one_hot_product():
-    """Character i is the unit vector e_i: gathering rows of Wx is e_i^T Wx."""
+def test_gather_equals_one_hot_product():
+    """Character i is the unit vector e_i: gathering column i of Wx is Wx e_i."""
     v = Vocab.from_text("hero hell hole")
     m = Model(ModelConfig(type="rnn", hidden_size=6, num_layers=1, dtype="float64"), len(v))
     m.init(np.random.default_rng(0))
     ids = v.encode("hello hero").astype(np.int64).reshape(-1, 1)  # (T, B=1)
     layer = m.layers[0]
-    gathered = np.empty((len(ids), 6))
+    gathered = np.empty((6, len(ids), 1))  # (H, T, B)
     layer.project(ids, gathered)
-    one_hot = np.eye(len(v))[ids[:, 0]]
-    np.testing.assert_allclose(gathered, one_hot @ layer.p["Wx"] + layer.p["b"], rtol=0, atol=1e-12)
-    # and the whole forward pass agrees with a one-hot-input copy of the same layer
+    one_hot = np.eye(len(v))[ids[:, 0]].T  # (V, T)
+    np.testing.assert_allclose(gathered[:, :, 0], layer.p["Wx"] @ one_hot + layer.p["b"][:, None], rtol=0, atol=1e-12)
+    # and the whole forward pass agrees with a dense copy of the layer fed one-hot vectors
     from charlm.cells import RNN
 
     dense = RNN(len(v), 6, onehot=False, dtype="float64")
     dense.bind(layer.p, layer.g)
     h0 = layer.zero_state(1)
-    np.testing.assert_allclose(layer.forward(ids, h0).copy(), dense.forward(one_hot[:, None, :], h0), atol=1e-12)
+    np.testing.assert_allclose(layer.forward(ids, h0).copy(), dense.forward(one_hot[:, :, None], h0), atol=1e-12)

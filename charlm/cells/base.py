@@ -1,8 +1,15 @@
 """What every cell shares: parameters bound as views of the model's flat vector, the input
-projection, its gradient, and per-shape preallocated buffers.
+projection and its gradient, per-shape preallocated buffers.
 
 Shape letters: T time, B batch, D input size (V for the one-hot first layer), H hidden,
-G gates (LSTM 4, GRU 3, RNN 1).
+G = gates * H (LSTM 4H, GRU 3H, RNN H).
+
+Layout: features before batch. Weights are PyTorch-oriented, Wx (G, D), Wh (G, H), b (G,);
+a step's activations are one contiguous (G, B) block, so each gate is a contiguous (H, B)
+slab and the recurrent product is Wh (G, H) @ h (H, B), the orientation OpenBLAS runs
+fastest when B << H. Whole sequences are stored (F, T, B), so every product that does not
+depend on the recurrence (input projection, weight and input gradients, the head) is one
+GEMM on a 2-D (F, T*B) view, with no transposed copies.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ class Buffers:
 class Layer:
     """One recurrent layer over a window.
 
-    forward(x, state, train) -> out (T, B, H); x is (T, B) int ids when ``onehot``, else
-    (T, B, D) floats; state is a tuple of (B, H) arrays, read and not modified.
-    backward(dout (T, B, H)) -> dx (T, B, D), or None for the one-hot layer; fills ``grads``.
-    ``dout`` is scratch: backward may overwrite it.
+    forward(x, state, train) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else
+    (D, T, B) floats; state is a tuple of (H, B) arrays, read and not modified.
+    backward(dout (H, T, B)) -> dx (D, T, B), or None for the one-hot layer; fills ``g``.
+    Outputs are views of reused buffers: valid until the next forward of the same shape.
     """
 
     gates = 1
+    sigmoid_rows = 0  # leading rows of the (G, .) gate block that go through a sigmoid
     state_names: tuple[str, ...] = ("h",)
 
     def __init__(self, input_size: int, hidden_size: int, onehot: bool, dtype):
@@ -36,11 +44,16 @@ class Layer:
         self.p: dict[str, np.ndarray] = {}
         self.g: dict[str, np.ndarray] = {}
         self._bufs: dict[tuple, Buffers] = {}
+        G = self.gates * hidden_size
+        # sigmoid(z) = 0.5 tanh(z / 2) + 0.5: the 1/2 is folded into scaled copies of the
+        # weights once per window, so each step needs a single tanh over all G rows.
+        self._scale = np.ones(G, self.dtype)
+        self._scale[: self.sigmoid_rows * hidden_size] = 0.5
 
     # ---- parameters -------------------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        GH = self.gates * self.H
-        return {"Wx": (self.D, GH), "Wh": (self.H, GH), "b": (GH,)}
+        G = self.gates * self.H
+        return {"Wx": (G, self.D), "Wh": (G, self.H), "b": (G,)}
 
     def bind(self, params: dict, grads: dict) -> None:
         """Take views of the model's flat parameter and gradient vectors."""
@@ -57,28 +70,24 @@ class Layer:
             return
         limit = np.sqrt(6.0 / (self.D + H))
         for j in range(self.gates):
-            self.p["Wx"][:, j * H : (j + 1) * H] = rng.uniform(-limit, limit, (self.D, H))
-            self.p["Wh"][:, j * H : (j + 1) * H] = orthogonal(rng, H)
+            self.p["Wx"][j * H : (j + 1) * H] = rng.uniform(-limit, limit, (H, self.D))
+            self.p["Wh"][j * H : (j + 1) * H] = orthogonal(rng, H)
         for name, a in self.p.items():
             if name.startswith("b"):
                 a[...] = 0.0
 
-    def recurrent_T(self) -> np.ndarray:
-        """A C-contiguous copy of Wh^T, refreshed each backward: (B, GH) @ (GH, H) runs ~25%
-        faster in OpenBLAS on a contiguous matrix than on the transposed view."""
-        WhT = getattr(self, "_WhT", None)
-        if WhT is None or WhT.shape != self.p["Wh"].shape[::-1]:
-            WhT = self._WhT = np.empty(self.p["Wh"].shape[::-1], self.dtype)
-        np.copyto(WhT, self.p["Wh"].T)
-        return WhT
-
     def zero_state(self, B: int) -> tuple[np.ndarray, ...]:
-        return tuple(np.zeros((B, self.H), self.dtype) for _ in self.state_names)
+        return tuple(np.zeros((self.H, B), self.dtype) for _ in self.state_names)
 
     # ---- shared pieces of forward / backward ------------------------------------------
+    @staticmethod
+    def window_shape(x: np.ndarray) -> tuple[int, int]:
+        """(T, B) of an input: ids (T, B) or features (D, T, B)."""
+        return x.shape if x.ndim == 2 else x.shape[1:]
+
     def buffers(self, kind: str, T: int, B: int, **shapes) -> Buffers:
-        """The ``kind`` ('fwd'/'bwd') buffers for a (T, B) window, allocated on first use. Two
-        shapes are kept per kind: the training window and one other (a ragged last window)."""
+        """The ``kind`` ('fwd'/'inf'/'bwd') buffers for a (T, B) window, allocated on first use.
+        Two shapes are kept per kind: the training window and one other (a ragged last one)."""
         key = (kind, T, B)
         buf = self._bufs.get(key)
         if buf is None:
@@ -88,30 +97,65 @@ class Layer:
             buf = self._bufs[key] = Buffers(self.dtype, **shapes)
         return buf
 
-    def project(self, x: np.ndarray, out: np.ndarray) -> None:
-        """out (T*B, G*H) = x Wx + b for all T steps at once; one-hot x is a row gather."""
-        if self.onehot:
-            np.take(self.p["Wx"], x.reshape(-1), axis=0, out=out, mode="clip")
-        else:
-            np.matmul(x.reshape(-1, self.D), self.p["Wx"], out=out)
-        out += self.p["b"]
+    def _scratch(self, name: str, shape) -> np.ndarray:
+        a = self.__dict__.get(name)
+        if a is None or a.shape != tuple(shape):
+            a = np.empty(shape, self.dtype)
+            self.__dict__[name] = a
+        return a
 
-    def project_backward(self, x: np.ndarray, dA: np.ndarray, dx_buf: np.ndarray | None):
-        """dA (T*B, G*H) gradient of the projection -> fills gWx, gb; returns dx (T, B, D)."""
-        np.sum(dA, axis=0, out=self.g["b"])
+    def scaled_recurrent(self) -> np.ndarray:
+        """Wh with its sigmoid rows halved (G, H), refreshed at each forward."""
+        W = self._scratch("_WhS", self.p["Wh"].shape)
+        np.multiply(self.p["Wh"], self._scale[:, None], out=W)
+        return W
+
+    def recurrent_T(self) -> np.ndarray:
+        """A C-contiguous copy of Wh^T (H, G), refreshed at each backward: OpenBLAS runs the
+        per-step (H, G) @ (G, B) product faster on it than on the transposed view."""
+        W = self._scratch("_WhT", self.p["Wh"].shape[::-1])
+        np.copyto(W, self.p["Wh"].T)
+        return W
+
+    def project(self, x: np.ndarray, out: np.ndarray) -> None:
+        """out (G, T, B) = scale * (Wx x + b) for all T steps at once.
+
+        One-hot x: a column gather from (Wx + b) (each column of the one-hot has a single 1,
+        so the bias folds into the table). Dense x (D, T, B): one (G, D) @ (D, T*B) GEMM.
+        """
+        G, T, B = out.shape
+        out2 = out.reshape(G, T * B)
         if self.onehot:
-            # d Wx = onehot(x)^T dA, with the one-hot over the distinct ids of this window only,
-            # so a large vocabulary costs no more than the window has distinct characters.
+            table = self._scratch("_table", self.p["Wx"].shape)
+            np.add(self.p["Wx"], self.p["b"][:, None], out=table)
+            table *= self._scale[:, None]
+            np.take(table, x.reshape(-1), axis=1, out=out2, mode="clip")
+        else:
+            W = self._scratch("_WxS", self.p["Wx"].shape)
+            np.multiply(self.p["Wx"], self._scale[:, None], out=W)
+            np.matmul(W, x.reshape(self.D, T * B), out=out2)
+            out2 += (self.p["b"] * self._scale)[:, None]
+
+    def project_backward(self, x: np.ndarray, dA: np.ndarray, dx: np.ndarray | None):
+        """dA (G, T*B) gradient of the pre-activations -> fills gWx, gb; returns dx (D, T, B)."""
+        np.sum(dA, axis=1, out=self.g["b"])
+        if self.onehot:
+            # d Wx = dA onehot(x)^T, with the one-hot over the distinct ids of this window only,
+            # so a large vocabulary costs no more than the window has distinct characters
+            # (np.add.at would be ~10x slower).
             ids, inverse = np.unique(x.reshape(-1), return_inverse=True)
-            onehot = np.zeros((dA.shape[0], len(ids)), dtype=dA.dtype)
-            onehot[np.arange(dA.shape[0]), inverse.reshape(-1)] = 1.0
+            onehot = np.zeros((len(ids), dA.shape[1]), dtype=dA.dtype)
+            onehot[inverse.reshape(-1), np.arange(dA.shape[1])] = 1.0
             self.g["Wx"].fill(0.0)
-            self.g["Wx"][ids] = onehot.T @ dA
+            self.g["Wx"][:, ids] = dA @ onehot.T
             return None
-        x2 = x.reshape(-1, self.D)
-        np.matmul(x2.T, dA, out=self.g["Wx"])
-        np.matmul(dA, self.p["Wx"].T, out=dx_buf.reshape(-1, self.D))
-        return dx_buf
+        T, B = x.shape[1:]
+        x2 = x.reshape(self.D, T * B)
+        np.matmul(dA, x2.T, out=self.g["Wx"])
+        WxT = self._scratch("_WxT", self.p["Wx"].shape[::-1])
+        np.copyto(WxT, self.p["Wx"].T)
+        np.matmul(WxT, dA, out=dx.reshape(self.D, T * B))
+        return dx
 
 
 def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Vanilla RNN over a window, forward and BPTT (Elman; min-char-rnn with Wxh, Whh, bh).
 
-Shape letters: T time, B batch, D input, H hidden. Wx (D, H), Wh (H, H), b (H):
+Shape letters: T time, B batch, D input, H hidden. Wx (H, D), Wh (H, H), b (H):
 
-    h_t = act(x_t Wx + h_{t-1} Wh + b),  act tanh or relu
+    h_t = act(Wx x_t + Wh h_{t-1} + b),  act tanh or relu
 """
 
 from __future__ import annotations
@@ -20,49 +20,50 @@ class RNN(Layer):
         self.activation = activation
 
     def forward(self, x, state, train=True):
-        """x (T, B) ids or (T, B, D), state ((B, H) h0,) -> out (T, B, H)."""
-        T, B = x.shape[:2]
+        """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
+        T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, Hs=(T + 1, B, H), z=(B, H))
+        f = self.buffers("fwd" if train else "inf", T, B, PRE=(H, T, B), HT=(H, T + 1, B), z=(H, B))
         self.x, self.f = x, f
-        Hs, Wh, z = f.Hs, self.p["Wh"], f.z
-        out = Hs[1:]
-        self.project(x, out.reshape(T * B, H))  # pre-activations, overwritten step by step
-        Hs[0] = state[0]
+        self.project(x, f.PRE)
+        f.HT[:, 0] = state[0]
+        Wh, PRE, HT, z = self.p["Wh"], f.PRE, f.HT, f.z
         relu = self.activation == "relu"
         for t in range(T):
-            a = Hs[t + 1]
-            a += np.matmul(Hs[t], Wh, out=z)
+            np.matmul(Wh, HT[:, t], out=z)
+            z += PRE[:, t]
             if relu:
-                np.maximum(a, 0.0, out=a)
+                np.maximum(z, 0.0, out=HT[:, t + 1])
             else:
-                np.tanh(a, out=a)
-        return out
+                np.tanh(z, out=HT[:, t + 1])
+        return HT[:, 1:]
 
     def last_state(self):
-        return (self.f.Hs[-1].copy(),)
+        return (self.f.HT[:, -1].copy(),)
 
     def state_grads(self):
-        return (self.bw.dA[0] @ self.p["Wh"].T,)
+        return (self.bw.rec.copy(),)
 
     def backward(self, dout):
-        """dout (T, B, H) -> dx (T, B, D) or None; fills gWx, gWh, gb."""
-        T, B, H = dout.shape
-        Hs = self.f.Hs
-        bw = self.buffers("bwd", T, B, dA=(T, B, H), z=(B, H), dx=(T, B, self.D) if not self.onehot else (0,))
-        dA, z = bw.dA, bw.z
+        """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
+        H, T, B = dout.shape
+        HT = self.f.HT
+        bw = self.buffers("bwd", T, B, dA=(H, T, B), dh=(H, B), rec=(H, B),
+                          dx=(self.D, T, B) if not self.onehot else (0,))
+        dA, dh, rec = bw.dA, bw.dh, bw.rec
         if self.activation == "relu":
-            np.greater(Hs[1:], 0.0, out=dA)
+            np.greater(HT[:, 1:], 0.0, out=dA)
         else:
-            np.multiply(Hs[1:], Hs[1:], out=dA)
+            np.multiply(HT[:, 1:], HT[:, 1:], out=dA)
             np.subtract(1.0, dA, out=dA)  # tanh' = 1 - h^2
         WhT = self.recurrent_T()
+        rec.fill(0.0)
         for t in range(T - 1, -1, -1):
-            dh = dout[t]
-            if t < T - 1:
-                dh += np.matmul(dA[t + 1], WhT, out=z)
-            dA[t] *= dh
-        dA2 = dA.reshape(T * B, H)
-        np.matmul(Hs[:-1].reshape(T * B, H).T, dA2, out=self.g["Wh"])
+            np.add(dout[:, t], rec, out=dh)
+            da = dA[:, t]
+            da *= dh
+            np.matmul(WhT, da, out=rec)
+        dA2 = dA.reshape(H, T * B)
+        np.matmul(dA2, HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
         self.bw = bw
         return self.project_backward(self.x, dA2, bw.dx)
