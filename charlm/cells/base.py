@@ -5,11 +5,13 @@ Shape letters: T time, B batch, D input size (V for the one-hot first layer), H 
 G = gates * H (LSTM 4H, GRU 3H, RNN H).
 
 Layout: features before batch. Weights are PyTorch-oriented, Wx (G, D), Wh (G, H), b (G,);
-a step's activations are one contiguous (G, B) block, so each gate is a contiguous (H, B)
-slab and the recurrent product is Wh (G, H) @ h (H, B), the orientation OpenBLAS runs
-fastest when B << H. Whole sequences are stored (F, T, B), so every product that does not
-depend on the recurrence (input projection, weight and input gradients, the head) is one
-GEMM on a 2-D (F, T*B) view, with no transposed copies.
+a step's activations are one contiguous (G, B) block of a (T, G, B) buffer, so each gate is a
+contiguous (H, B) slab and the recurrent product is Wh (G, H) @ h (H, B), the orientation
+OpenBLAS runs fastest when B << H. A layer's output sequence is handed on as (H, T, B)
+(one bulk transposed copy per window), so the products that do not depend on the
+recurrence (weight and input gradients, the head) are single GEMMs on (F, T*B) views.
+Per-step work never touches a strided slice: measured, a strided (G, B) slice of a
+(G, T, B) array costs 3-10x a contiguous one.
 """
 
 from __future__ import annotations
@@ -118,23 +120,23 @@ class Layer:
         return W
 
     def project(self, x: np.ndarray, out: np.ndarray) -> None:
-        """out (G, T, B) = scale * (Wx x + b) for all T steps at once.
+        """out (T, G, B) = scale * (Wx x_t + b) for every step.
 
-        One-hot x: a column gather from (Wx + b) (each column of the one-hot has a single 1,
-        so the bias folds into the table). Dense x (D, T, B): one (G, D) @ (D, T*B) GEMM.
+        One-hot x (T, B): a column gather from (Wx + b) per step (each one-hot column has a
+        single 1, so the bias folds into the table). Dense x (D, T, B): one batched GEMM.
         """
-        G, T, B = out.shape
-        out2 = out.reshape(G, T * B)
+        T = out.shape[0]
         if self.onehot:
             table = self._scratch("_table", self.p["Wx"].shape)
             np.add(self.p["Wx"], self.p["b"][:, None], out=table)
             table *= self._scale[:, None]
-            np.take(table, x.reshape(-1), axis=1, out=out2, mode="clip")
+            for t in range(T):
+                np.take(table, x[t], axis=1, out=out[t], mode="clip")
         else:
             W = self._scratch("_WxS", self.p["Wx"].shape)
             np.multiply(self.p["Wx"], self._scale[:, None], out=W)
-            np.matmul(W, x.reshape(self.D, T * B), out=out2)
-            out2 += (self.p["b"] * self._scale)[:, None]
+            np.matmul(W, x.transpose(1, 0, 2), out=out)
+            out += (self.p["b"] * self._scale)[:, None]
 
     def project_backward(self, x: np.ndarray, dA: np.ndarray, dx: np.ndarray | None):
         """dA (G, T*B) gradient of the pre-activations -> fills gWx, gb; returns dx (D, T, B)."""

@@ -27,34 +27,35 @@ class GRU(Layer):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, PRE=(3 * H, T, B), A=(T, 3 * H, B),
-                         HN=(T, H, B), HT=(H, T + 1, B), gh=(3 * H, B), rh=(H, B))
+        f = self.buffers("fwd" if train else "inf", T, B, PRE=(T, 3 * H, B), A=(T, 3 * H, B),
+                         HN=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), gh=(3 * H, B), rh=(H, B))
         self.x, self.f = x, f
         self.project(x, f.PRE)
-        f.HT[:, 0] = state[0]
+        f.Hs[0] = state[0]
         Wh, bhn = self.scaled_recurrent(), self.p["bhn"][:, None]
-        PRE, A, HN, HT, gh, rh = f.PRE, f.A, f.HN, f.HT, f.gh, f.rh
+        PRE, A, HN, Hs, gh, rh = f.PRE, f.A, f.HN, f.Hs, f.gh, f.rh
         for t in range(T):
-            a = A[t]
-            np.matmul(Wh, HT[:, t], out=gh)
+            a, pre = A[t], PRE[t]
+            np.matmul(Wh, Hs[t], out=gh)
             rz = a[: 2 * H]
-            np.add(PRE[: 2 * H, t], gh[: 2 * H], out=rz)
+            np.add(pre[: 2 * H], gh[: 2 * H], out=rz)
             np.tanh(rz, out=rz)
             rz *= 0.5
             rz += 0.5  # sigmoid, the 1/2 already folded into the weights
             np.add(gh[2 * H :], bhn, out=HN[t])
             n = a[2 * H :]
             np.multiply(a[:H], HN[t], out=rh)
-            np.add(PRE[2 * H :, t], rh, out=n)
+            np.add(pre[2 * H :], rh, out=n)
             np.tanh(n, out=n)
-            h = HT[:, t + 1]
-            np.subtract(HT[:, t], n, out=h)
+            h = Hs[t + 1]
+            np.subtract(Hs[t], n, out=h)
             h *= a[H : 2 * H]
             h += n  # h = n + z (h_{t-1} - n)
-        return HT[:, 1:]
+        np.copyto(f.HT, Hs.transpose(1, 0, 2))
+        return f.HT[:, 1:]
 
     def last_state(self):
-        return (self.f.HT[:, -1].copy(),)
+        return (self.f.Hs[-1].copy(),)
 
     def state_grads(self):
         """Gradient of the last backward's initial state (dh0,), for gradient checks."""
@@ -64,14 +65,15 @@ class GRU(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb, gbhn."""
         f = self.f
         H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B, Pz=(T, H, B), Pn=(T, H, B), Pr=(T, H, B), dG=(3 * H, T, B),
-                          dN=(H, T, B), dh=(H, B), rec=(H, B), dx=(self.D, T, B) if not self.onehot else (0,))
+        bw = self.buffers("bwd", T, B, Pz=(T, H, B), Pn=(T, H, B), Pr=(T, H, B), dT=(T, H, B),
+                          dGt=(T, 3 * H, B), dN=(T, H, B), dG=(3 * H, T, B), dh=(H, B), rec=(H, B),
+                          dx=(self.D, T, B) if not self.onehot else (0,))
         A = f.A
         r, z, n = A[:, :H], A[:, H : 2 * H], A[:, 2 * H :]
-        Pz, Pn, Pr, dG, dN, dh, rec = bw.Pz, bw.Pn, bw.Pr, bw.dG, bw.dN, bw.dh, bw.rec
+        Pz, Pn, Pr, dGt, dN, dh, rec = bw.Pz, bw.Pn, bw.Pr, bw.dGt, bw.dN, bw.dh, bw.rec
         # Local derivatives of all steps at once, outside the time loop.
         np.subtract(1.0, z, out=Pn)
-        np.subtract(f.HT[:, :T].transpose(1, 0, 2), n, out=Pz)
+        np.subtract(f.Hs[:T], n, out=Pz)
         Pz *= z
         Pz *= Pn  # da_z = dh * (h_{t-1} - n) * z (1 - z)
         np.multiply(n, n, out=Pr)
@@ -80,11 +82,12 @@ class GRU(Layer):
         np.subtract(1.0, r, out=Pr)
         Pr *= r
         Pr *= f.HN  # da_r = da_n * hn * r (1 - r)
-        WhT = self.recurrent_T()
+        np.copyto(bw.dT, dout.transpose(1, 0, 2))
+        WhT, dT = self.recurrent_T(), bw.dT
         rec.fill(0.0)  # dh carried from step t+1 (truncated BPTT: zero beyond the window)
         for t in range(T - 1, -1, -1):
-            np.add(dout[:, t], rec, out=dh)
-            g, dn = dG[:, t], dN[:, t]
+            np.add(dT[t], rec, out=dh)
+            g, dn = dGt[t], dN[t]
             np.multiply(dh, Pn[t], out=dn)
             np.multiply(dh, Pz[t], out=g[H : 2 * H])
             np.multiply(dn, Pr[t], out=g[:H])
@@ -92,9 +95,11 @@ class GRU(Layer):
             np.matmul(WhT, g, out=rec)
             dh *= z[t]
             rec += dh  # dh_{t-1} = dh z + Wh^T [da_r, da_z, d hn]
+        dG = bw.dG
+        np.copyto(dG, dGt.transpose(1, 0, 2))
         dG2 = dG.reshape(3 * H, T * B)
         np.matmul(dG2, f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
         np.sum(dG2[2 * H :], axis=1, out=self.g["bhn"])
-        dG[2 * H :] = dN  # the projection's gradient has da_n where Wh's had d(hn)
+        np.copyto(dG[2 * H :], dN.transpose(1, 0, 2))  # the projection's gradient has da_n where Wh's had d(hn)
         self.bw = bw
         return self.project_backward(self.x, dG2, bw.dx)

@@ -31,16 +31,16 @@ class LSTM(Layer):
         """x (T, B) ids or (D, T, B), state ((H, B) h0, (H, B) c0) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, PRE=(4 * H, T, B), A=(T, 4 * H, B),
+        f = self.buffers("fwd" if train else "inf", T, B, PRE=(T, 4 * H, B), A=(T, 4 * H, B), Hs=(T + 1, H, B),
                          HT=(H, T + 1, B), Cs=(T + 1, H, B), TC=(T, H, B), ig=(H, B))
         self.x, self.f = x, f
         self.project(x, f.PRE)
-        f.HT[:, 0], f.Cs[0] = state
-        Wh, PRE, A, HT, Cs, TC, ig = self.scaled_recurrent(), f.PRE, f.A, f.HT, f.Cs, f.TC, f.ig
+        f.Hs[0], f.Cs[0] = state
+        Wh, PRE, A, Hs, Cs, TC, ig = self.scaled_recurrent(), f.PRE, f.A, f.Hs, f.Cs, f.TC, f.ig
         for t in range(T):
             a = A[t]
-            np.matmul(Wh, HT[:, t], out=a)
-            a += PRE[:, t]
+            np.matmul(Wh, Hs[t], out=a)
+            a += PRE[t]
             np.tanh(a, out=a)
             sig = a[: 3 * H]
             sig *= 0.5
@@ -49,11 +49,12 @@ class LSTM(Layer):
             np.multiply(a[H : 2 * H], a[3 * H :], out=ig)
             Cs[t + 1] += ig
             np.tanh(Cs[t + 1], out=TC[t])
-            np.multiply(a[:H], TC[t], out=HT[:, t + 1])
-        return HT[:, 1:]
+            np.multiply(a[:H], TC[t], out=Hs[t + 1])
+        np.copyto(f.HT, Hs.transpose(1, 0, 2))
+        return f.HT[:, 1:]
 
     def last_state(self):
-        return self.f.HT[:, -1].copy(), self.f.Cs[-1].copy()
+        return self.f.Hs[-1].copy(), self.f.Cs[-1].copy()
 
     def state_grads(self):
         """Gradients of the last backward's initial state (dh0, dc0), for gradient checks."""
@@ -63,9 +64,10 @@ class LSTM(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         f = self.f
         H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B, P=(T, 4 * H, B), OC=(T, H, B), dA=(4 * H, T, B), dh=(H, B),
-                          dc=(H, B), carry=(H, B), rec=(H, B), dx=(self.D, T, B) if not self.onehot else (0,))
-        A, P, OC, dA = f.A, bw.P, bw.OC, bw.dA
+        bw = self.buffers("bwd", T, B, P=(T, 4 * H, B), OC=(T, H, B), dT=(T, H, B), dAt=(T, 4 * H, B),
+                          dA=(4 * H, T, B), dh=(H, B), dc=(H, B), carry=(H, B), rec=(H, B),
+                          dx=(self.D, T, B) if not self.onehot else (0,))
+        A, P, OC, dAt = f.A, bw.P, bw.OC, bw.dAt
         o, i, fg, g = A[:, :H], A[:, H : 2 * H], A[:, 2 * H : 3 * H], A[:, 3 * H :]
         # Local derivatives of every step at once, outside the time loop (big vectorised ops):
         # P maps dh (o rows) or dc (i, f, g rows) to the gate pre-activation gradients.
@@ -80,19 +82,21 @@ class LSTM(Layer):
         np.multiply(f.TC, f.TC, out=OC)
         np.subtract(1.0, OC, out=OC)
         OC *= o  # dc += dh * o * (1 - tanh(c)^2)
-        P4, dA4 = P.reshape(T, 4, H, B), dA.reshape(4, H, T, B)
+        np.copyto(bw.dT, dout.transpose(1, 0, 2))
+        P4, dA4, dT = P.reshape(T, 4, H, B), dAt.reshape(T, 4, H, B), bw.dT
         WhT, dh, dc, carry, rec = self.recurrent_T(), bw.dh, bw.dc, bw.carry, bw.rec
         carry.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
         rec.fill(0.0)
         for t in range(T - 1, -1, -1):
-            np.add(dout[:, t], rec, out=dh)  # dh_t = from above + Wh^T da_{t+1}
+            np.add(dT[t], rec, out=dh)  # dh_t = from above + Wh^T da_{t+1}
             np.multiply(dh, OC[t], out=dc)
             dc += carry
-            np.multiply(dh, P4[t, 0], out=dA4[0, :, t])
-            np.multiply(P4[t, 1:], dc, out=dA4[1:, :, t])
+            np.multiply(dh, P4[t, 0], out=dA4[t, 0])
+            np.multiply(P4[t, 1:], dc, out=dA4[t, 1:])
             np.multiply(dc, fg[t], out=carry)  # dc_{t-1} from c_t = f * c_{t-1} + ...
-            np.matmul(WhT, dA[:, t], out=rec)
-        dA2 = dA.reshape(4 * H, T * B)
+            np.matmul(WhT, dAt[t], out=rec)
+        np.copyto(bw.dA, dAt.transpose(1, 0, 2))
+        dA2 = bw.dA.reshape(4 * H, T * B)
         np.matmul(dA2, f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
         self.bw = bw
         return self.project_backward(self.x, dA2, bw.dx)

@@ -23,23 +23,21 @@ class RNN(Layer):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, PRE=(H, T, B), HT=(H, T + 1, B), z=(H, B))
+        f = self.buffers("fwd" if train else "inf", T, B, PRE=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), z=(H, B))
         self.x, self.f = x, f
         self.project(x, f.PRE)
-        f.HT[:, 0] = state[0]
-        Wh, PRE, HT, z = self.p["Wh"], f.PRE, f.HT, f.z
-        relu = self.activation == "relu"
+        f.Hs[0] = state[0]
+        Wh, PRE, Hs, z = self.p["Wh"], f.PRE, f.Hs, f.z
+        act = (lambda v, out: np.maximum(v, 0.0, out=out)) if self.activation == "relu" else np.tanh
         for t in range(T):
-            np.matmul(Wh, HT[:, t], out=z)
-            z += PRE[:, t]
-            if relu:
-                np.maximum(z, 0.0, out=HT[:, t + 1])
-            else:
-                np.tanh(z, out=HT[:, t + 1])
-        return HT[:, 1:]
+            np.matmul(Wh, Hs[t], out=z)
+            z += PRE[t]
+            act(z, out=Hs[t + 1])
+        np.copyto(f.HT, Hs.transpose(1, 0, 2))
+        return f.HT[:, 1:]
 
     def last_state(self):
-        return (self.f.HT[:, -1].copy(),)
+        return (self.f.Hs[-1].copy(),)
 
     def state_grads(self):
         return (self.bw.rec.copy(),)
@@ -47,23 +45,25 @@ class RNN(Layer):
     def backward(self, dout):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         H, T, B = dout.shape
-        HT = self.f.HT
-        bw = self.buffers("bwd", T, B, dA=(H, T, B), dh=(H, B), rec=(H, B),
+        Hs = self.f.Hs
+        bw = self.buffers("bwd", T, B, dAt=(T, H, B), dT=(T, H, B), dA=(H, T, B), dh=(H, B), rec=(H, B),
                           dx=(self.D, T, B) if not self.onehot else (0,))
-        dA, dh, rec = bw.dA, bw.dh, bw.rec
+        dAt, dh, rec = bw.dAt, bw.dh, bw.rec
         if self.activation == "relu":
-            np.greater(HT[:, 1:], 0.0, out=dA)
+            np.greater(Hs[1:], 0.0, out=dAt)
         else:
-            np.multiply(HT[:, 1:], HT[:, 1:], out=dA)
-            np.subtract(1.0, dA, out=dA)  # tanh' = 1 - h^2
-        WhT = self.recurrent_T()
+            np.multiply(Hs[1:], Hs[1:], out=dAt)
+            np.subtract(1.0, dAt, out=dAt)  # tanh' = 1 - h^2
+        np.copyto(bw.dT, dout.transpose(1, 0, 2))
+        WhT, dT = self.recurrent_T(), bw.dT
         rec.fill(0.0)
         for t in range(T - 1, -1, -1):
-            np.add(dout[:, t], rec, out=dh)
-            da = dA[:, t]
+            np.add(dT[t], rec, out=dh)
+            da = dAt[t]
             da *= dh
             np.matmul(WhT, da, out=rec)
-        dA2 = dA.reshape(H, T * B)
-        np.matmul(dA2, HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
+        np.copyto(bw.dA, dAt.transpose(1, 0, 2))
+        dA2 = bw.dA.reshape(H, T * B)
+        np.matmul(dA2, self.f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
         self.bw = bw
         return self.project_backward(self.x, dA2, bw.dx)
