@@ -99,10 +99,11 @@ class Layer:
             buf = self._bufs[key] = Buffers(self.dtype, **shapes)
         return buf
 
-    def _scratch(self, name: str, shape) -> np.ndarray:
+    def _scratch(self, name: str, shape, zeros: bool = False) -> np.ndarray:
+        """A persistent work array (reallocated only when the shape changes)."""
         a = self.__dict__.get(name)
         if a is None or a.shape != tuple(shape):
-            a = np.empty(shape, self.dtype)
+            a = (np.zeros if zeros else np.empty)(shape, self.dtype)
             self.__dict__[name] = a
         return a
 
@@ -142,14 +143,20 @@ class Layer:
         """dA (G, T*B) gradient of the pre-activations -> fills gWx, gb; returns dx (D, T, B)."""
         np.sum(dA, axis=1, out=self.g["b"])
         if self.onehot:
-            # d Wx = dA onehot(x)^T, with the one-hot over the distinct ids of this window only,
-            # so a large vocabulary costs no more than the window has distinct characters
-            # (np.add.at would be ~10x slower).
-            ids, inverse = np.unique(x.reshape(-1), return_inverse=True)
-            onehot = np.zeros((len(ids), dA.shape[1]), dtype=dA.dtype)
-            onehot[inverse.reshape(-1), np.arange(dA.shape[1])] = 1.0
+            # d Wx = dA onehot(x)^T (10x cheaper than np.add.at), with the one-hot over only the
+            # U distinct ids of the window, found in O(N) by a bincount: a large vocabulary
+            # costs no more than the window has distinct characters.
+            ids = x.reshape(-1)
+            N = ids.shape[0]
+            present = np.flatnonzero(np.bincount(ids, minlength=self.D))
+            lut = np.empty(self.D, np.intp)
+            lut[present] = np.arange(len(present))
+            rows = lut[ids]
+            onehot = self._scratch("_onehot", (min(self.D, N), N), zeros=True)[: len(present)]
+            onehot[rows, np.arange(N)] = 1.0
             self.g["Wx"].fill(0.0)
-            self.g["Wx"][:, ids] = dA @ onehot.T
+            self.g["Wx"][:, present] = dA @ onehot.T
+            onehot[rows, np.arange(N)] = 0.0  # leave the buffer all zeros for the next window
             return None
         T, B = x.shape[1:]
         x2 = x.reshape(self.D, T * B)

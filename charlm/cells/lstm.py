@@ -58,7 +58,7 @@ class LSTM(Layer):
 
     def state_grads(self):
         """Gradients of the last backward's initial state (dh0, dc0), for gradient checks."""
-        return self.bw.rec.copy(), self.bw.carry.copy()
+        return self.recurrent_T() @ self.bw.dAt[0], self.bw.carry.copy()
 
     def backward(self, dout):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
@@ -94,7 +94,8 @@ class LSTM(Layer):
             np.multiply(dh, P4[t, 0], out=dA4[t, 0])
             np.multiply(P4[t, 1:], dc, out=dA4[t, 1:])
             np.multiply(dc, fg[t], out=carry)  # dc_{t-1} from c_t = f * c_{t-1} + ...
-            np.matmul(WhT, dAt[t], out=rec)
+            if t:
+                np.matmul(WhT, dAt[t], out=rec)
         np.copyto(bw.dA, dAt.transpose(1, 0, 2))
         dA2 = bw.dA.reshape(4 * H, T * B)
         np.matmul(dA2, f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])

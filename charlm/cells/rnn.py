@@ -40,7 +40,7 @@ class RNN(Layer):
         return (self.f.Hs[-1].copy(),)
 
     def state_grads(self):
-        return (self.bw.rec.copy(),)
+        return (self.recurrent_T() @ self.bw.dAt[0],)
 
     def backward(self, dout):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
@@ -61,7 +61,8 @@ class RNN(Layer):
             np.add(dT[t], rec, out=dh)
             da = dAt[t]
             da *= dh
-            np.matmul(WhT, da, out=rec)
+            if t:
+                np.matmul(WhT, da, out=rec)
         np.copyto(bw.dA, dAt.transpose(1, 0, 2))
         dA2 = bw.dA.reshape(H, T * B)
         np.matmul(dA2, self.f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
