@@ -3,8 +3,8 @@
     python -m benchmarks.throughput [--threads 2] [--json] [--rows lstm-1x128,...] [--min-steps 30]
 
 Each row times one full training step (forward, BPTT, clipping, Adam) on the same
-tiny-Shakespeare windows, alternating charlm and PyTorch step by step so machine noise hits
-both alike; warm-up steps are excluded; the median of at least --min-steps steps and
+tiny-Shakespeare windows, alternating charlm and PyTorch in ~0.5 s blocks so machine noise
+hits both alike; warm-up steps are excluded; the median of at least --min-steps steps and
 --min-seconds seconds per side is reported. Peak memory is the RSS growth of a fresh
 subprocess running a few steps of one backend alone. Then evaluation, sampling and scoring.
 """
@@ -96,8 +96,14 @@ def gemm_peak(n=2048, reps=5) -> float:
     return 2.0 * n**3 / min(ts) / 1e9
 
 
-def interleaved(sides: dict, min_steps: int, min_seconds: float, warmup: int = 3) -> dict:
-    """Alternate one step of each side until each has min_steps and min_seconds; median seconds."""
+def interleaved(sides: dict, min_steps: int, min_seconds: float, warmup: int = 3, block_seconds: float = 0.5) -> dict:
+    """Alternate the sides in blocks of ~block_seconds until each has min_steps timed steps
+    and min_seconds have passed; median seconds per step.
+
+    Blocks, not single steps: right after one library's step its thread pool is still
+    spin-waiting on the cores, which would slow the other's next step; the first step of
+    every block is therefore run untimed, and machine noise still hits both sides alike.
+    """
     for s in sides.values():
         for _ in range(warmup):
             s.step()
@@ -105,9 +111,14 @@ def interleaved(sides: dict, min_steps: int, min_seconds: float, warmup: int = 3
     start = time.perf_counter()
     while min(len(v) for v in times.values()) < min_steps or time.perf_counter() - start < min_seconds:
         for k, s in sides.items():
-            t = time.perf_counter()
-            s.step()
-            times[k].append(time.perf_counter() - t)
+            s.step()  # untimed: lets the other library's threads go idle
+            t_block = time.perf_counter()
+            while True:
+                t = time.perf_counter()
+                s.step()
+                times[k].append(time.perf_counter() - t)
+                if time.perf_counter() - t_block >= block_seconds:
+                    break
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
