@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,8 +128,10 @@ def load_checkpoint(path, with_training_state: bool = True) -> Checkpoint:
         raise
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{p}: not a charlm checkpoint (not a readable .npz archive: {e}); it may be truncated") from None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, OverflowError, zipfile.LargeZipFile,
-            NotImplementedError, RuntimeError, MemoryError) as e:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, OverflowError, IndexError, SyntaxError,
+            struct.error, zlib.error, zipfile.LargeZipFile, NotImplementedError, RuntimeError, MemoryError) as e:
+        # Everything zipfile and the .npy header parser raise on damaged bytes; found by the
+        # hypothesis fuzz test in tests/test_security.py.
         raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__}: {e})") from None
 
 

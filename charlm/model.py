@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cells import CELLS, RNN
+from .cells.base import cached_buffers
 from .config import ModelConfig
 from .errors import ConfigError
 
@@ -105,7 +106,7 @@ class Model:
         p = self.cfg.dropout
         inp, masks = x, []
         for l, layer in enumerate(self.layers):
-            out = layer.forward(inp, state[l], train=True)  # (H, T, B)
+            out = layer.forward(inp, state[l])  # (H, T, B)
             if p > 0 and l < len(self.layers) - 1:
                 mask = (rng.random(out.shape, dtype=self.dtype) >= p).astype(self.dtype)
                 mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
@@ -115,7 +116,7 @@ class Model:
                 masks.append(None)
                 inp = out
         new_state = [layer.last_state() for layer in self.layers]
-        hb = self._buffers("train", T, B)
+        hb = self._buffers(T, B)
         loss = self._softmax_xent(inp, y, hb)  # hb.L now holds dloss/dlogits (V, T*B)
         h2 = inp.reshape(self.cfg.hidden_size, T * B)
         np.matmul(hb.L, h2.T, out=self.grads["head/W"])
@@ -128,13 +129,9 @@ class Model:
             dh = self.layers[l].backward(dh)
         return loss, new_state
 
-    def _buffers(self, kind, T, B):
-        key = (kind, T, B)
-        if key not in self._head_bufs:
-            if sum(k[0] == kind for k in self._head_bufs) >= 2:
-                del self._head_bufs[next(k for k in self._head_bufs if k[0] == kind)]
-            self._head_bufs[key] = _HeadBuffers(T, B, self.cfg.hidden_size, self.V, self.dtype)
-        return self._head_bufs[key]
+    def _buffers(self, T, B):
+        return cached_buffers(self._head_bufs, ("head", T, B),
+                              lambda: _HeadBuffers(T, B, self.cfg.hidden_size, self.V, self.dtype))
 
     def _logits(self, h, hb):
         """h (H, T, B) -> hb.L (V, T*B) logits; column t*B + b is step t of stream b."""
@@ -162,9 +159,9 @@ class Model:
         T, B = x.shape
         inp = x
         for l, layer in enumerate(self.layers):
-            inp = layer.forward(inp, state[l], train=False)
+            inp = layer.forward(inp, state[l])
         new_state = [layer.last_state() for layer in self.layers]
-        return self._logits(inp, self._buffers("inf", T, B)), new_state
+        return self._logits(inp, self._buffers(T, B)), new_state
 
     def nll(self, x, y, state):
         """x, y (T, B) ids -> (nll (T, B) float64 nats of each y given all before it, next state)."""

@@ -20,9 +20,10 @@ import numpy as np
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import SECTIONS, Config
 from .data import Batches, load_corpus, split
-from .errors import CharlmError, CheckpointError, TrainingError
+from .errors import CharlmError, CheckpointError, CorpusError, TrainingError
 from .model import Model
 from .optim import clip_grad_norm, make_optimizer
+from .runlock import RunLock
 from .schedule import Schedule, total_steps
 from .score import LN2, evaluate
 
@@ -67,6 +68,11 @@ class Trainer:
         self.out_dir = Path(out_dir or Path("runs") / config.name)
         corpus = load_corpus(corpus_path, vocab=ck.vocab if ck else None)
         self.vocab = corpus.vocab
+        if len(self.vocab) < 2:
+            raise CorpusError(
+                f"{corpus_path}: the corpus has a single distinct character ({self.vocab.chars[0]!r}); "
+                "there is nothing to predict"
+            )
         if ck is not None and corpus.vocab != ck.vocab:
             raise CheckpointError(f"{resume}: vocabulary does not match the corpus {corpus_path}")
         d = config.data
@@ -118,8 +124,15 @@ class Trainer:
                 "train_chars": self.train_chars}
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.out_dir / name, self.model, self.vocab, self.config, self.meta(),
-                        optimizer=self.optimizer, state=self.state)
+        path = self.out_dir / name
+        try:
+            save_checkpoint(path, self.model, self.vocab, self.config, self.meta(),
+                            optimizer=self.optimizer, state=self.state)
+        except OSError as e:
+            raise TrainingError(
+                f"cannot write checkpoint {path} at step {self.step} ({e.strerror or e}); "
+                f"the previous {name}, if any, is intact"
+            ) from None
 
     # ---- the loop ---------------------------------------------------------------------
     def _budget_spent(self) -> str | None:
@@ -166,13 +179,20 @@ class Trainer:
         return record
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        metrics = self.out_dir / "metrics.jsonl"
-        _truncate_metrics(metrics, self.step)
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrainingError(f"{self.out_dir}: cannot create the output directory ({e.strerror})") from None
+        with RunLock(self.out_dir):
+            _remove_stale_temporaries(self.out_dir)
+            _truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+            return self._loop(should_stop)
+
+    def _loop(self, should_stop) -> TrainResult:
         t_cfg, has_val = self.config.train, len(self.val_ids) >= 2
         self.reporter.start(self)
         reason = self._budget_spent()
-        last_eval_step, chars_since, t_since = self.step, 0, time.perf_counter()
+        chars_since, t_since = 0, time.perf_counter()
         try:
             while reason is None:
                 t0 = time.perf_counter()
@@ -181,15 +201,13 @@ class Trainer:
                 chars_since += self.batches.chars_per_window
                 self.reporter.step(self, loss)
                 reason = self._budget_spent()
-                evaluate_now = has_val and (self.step % t_cfg.eval_every == 0 or reason is not None)
-                if evaluate_now:
+                if has_val and (self.step % t_cfg.eval_every == 0 or reason is not None):
                     t0 = time.perf_counter()
                     record = self.evaluate()
                     self.elapsed += time.perf_counter() - t0
                     record["chars_per_s"] = round(chars_since / max(1e-9, time.perf_counter() - t_since), 1)
-                    chars_since, t_since, last_eval_step = 0, time.perf_counter(), self.step
-                    with open(metrics, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(record) + "\n")
+                    chars_since, t_since = 0, time.perf_counter()
+                    self._append_metrics(record)
                     self.reporter.evaluated(record)
                     if self.best_val is None or record["val_loss"] < self.best_val:
                         self.best_val = record["val_loss"]
@@ -203,6 +221,14 @@ class Trainer:
             self.reporter.close()
         return TrainResult(self.out_dir, self.step, self.epoch, self.best_val, self.last_val, reason)
 
+    def _append_metrics(self, record: dict) -> None:
+        path = self.out_dir / "metrics.jsonl"
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise TrainingError(f"cannot append to {path} at step {self.step} ({e.strerror or e})") from None
+
 
 def _check_resumable(ck: Checkpoint, config: Config, resume) -> None:
     """Only the train section may change on resume (to extend a run or change its cadence)."""
@@ -215,15 +241,32 @@ def _check_resumable(ck: Checkpoint, config: Config, resume) -> None:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records past ``step`` (written after the checkpoint a run resumes from)."""
+    """Keep the records up to ``step`` (a resumed run rewrites what came after its checkpoint)
+    and drop a torn last line left by a killed run."""
     if not path.exists():
         return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    if len(kept) != len(lines):
-        tmp = path.with_suffix(".tmp")
+    kept, changed = [], False
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            ok = line.endswith("\n") and json.loads(line).get("step", 0) <= step
+        except (json.JSONDecodeError, AttributeError):
+            ok = False
+        if ok:
+            kept.append(line)
+        changed |= not ok
+    if changed:
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(kept), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary checkpoint files of a run that was killed while saving (see save_checkpoint)."""
+    for p in out_dir.glob(".*.npz.*.tmp"):
+        try:
+            p.unlink()
+        except OSError:
+            pass
 
 
 def train(config: Config, corpus_path, out_dir=None, resume=None, reporter=None,

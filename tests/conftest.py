@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 SHAKESPEARE = Path(os.environ.get("CHARLM_SHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
 
 try:

@@ -30,7 +30,7 @@ class Buffers:
 class Layer:
     """One recurrent layer over a window.
 
-    forward(x, state, train) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else
+    forward(x, state) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else
     (D, T, B) floats; state is a tuple of (H, B) arrays, read and not modified.
     backward(dout (H, T, B)) -> dx (D, T, B), or None for the one-hot layer; fills ``g``.
     Outputs are views of reused buffers: valid until the next forward of the same shape.
@@ -88,16 +88,9 @@ class Layer:
         return x.shape if x.ndim == 2 else x.shape[1:]
 
     def buffers(self, kind: str, T: int, B: int, **shapes) -> Buffers:
-        """The ``kind`` ('fwd'/'inf'/'bwd') buffers for a (T, B) window, allocated on first use.
-        Two shapes are kept per kind: the training window and one other (a ragged last one)."""
-        key = (kind, T, B)
-        buf = self._bufs.get(key)
-        if buf is None:
-            same_kind = [k for k in self._bufs if k[0] == kind]
-            if len(same_kind) >= 2:
-                del self._bufs[same_kind[0]]
-            buf = self._bufs[key] = Buffers(self.dtype, **shapes)
-        return buf
+        """The ``kind`` ('fwd'/'bwd') buffers for a (T, B) window, allocated on first use; the
+        two most recently used shapes per kind are kept (training and evaluation windows)."""
+        return cached_buffers(self._bufs, (kind, T, B), lambda: Buffers(self.dtype, **shapes))
 
     def _scratch(self, name: str, shape, zeros: bool = False) -> np.ndarray:
         """A persistent work array (reallocated only when the shape changes)."""
@@ -165,6 +158,18 @@ class Layer:
         np.copyto(WxT, self.p["Wx"].T)
         np.matmul(WxT, dA, out=dx.reshape(self.D, T * B))
         return dx
+
+
+def cached_buffers(cache: dict, key: tuple, make, keep: int = 2):
+    """Least-recently-used cache of buffer sets, ``keep`` per kind (key[0])."""
+    buf = cache.pop(key, None)
+    if buf is None:
+        same_kind = [k for k in cache if k[0] == key[0]]
+        for k in same_kind[: max(0, len(same_kind) - keep + 1)]:
+            del cache[k]
+        buf = make()
+    cache[key] = buf  # most recently used last
+    return buf
 
 
 def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -23,11 +23,11 @@ class GRU(Layer):
     def param_shapes(self):
         return {**super().param_shapes(), "bhn": (self.H,)}
 
-    def forward(self, x, state, train=True):
+    def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, PRE=(T, 3 * H, B), A=(T, 3 * H, B),
+        f = self.buffers("fwd", T, B, PRE=(T, 3 * H, B), A=(T, 3 * H, B),
                          HN=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), gh=(3 * H, B), rh=(H, B))
         self.x, self.f = x, f
         self.project(x, f.PRE)
@@ -66,7 +66,7 @@ class GRU(Layer):
         f = self.f
         H, T, B = dout.shape
         bw = self.buffers("bwd", T, B, Pz=(T, H, B), Pn=(T, H, B), Pr=(T, H, B), dT=(T, H, B),
-                          dGt=(T, 3 * H, B), dN=(T, H, B), dG=(3 * H, T, B), dh=(H, B), rec=(H, B),
+                          dGt=(T, 3 * H, B), dN=(T, H, B), dh=(H, B), rec=(H, B),
                           dx=(self.D, T, B) if not self.onehot else (0,))
         A = f.A
         r, z, n = A[:, :H], A[:, H : 2 * H], A[:, 2 * H :]
@@ -95,7 +95,7 @@ class GRU(Layer):
             np.matmul(WhT, g, out=rec)
             dh *= z[t]
             rec += dh  # dh_{t-1} = dh z + Wh^T [da_r, da_z, d hn]
-        dG = bw.dG
+        dG = f.PRE.reshape(3 * H, T, B)  # the forward's projection buffer is dead now
         np.copyto(dG, dGt.transpose(1, 0, 2))
         dG2 = dG.reshape(3 * H, T * B)
         np.matmul(dG2, f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])

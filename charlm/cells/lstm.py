@@ -27,11 +27,11 @@ class LSTM(Layer):
         # Forget bias 1 keeps the cell's memory open early in training (Jozefowicz et al. 2015).
         self.p["b"][2 * H : 3 * H] = forget_bias
 
-    def forward(self, x, state, train=True):
+    def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0, (H, B) c0) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, PRE=(T, 4 * H, B), A=(T, 4 * H, B), Hs=(T + 1, H, B),
+        f = self.buffers("fwd", T, B, PRE=(T, 4 * H, B), A=(T, 4 * H, B), Hs=(T + 1, H, B),
                          HT=(H, T + 1, B), Cs=(T + 1, H, B), TC=(T, H, B), ig=(H, B))
         self.x, self.f = x, f
         self.project(x, f.PRE)
@@ -64,10 +64,10 @@ class LSTM(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         f = self.f
         H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B, P=(T, 4 * H, B), OC=(T, H, B), dT=(T, H, B), dAt=(T, 4 * H, B),
-                          dA=(4 * H, T, B), dh=(H, B), dc=(H, B), carry=(H, B), rec=(H, B),
-                          dx=(self.D, T, B) if not self.onehot else (0,))
-        A, P, OC, dAt = f.A, bw.P, bw.OC, bw.dAt
+        bw = self.buffers("bwd", T, B, OC=(T, H, B), dT=(T, H, B), dAt=(T, 4 * H, B), dh=(H, B), dc=(H, B),
+                          carry=(H, B), rec=(H, B), dx=(self.D, T, B) if not self.onehot else (0,))
+        # The forward's projection buffer is dead now: it holds P during the loop, then dA.
+        A, P, OC, dAt = f.A, f.PRE, bw.OC, bw.dAt
         o, i, fg, g = A[:, :H], A[:, H : 2 * H], A[:, 2 * H : 3 * H], A[:, 3 * H :]
         # Local derivatives of every step at once, outside the time loop (big vectorised ops):
         # P maps dh (o rows) or dc (i, f, g rows) to the gate pre-activation gradients.
@@ -96,8 +96,9 @@ class LSTM(Layer):
             np.multiply(dc, fg[t], out=carry)  # dc_{t-1} from c_t = f * c_{t-1} + ...
             if t:
                 np.matmul(WhT, dAt[t], out=rec)
-        np.copyto(bw.dA, dAt.transpose(1, 0, 2))
-        dA2 = bw.dA.reshape(4 * H, T * B)
+        dA = f.PRE.reshape(4 * H, T, B)
+        np.copyto(dA, dAt.transpose(1, 0, 2))
+        dA2 = dA.reshape(4 * H, T * B)
         np.matmul(dA2, f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
         self.bw = bw
         return self.project_backward(self.x, dA2, bw.dx)

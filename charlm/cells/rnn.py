@@ -19,11 +19,11 @@ class RNN(Layer):
         super().__init__(input_size, hidden_size, onehot, dtype)
         self.activation = activation
 
-    def forward(self, x, state, train=True):
+    def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd" if train else "inf", T, B, PRE=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), z=(H, B))
+        f = self.buffers("fwd", T, B, PRE=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), z=(H, B))
         self.x, self.f = x, f
         self.project(x, f.PRE)
         f.Hs[0] = state[0]
@@ -46,7 +46,7 @@ class RNN(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         H, T, B = dout.shape
         Hs = self.f.Hs
-        bw = self.buffers("bwd", T, B, dAt=(T, H, B), dT=(T, H, B), dA=(H, T, B), dh=(H, B), rec=(H, B),
+        bw = self.buffers("bwd", T, B, dAt=(T, H, B), dT=(T, H, B), dh=(H, B), rec=(H, B),
                           dx=(self.D, T, B) if not self.onehot else (0,))
         dAt, dh, rec = bw.dAt, bw.dh, bw.rec
         if self.activation == "relu":
@@ -63,8 +63,9 @@ class RNN(Layer):
             da *= dh
             if t:
                 np.matmul(WhT, da, out=rec)
-        np.copyto(bw.dA, dAt.transpose(1, 0, 2))
-        dA2 = bw.dA.reshape(H, T * B)
+        dA = self.f.PRE.reshape(H, T, B)  # the forward's projection buffer is dead now
+        np.copyto(dA, dAt.transpose(1, 0, 2))
+        dA2 = dA.reshape(H, T * B)
         np.matmul(dA2, self.f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
         self.bw = bw
         return self.project_backward(self.x, dA2, bw.dx)
