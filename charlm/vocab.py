@@ -55,7 +55,6 @@ class Vocab:
         # entries, so a vocabulary of ASCII costs 128 entries and one with emoji ~0.5 MB.
         self._lut = np.full(int(codes.max()) + 1, -1, dtype=np.int32)
         self._lut[codes] = np.arange(len(chars), dtype=np.int32)
-        self._char_array = np.array(self.chars)
 
     @classmethod
     def from_counts(cls, counts: np.ndarray) -> "Vocab":
@@ -103,4 +102,6 @@ class Vocab:
         return ids.astype(self.dtype)
 
     def decode(self, ids) -> str:
-        return "".join(self._char_array[np.asarray(ids, dtype=np.int64)])
+        # Not through a NumPy unicode array: those silently drop NUL characters.
+        chars = self.chars
+        return "".join([chars[i] for i in np.asarray(ids).tolist()])

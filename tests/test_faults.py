@@ -115,10 +115,10 @@ def test_disk_full_keeps_previous_checkpoint(corpus_file, tmp_path, monkeypatch)
         return real(f, **arrays)
 
     monkeypatch.setattr(ckmod.np, "savez", savez)
-    with pytest.raises(TrainingError, match=r"cannot write checkpoint .*last.npz at step 20 \(No space left on device\); the previous last.npz, if any, is intact"):
+    with pytest.raises(TrainingError, match=r"cannot write checkpoint .*(best|last).npz at step 20 \(No space left on device\); the previous (best|last).npz, if any, is intact"):
         tr.run()
     ck = load_checkpoint(tmp_path / "run" / "last.npz")
-    assert ck.meta["step"] == 10
+    assert ck.meta["step"] == 10 and load_checkpoint(tmp_path / "run" / "best.npz").meta["step"] == 10
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(ckmod.np, "savez", real)
     resumed = Trainer(ck.config, corpus_file, resume=tmp_path / "run" / "last.npz").run()
