@@ -295,10 +295,12 @@ def main(argv=None):
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     p.add_argument("--no-inference", dest="inference", action="store_false")
     p.add_argument("--inference-reps", type=int, default=3)
+    p.add_argument("--inference-model", default="lstm,2,256", help="KIND,LAYERS,HIDDEN for the eval/sample/score tasks")
     p.add_argument("--tiny", action="store_true", help="one tiny row, for the smoke test")
     p.add_argument("--memory-probe", nargs=2, metavar=("BACKEND", "ROW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.inference_model = ("lstm", 2, 256) if not args.tiny else ("lstm", 1, 16)
+    kind, layers, hidden = args.inference_model.split(",")
+    args.inference_model = (kind, int(layers), int(hidden)) if not args.tiny else ("lstm", 1, 16)
     if args.memory_probe:
         return memory_probe(*args.memory_probe)
     args.torch = args.torch and have_torch()

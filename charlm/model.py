@@ -12,6 +12,8 @@ parameters, and the checkpoint still saves them by name.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from .cells import CELLS, RNN
@@ -154,6 +156,18 @@ class Model:
         return loss
 
     # ---- inference: no backward, no dropout -------------------------------------------
+    @contextmanager
+    def inference(self):
+        """``with model.inference():`` promises the weights do not change inside, so each
+        layer prepares its scaled weight copies once instead of at every forward call."""
+        for layer in self.layers:
+            layer.freeze()
+        try:
+            yield self
+        finally:
+            for layer in self.layers:
+                layer.freeze(False)
+
     def forward(self, x, state):
         """x (T, B) ids -> (logits (V, T*B) in a reused buffer, next state)."""
         T, B = x.shape

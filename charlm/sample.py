@@ -28,21 +28,23 @@ def sample(model: Model, vocab: Vocab, length: int = 1000, prime: str = "\n", te
         raise CharlmError("the prime text must have at least one character (use the default newline)")
     ids = vocab.encode(prime, what="prime text").astype(np.int64)
     rng = np.random.default_rng(seed)
-    state = model.zero_state(1)
-    logits, state = model.forward(ids[:-1, None], state) if len(ids) > 1 else (None, state)
-    x = np.array([[ids[-1]]], dtype=np.int64)
     V, k = len(vocab), (min(top_k, len(vocab)) if top_k else None)
-    for _ in range(length):
-        logits, state = model.forward(x, state)
-        z = logits[:, 0].astype(np.float64)
-        if greedy:
-            nxt = int(np.argmax(z))
-        else:
-            z /= temperature
-            if k is not None and k < V:
-                z[np.argpartition(z, V - k)[: V - k]] = -np.inf
-            z -= z.max()
-            cdf = np.cumsum(np.exp(z, out=z))  # inverse-CDF draw: one uniform per character
-            nxt = min(V - 1, int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")))
-        x[0, 0] = nxt
-        yield vocab.chars[nxt]
+    with model.inference():
+        state = model.zero_state(1)
+        if len(ids) > 1:
+            _, state = model.forward(ids[:-1, None], state)
+        x = np.array([[ids[-1]]], dtype=np.int64)
+        for _ in range(length):
+            logits, state = model.forward(x, state)
+            z = logits[:, 0].astype(np.float64)
+            if greedy:
+                nxt = int(np.argmax(z))
+            else:
+                z /= temperature
+                if k is not None and k < V:
+                    z[np.argpartition(z, V - k)[: V - k]] = -np.inf
+                z -= z.max()
+                cdf = np.cumsum(np.exp(z, out=z))  # inverse-CDF draw: one uniform per character
+                nxt = min(V - 1, int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")))
+            x[0, 0] = nxt
+            yield vocab.chars[nxt]

@@ -21,12 +21,13 @@ LN2 = math.log(2.0)
 def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
     """Mean nats per character over (nearly) all of ``ids``, streamed one window at a time."""
     total, count, state = 0.0, 0, None
-    for x, y, first in eval_windows(ids, batch_size, seq_length):
-        if first:
-            state = model.zero_state(x.shape[1])
-        nll, state = model.nll(x, y, state)
-        total += float(nll.sum())
-        count += nll.size
+    with model.inference():
+        for x, y, first in eval_windows(ids, batch_size, seq_length):
+            if first:
+                state = model.zero_state(x.shape[1])
+            nll, state = model.nll(x, y, state)
+            total += float(nll.sum())
+            count += nll.size
     return total / count if count else float("nan")
 
 
@@ -80,9 +81,10 @@ def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n
         skipped.append(len(text) - len(kept))
     logp = np.zeros(len(texts))
     order = np.argsort([len(e) for e in encoded], kind="stable")
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        logp[idx] = _score_batch(model, ctx, [encoded[i] for i in idx], window)
+    with model.inference():
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            logp[idx] = _score_batch(model, ctx, [encoded[i] for i in idx], window)
     return [Score(text=t, chars=len(e), log_prob_nats=float(lp), skipped=k)
             for t, e, lp, k in zip(texts, encoded, logp, skipped)]
 

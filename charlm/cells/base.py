@@ -46,6 +46,7 @@ class Layer:
         self.p: dict[str, np.ndarray] = {}
         self.g: dict[str, np.ndarray] = {}
         self._bufs: dict[tuple, Buffers] = {}
+        self.frozen = False  # True inside Model.inference(): the weight copies below are current
         G = self.gates * hidden_size
         # sigmoid(z) = 0.5 tanh(z / 2) + 0.5: the 1/2 is folded into scaled copies of the
         # weights once per window, so each step needs a single tanh over all G rows.
@@ -101,9 +102,30 @@ class Layer:
         return a
 
     def scaled_recurrent(self) -> np.ndarray:
-        """Wh with its sigmoid rows halved (G, H), refreshed at each forward."""
+        """Wh with its sigmoid rows halved (G, H), refreshed at each forward unless frozen."""
         W = self._scratch("_WhS", self.p["Wh"].shape)
-        np.multiply(self.p["Wh"], self._scale[:, None], out=W)
+        if not self.frozen:
+            np.multiply(self.p["Wh"], self._scale[:, None], out=W)
+        return W
+
+    def freeze(self, frozen: bool = True) -> None:
+        """Compute the forward's weight copies once and reuse them until unfrozen (inference:
+        at batch 1 refreshing them per character would cost more than the step itself)."""
+        self.frozen = False
+        if frozen:
+            self.scaled_recurrent()
+            self._input_weights()
+        self.frozen = frozen
+
+    def _input_weights(self) -> np.ndarray:
+        """The projection's table, scale * (Wx + b) (one-hot), or scale * Wx (dense)."""
+        W = self._scratch("_table", self.p["Wx"].shape)
+        if not self.frozen:
+            if self.onehot:
+                np.add(self.p["Wx"], self.p["b"][:, None], out=W)
+                W *= self._scale[:, None]
+            else:
+                np.multiply(self.p["Wx"], self._scale[:, None], out=W)
         return W
 
     def recurrent_T(self) -> np.ndarray:
@@ -120,15 +142,11 @@ class Layer:
         single 1, so the bias folds into the table). Dense x (D, T, B): one batched GEMM.
         """
         T = out.shape[0]
+        W = self._input_weights()
         if self.onehot:
-            table = self._scratch("_table", self.p["Wx"].shape)
-            np.add(self.p["Wx"], self.p["b"][:, None], out=table)
-            table *= self._scale[:, None]
             for t in range(T):
-                np.take(table, x[t], axis=1, out=out[t], mode="clip")
+                np.take(W, x[t], axis=1, out=out[t], mode="clip")
         else:
-            W = self._scratch("_WxS", self.p["Wx"].shape)
-            np.multiply(self.p["Wx"], self._scale[:, None], out=W)
             np.matmul(W, x.transpose(1, 0, 2), out=out)
             out += (self.p["b"] * self._scale)[:, None]
 
