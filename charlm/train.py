@@ -20,7 +20,7 @@ import numpy as np
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import SECTIONS, Config
 from .data import Batches, load_corpus, split
-from .errors import CharlmError, CheckpointError, CorpusError, TrainingError
+from .errors import CheckpointError, CorpusError, TrainingError
 from .model import Model
 from .optim import clip_grad_norm, make_optimizer
 from .runlock import RunLock
@@ -273,6 +273,3 @@ def train(config: Config, corpus_path, out_dir=None, resume=None, reporter=None,
           should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
     """Train (or resume) a model; see ``Trainer``."""
     return Trainer(config, corpus_path, out_dir, resume, reporter).run(should_stop)
-
-
-__all__ = ["CharlmError", "Reporter", "TrainResult", "Trainer", "train"]

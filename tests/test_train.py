@@ -73,7 +73,7 @@ def test_resume_refuses_model_change(corpus_file, tmp_path):
     cfg = load_config(None, tiny_overrides(**{"train.max_steps": 10}))
     train(cfg, corpus_file, tmp_path / "r")
     ck = load_checkpoint(tmp_path / "r" / "last.npz")
-    changed = load_config(None, [f"model.hidden_size=32"], base=ck.config)
+    changed = load_config(None, ["model.hidden_size=32"], base=ck.config)
     with pytest.raises(CheckpointError, match="different model section"):
         Trainer(changed, corpus_file, resume=ck)
 
