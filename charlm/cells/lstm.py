@@ -58,16 +58,18 @@ class LSTM(Layer):
 
     def state_grads(self):
         """Gradients of the last backward's initial state (dh0, dc0), for gradient checks."""
-        return self.recurrent_T() @ self.bw.dAt[0], self.bw.carry.copy()
+        return self.recurrent_T() @ self.f.A[0], self.bw.carry.copy()
 
     def backward(self, dout):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         f = self.f
         H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B, OC=(T, H, B), dT=(T, H, B), dAt=(T, 4 * H, B), dh=(H, B), dc=(H, B),
-                          carry=(H, B), rec=(H, B), dx=(self.D, T, B) if not self.onehot else (0,))
-        # The forward's projection buffer is dead now: it holds P during the loop, then dA.
-        A, P, OC, dAt = f.A, f.PRE, bw.OC, bw.dAt
+        bw = self.buffers("bwd", T, B, dT=(T, H, B), dh=(H, B), dc=(H, B), carry=(H, B), rec=(H, B),
+                          dx=(self.D, T, B) if not self.onehot else (0,))
+        # Dead forward buffers are reused: the projection holds P during the loop and dA after
+        # it, tanh(c) becomes OC once P has used it, and each step's activations are
+        # overwritten by that step's gradients (the forget gate is read first).
+        A, P, OC, dAt = f.A, f.PRE, f.TC, f.A
         o, i, fg, g = A[:, :H], A[:, H : 2 * H], A[:, 2 * H : 3 * H], A[:, 3 * H :]
         # Local derivatives of every step at once, outside the time loop (big vectorised ops):
         # P maps dh (o rows) or dc (i, f, g rows) to the gate pre-activation gradients.
@@ -91,9 +93,9 @@ class LSTM(Layer):
             np.add(dT[t], rec, out=dh)  # dh_t = from above + Wh^T da_{t+1}
             np.multiply(dh, OC[t], out=dc)
             dc += carry
+            np.multiply(dc, fg[t], out=carry)  # dc_{t-1} from c_t = f * c_{t-1} + ...
             np.multiply(dh, P4[t, 0], out=dA4[t, 0])
             np.multiply(P4[t, 1:], dc, out=dA4[t, 1:])
-            np.multiply(dc, fg[t], out=carry)  # dc_{t-1} from c_t = f * c_{t-1} + ...
             if t:
                 np.matmul(WhT, dAt[t], out=rec)
         dA = f.PRE.reshape(4 * H, T, B)
