@@ -137,3 +137,12 @@ class TorchTwin:
             total += nll.sum()
             count += nll.size
         return total / count
+
+
+def status_kb(key: str) -> int:
+    """A field of /proc/self/status in kB (VmRSS: now, VmHWM: peak since the last reset)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")

@@ -41,20 +41,14 @@ def probe(path: str) -> None:
 
     from charlm.data import load_corpus
 
-    base = _kb("VmRSS")
+    from .common import status_kb
+
+    base = status_kb("VmRSS")
     t = time.perf_counter()
     c = load_corpus(path)
     secs = time.perf_counter() - t
-    print(json.dumps({"seconds": secs, "peak_growth_bytes": (_kb("VmHWM") - base) * 1024, "chars": len(c),
+    print(json.dumps({"seconds": secs, "peak_growth_bytes": (status_kb("VmHWM") - base) * 1024, "chars": len(c),
                       "bytes_per_char": c.ids.dtype.itemsize, "vocab": len(c.vocab)}))
-
-
-def _kb(key):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(key)
 
 
 def main(argv=None):

@@ -28,7 +28,7 @@ from charlm.data import Batches, load_corpus, split  # noqa: E402
 from charlm.model import Model  # noqa: E402
 from charlm.optim import clip_grad_norm, make_optimizer  # noqa: E402
 
-from .common import TorchTwin, corpus_path, have_torch, machine_info  # noqa: E402
+from .common import TorchTwin, corpus_path, have_torch, machine_info, status_kb  # noqa: E402
 
 # (name, kind, layers, hidden, batch, seq)
 GRID = [
@@ -130,19 +130,11 @@ def memory_probe(backend: str, row_name: str) -> None:
         import torch  # noqa: F401  (imported before the baseline, like numpy)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the high-water mark: corpus loading before this does not count
-    base = _status_kb("VmRSS")
+    base = status_kb("VmRSS")
     side = (CharlmStep if backend == "charlm" else TorchStep)(row[1], row[2], row[3], V, batches)
     for _ in range(3):
         side.step()
-    print(max(0, _status_kb("VmHWM") - base) * 1024)
-
-
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
+    print(max(0, status_kb("VmHWM") - base) * 1024)
 
 
 def peak_memory(backend, row_name) -> int | None:

@@ -31,6 +31,15 @@ class Optimizer:
     def _update(self, grad, lr):
         raise NotImplementedError
 
+    def _divide_by_rms(self, g, sq, lr):
+        """p -= lr g / (sqrt(sq) + eps), through the scratch array."""
+        s = self._tmp
+        np.sqrt(sq, out=s)
+        s += self.cfg.eps
+        np.divide(g, s, out=s)
+        s *= lr
+        self.params -= s
+
 
 class SGD(Optimizer):
     """buf = momentum buf + g;  p -= lr buf (plain SGD when momentum is 0)."""
@@ -77,11 +86,7 @@ class Adagrad(Optimizer):
         acc, s = self.state["sum"], self._tmp
         np.multiply(g, g, out=s)
         acc += s
-        np.sqrt(acc, out=s)
-        s += self.cfg.eps
-        np.divide(g, s, out=s)
-        s *= lr
-        self.params -= s
+        self._divide_by_rms(g, acc, lr)
 
 
 class RMSprop(Optimizer):
@@ -95,11 +100,7 @@ class RMSprop(Optimizer):
         np.multiply(g, g, out=s)
         s *= 1.0 - a
         v += s
-        np.sqrt(v, out=s)
-        s += self.cfg.eps
-        np.divide(g, s, out=s)
-        s *= lr
-        self.params -= s
+        self._divide_by_rms(g, v, lr)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop}

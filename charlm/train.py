@@ -66,6 +66,8 @@ class Trainer:
             out_dir = out_dir or Path(resume).parent
         self.config = config
         self.out_dir = Path(out_dir or Path("runs") / config.name)
+        # On resume the corpus is encoded with the checkpoint's vocabulary; a character it
+        # lacks is a CorpusError naming it.
         corpus = load_corpus(corpus_path, vocab=ck.vocab if ck else None)
         self.vocab = corpus.vocab
         if len(self.vocab) < 2:
@@ -73,8 +75,6 @@ class Trainer:
                 f"{corpus_path}: the corpus has a single distinct character ({self.vocab.chars[0]!r}); "
                 "there is nothing to predict"
             )
-        if ck is not None and corpus.vocab != ck.vocab:
-            raise CheckpointError(f"{resume}: vocabulary does not match the corpus {corpus_path}")
         d = config.data
         train_ids, self.val_ids = split(corpus.ids, d.val_fraction)
         self.batches = Batches(train_ids, d.batch_size, d.seq_length, name=str(corpus_path))

@@ -5,7 +5,7 @@ import pytest
 
 from charlm.checkpoint import load_checkpoint
 from charlm.config import load_config
-from charlm.errors import CheckpointError, TrainingError
+from charlm.errors import CheckpointError, CorpusError, TrainingError
 from charlm.train import Trainer, train
 
 from .conftest import tiny_overrides
@@ -83,7 +83,7 @@ def test_resume_refuses_other_vocabulary(corpus_file, tmp_path):
     train(cfg, corpus_file, tmp_path / "r")
     other = tmp_path / "other.txt"
     other.write_text("XYZ " * 2000)
-    with pytest.raises(Exception, match="vocabulary"):
+    with pytest.raises(CorpusError, match="other.txt: has characters outside the checkpoint's vocabulary: 'X'"):
         Trainer(cfg, other, resume=tmp_path / "r" / "last.npz")
 
 
