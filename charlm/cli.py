@@ -6,6 +6,7 @@ exit status 1, in exactly one place: ``CharlmGroup.invoke``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -16,7 +17,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .checkpoint import load_checkpoint
-from .config import load_config
+from .config import SECTIONS, load_config
 from .errors import CharlmError
 from .sample import sample as sample_text
 from .score import score_texts
@@ -122,12 +123,12 @@ class _StopFlag:
 @option("--config", "config_path", type=click.Path(path_type=str), default=None,
               show_default="built-in defaults", help="YAML config with sections model, data, train (every key optional).")
 @option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
-              help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
+        help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
 @option("--out", "out_dir", type=click.Path(path_type=str), default=None,
               show_default="runs/<config name>, or the checkpoint's directory with --resume",
-              help="Run directory for last.npz, best.npz and metrics.jsonl.")
+        help="Run directory for last.npz, best.npz and metrics.jsonl.")
 @option("--resume", type=click.Path(path_type=str), default=None,
-              help="Continue the run saved in this last.npz: same step, optimizer, schedule, data position and RNG.")
+        help="Continue the run saved in this last.npz: same step, optimizer, schedule, data position and RNG.")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
 def train(corpus, config_path, overrides, out_dir, resume, quiet):
     """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
@@ -149,9 +150,6 @@ def train(corpus, config_path, overrides, out_dir, resume, quiet):
 @main.command()
 def keys():
     """List every config key with its default and what it does."""
-    from .config import SECTIONS
-    import dataclasses
-
     for sname, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             m = f.metadata
@@ -162,7 +160,7 @@ def keys():
 # ---- sample --------------------------------------------------------------------------
 @main.command()
 @option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
-              help="A .npz checkpoint, or a run directory (then its best.npz).")
+        help="A .npz checkpoint, or a run directory (then its best.npz).")
 @option("--length", "-n", default=1000, type=int, help="Characters to generate after the prime.")
 @option("--temperature", "-t", default=1.0, type=float, help="Divide the logits by this (> 0); lower is more conservative.")
 @option("--top-k", default=None, type=int, show_default="all", help="Sample only among the K most likely characters.")
@@ -189,14 +187,14 @@ def sample(checkpoint, length, temperature, top_k, prime, seed, greedy):
 @main.command()
 @click.argument("text", required=False)
 @option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
-              help="A .npz checkpoint, or a run directory (then its best.npz).")
+        help="A .npz checkpoint, or a run directory (then its best.npz).")
 @option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
-              help="Score the whole file as one text.")
+        help="Score the whole file as one text.")
 @option("--lines", type=click.File("r", encoding="utf-8"), default=None,
-              help="Score each non-empty line of this file on its own ('-' for stdin).")
+        help="Score each non-empty line of this file on its own ('-' for stdin).")
 @option("--context", default="\n", show_default="a newline", help="Text the model reads before each scored text.")
 @option("--unknown", type=click.Choice(["error", "skip"]), default="error",
-              help="Characters outside the vocabulary: fail, or leave them out and count them as skipped.")
+        help="Characters outside the vocabulary: fail, or leave them out and count them as skipped.")
 @option("--json", "as_json", is_flag=True, help="One JSON object per text.")
 def score(text, checkpoint, file_, lines, context, unknown, as_json):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
