@@ -106,10 +106,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def all_keys() -> list[str]:
-    return [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
-
-
 def _suggest(word: str, options) -> str:
     near = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
     return f" (did you mean {near[0]!r}?)" if near else ""

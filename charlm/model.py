@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .cells import CELLS, RNN
-from .cells.base import cached_buffers
+from .cells.base import Buffers, cached_buffers
 from .config import ModelConfig
 from .errors import ConfigError
 
@@ -110,10 +110,13 @@ class Model:
         for l, layer in enumerate(self.layers):
             out = layer.forward(inp, state[l])  # (H, T, B)
             if p > 0 and l < len(self.layers) - 1:
-                mask = (rng.random(out.shape, dtype=self.dtype) >= p).astype(self.dtype)
-                mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
-                masks.append(mask)
-                inp = out * mask
+                d = cached_buffers(self._head_bufs, (f"dropout{l}", T, B),
+                                   lambda: Buffers(self.dtype, mask=out.shape, dropped=out.shape))
+                rng.random(dtype=self.dtype, out=d.mask)
+                np.greater_equal(d.mask, p, out=d.mask)
+                d.mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
+                masks.append(d.mask)
+                inp = np.multiply(out, d.mask, out=d.dropped)
             else:
                 masks.append(None)
                 inp = out

@@ -76,7 +76,11 @@ def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n
             where = f"text {i + 1}" if len(texts) > 1 else "text"
             raise VocabError(f"{where} has character(s) not in the model's vocabulary: {describe_chars(missing)}; "
                              "use --unknown skip to leave them out")
-        kept = "".join(c for c in text if c not in set(missing)) if missing else text
+        if missing:
+            unknown_chars = set(missing)
+            kept = "".join(c for c in text if c not in unknown_chars)
+        else:
+            kept = text
         encoded.append(vocab.encode(kept))
         skipped.append(len(text) - len(kept))
     logp = np.zeros(len(texts))
