@@ -24,7 +24,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from charlm.config import ModelConfig, TrainConfig  # noqa: E402
-from charlm.data import Batches, load_corpus, split  # noqa: E402
+from charlm.data import Batches, eval_windows, load_corpus, split  # noqa: E402
 from charlm.model import Model  # noqa: E402
 from charlm.optim import clip_grad_norm, make_optimizer  # noqa: E402
 
@@ -75,6 +75,55 @@ class TorchStep:
         loss = self.t.step(*self.batches.window(self.k % self.batches.num_windows))
         self.k += 1
         return loss
+
+
+class GemmFloor:
+    """Only the matrix products of one charlm step, with charlm's shapes and orientations and
+    nothing else: the time any NumPy + BLAS implementation of the same step must spend.
+
+    Mirrors cells/base.py (project, project_backward), the per-step products of the cells and
+    Model.loss_and_grad. torch_time / floor_time is therefore the best ratio charlm could reach
+    on this row if every elementwise pass, copy and Python call were free.
+    """
+
+    def __init__(self, kind, layers, hidden, V, batches):
+        G, H, T, B = {"lstm": 4, "gru": 3, "rnn": 1}[kind] * hidden, hidden, batches.T, batches.B
+        N, f32, rng = T * B, np.float32, np.random.default_rng(0)
+        x, _ = batches.window(0)
+        U = len(np.unique(x))  # distinct ids in a window: the one-hot gradient's width
+
+        def a(*shape):
+            return rng.standard_normal(shape, dtype=f32)
+
+        self.layers = []
+        for l in range(layers):
+            D = U if l == 0 else H
+            self.layers.append(dict(Wx=a(G, D), Wh=a(G, H), WhT=a(H, G), WxT=a(D, G), X=a(D, T, B),
+                                    A=a(T, G, B), Hs=a(T, H, B), HT=a(H, T, B), dA=a(G, N), gWh=a(G, H), gWx=a(G, D),
+                                    dx=a(D, N), rec=a(H, B), onehot=(l == 0)))
+        self.W, self.L, self.Hout, self.gW, self.dH = a(V, H), a(V, N), a(H, N), a(V, H), a(H, N)
+        self.T = T
+
+    def forward(self):
+        for c in self.layers:
+            if not c["onehot"]:  # the one-hot layer's projection is a gather, not a product
+                np.matmul(c["Wx"], c["X"].transpose(1, 0, 2), out=c["A"])
+            for t in range(self.T):
+                np.matmul(c["Wh"], c["Hs"][t], out=c["A"][t])
+        np.matmul(self.W, self.Hout, out=self.L)
+
+    def step(self):
+        self.forward()
+        np.matmul(self.L, self.Hout.T, out=self.gW)
+        np.matmul(self.W.T, self.L, out=self.dH)
+        for c in reversed(self.layers):
+            for t in range(self.T - 1, 0, -1):
+                np.matmul(c["WhT"], c["A"][t], out=c["rec"])
+            N = c["dA"].shape[1]
+            np.matmul(c["dA"], c["HT"].reshape(-1, N).T, out=c["gWh"])
+            np.matmul(c["dA"], c["X"].reshape(-1, N).T, out=c["gWx"])
+            if not c["onehot"]:
+                np.matmul(c["WxT"], c["dA"], out=c["dx"])
 
 
 def forward_flops(kind, layers, H, B, T, V) -> float:
@@ -161,7 +210,7 @@ def run_grid(rows, args, peak) -> list[dict]:
     out = []
     for name, kind, L, H, B, T in rows:
         batches, V = load_batches(B, T)
-        sides = {"charlm": CharlmStep(kind, L, H, V, batches)}
+        sides = {"charlm": CharlmStep(kind, L, H, V, batches), "gemm": GemmFloor(kind, L, H, V, batches)}
         if args.torch:
             sides["torch"] = TorchStep(kind, L, H, V, batches)
         med = interleaved(sides, args.min_steps, args.min_seconds)
@@ -170,9 +219,10 @@ def run_grid(rows, args, peak) -> list[dict]:
         rec = {"row": name, "threads": THREADS, "charlm_chars_per_s": chars / med["charlm"],
                "charlm_gflops": flops / med["charlm"] / 1e9}
         rec["charlm_frac_peak"] = rec["charlm_gflops"] / peak
+        rec["gemm_share"] = med["gemm"] / med["charlm"]  # of charlm's step, time in its GEMMs alone
         if args.torch:
             rec.update(torch_chars_per_s=chars / med["torch"], ratio=med["torch"] / med["charlm"],
-                       torch_gflops=flops / med["torch"] / 1e9)
+                       torch_gflops=flops / med["torch"] / 1e9, bound=med["torch"] / med["gemm"])
         if args.memory:
             rec["charlm_peak_mb"] = (peak_memory("charlm", name) or 0) / 2**20
             if args.torch:
@@ -188,8 +238,10 @@ def emit(rec, args):
         return
     parts = [f"{rec['row']:26s}", f"charlm {rec['charlm_chars_per_s']:>10,.0f} c/s"]
     if "torch_chars_per_s" in rec:
-        parts += [f"torch {rec['torch_chars_per_s']:>10,.0f} c/s", f"ratio {rec['ratio']:5.2f}"]
-    parts += [f"{rec['charlm_gflops']:6.1f} GFLOP/s ({100 * rec['charlm_frac_peak']:4.1f}% of peak)"]
+        parts += [f"torch {rec['torch_chars_per_s']:>10,.0f} c/s", f"ratio {rec['ratio']:5.2f}",
+                  f"bound {rec['bound']:5.2f}"]
+    parts += [f"{rec['charlm_gflops']:6.1f} GFLOP/s ({100 * rec['charlm_frac_peak']:4.1f}% of peak)",
+              f"GEMMs {100 * rec['gemm_share']:3.0f}% of step"]
     if "charlm_peak_mb" in rec:
         parts += [f"mem charlm {rec['charlm_peak_mb']:.0f} MB" + (f" torch {rec['torch_peak_mb']:.0f} MB" if "torch_peak_mb" in rec else "")]
     print("  ".join(parts), flush=True)
@@ -208,19 +260,21 @@ def run_inference(args) -> list[dict]:
     m.init(np.random.default_rng(0))
     tw = TorchTwin(kind, L, H, V) if args.torch else None
     lines = [ln for ln in corpus.vocab.decode(corpus.ids[:200_000]).split("\n") if ln][:1000]
+    # The evaluation's matrix products alone: a forward-only GemmFloor per window of the split.
+    floor, windows = GemmFloor(kind, L, H, V, load_batches(50, 50)[0]), sum(1 for _ in eval_windows(val, 50, 50))
     tasks = {
         "eval-val-split": (lambda: evaluate(m, val, 50, 50), (lambda: tw.evaluate(val, 50, 50)) if tw else None,
-                           len(val)),
+                           lambda: [floor.forward() for _ in range(windows)]),
         "sample-1000": (lambda: "".join(sample(m, corpus.vocab, 1000, seed=0)),
-                        (lambda: torch_sample(tw, corpus.vocab, 1000)) if tw else None, 1000),
+                        (lambda: torch_sample(tw, corpus.vocab, 1000)) if tw else None, None),
         "score-1000-lines": (lambda: score_texts(m, corpus.vocab, lines),
-                             (lambda: torch_score(tw, corpus.vocab, lines)) if tw else None, 1000),
+                             (lambda: torch_score(tw, corpus.vocab, lines)) if tw else None, None),
     }
     out = []
-    for name, (ours, theirs, n) in tasks.items():
-        ts = {"charlm": [], "torch": []}
+    for name, (ours, theirs, gemms) in tasks.items():
+        ts = {"charlm": [], "torch": [], "gemm": []}
         for _ in range(args.inference_reps):
-            for side, f in (("charlm", ours), ("torch", theirs)):
+            for side, f in (("charlm", ours), ("torch", theirs), ("gemm", gemms)):
                 if f is None:
                     continue
                 t = time.perf_counter()
@@ -230,11 +284,17 @@ def run_inference(args) -> list[dict]:
         if ts["torch"]:
             rec["torch_s"] = float(np.median(ts["torch"]))
             rec["ratio"] = rec["torch_s"] / rec["charlm_s"]
+        if ts["gemm"]:
+            rec["gemm_share"] = float(np.median(ts["gemm"])) / rec["charlm_s"]
+            if "torch_s" in rec:
+                rec["bound"] = rec["torch_s"] / float(np.median(ts["gemm"]))
         out.append(rec)
         if args.json:
             print(json.dumps(rec), flush=True)
         else:
             extra = f"  torch {rec['torch_s']:.3f} s  ratio {rec['ratio']:.2f}" if "torch_s" in rec else ""
+            extra += f"  bound {rec['bound']:.2f}" if "bound" in rec else ""
+            extra += f"  GEMMs {100 * rec['gemm_share']:.0f}% of charlm's time" if "gemm_share" in rec else ""
             print(f"{name:18s} ({rec['model']})  charlm {rec['charlm_s']:.3f} s{extra}", flush=True)
     return out
 

@@ -12,7 +12,8 @@ def test_throughput_tiny_row(shakespeare, monkeypatch, capsys):
     results = throughput.main(["--tiny", "--min-steps", "2", "--min-seconds", "0", "--inference-reps", "1", "--json"])
     row, *tasks = results
     assert row["row"].startswith("tiny") and row["charlm_chars_per_s"] > 0 and row["charlm_peak_mb"] >= 0
-    assert ("ratio" in row) == HAVE_TORCH
+    assert ("ratio" in row) == ("bound" in row) == HAVE_TORCH
+    assert row["gemm_share"] > 0 and tasks[0]["gemm_share"] > 0  # the GEMM-only floor ran
     assert {t["task"] for t in tasks} == {"eval-val-split", "sample-1000", "score-1000-lines"}
     assert all(t["charlm_s"] > 0 and ("ratio" in t) == HAVE_TORCH for t in tasks)
     assert '"gemm_peak_gflops"' in capsys.readouterr().out
@@ -24,3 +25,41 @@ def test_scale_small(tmp_path):
     [rec] = scale.main(["--sizes-mb", "0.2", "--dir", str(tmp_path)])
     assert rec["bytes_per_char"] == 1 and rec["chars"] > 0 and rec["seconds"] > 0
     assert os.listdir(tmp_path) == []  # generated corpora are removed
+
+
+def _products(monkeypatch, fn):
+    """(m, k, n) of every np.matmul call made by fn(), batched products expanded."""
+    import numpy as np
+
+    seen, real = [], np.matmul
+
+    def spy(a, b, *args, **kw):
+        batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+        seen.extend([(a.shape[-2], a.shape[-1], b.shape[-1])] * batch)
+        return real(a, b, *args, **kw)
+
+    monkeypatch.setattr(np, "matmul", spy)
+    fn()
+    monkeypatch.setattr(np, "matmul", real)
+    return sorted(seen)
+
+
+def test_gemm_floor_makes_the_same_products_as_a_charlm_step(monkeypatch):
+    """The benchmark's bound is only as true as its copy of charlm's matrix products."""
+    import numpy as np
+
+    from benchmarks.throughput import GemmFloor
+    from charlm.config import ModelConfig
+    from charlm.data import Batches
+    from charlm.model import Model
+
+    V, T, B = 20, 7, 3
+    ids = np.random.default_rng(0).integers(0, V, 500).astype(np.uint8)
+    batches = Batches(ids, B, T)
+    x, y = batches.window(0)
+    for kind in ("lstm", "gru", "rnn"):
+        m = Model(ModelConfig(type=kind, hidden_size=8, num_layers=2), V)
+        m.init(np.random.default_rng(1))
+        ours = _products(monkeypatch, lambda: m.loss_and_grad(x, y, m.zero_state(B)))
+        floor = GemmFloor(kind, 2, 8, V, batches)
+        assert _products(monkeypatch, floor.step) == ours, kind

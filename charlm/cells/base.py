@@ -166,7 +166,7 @@ class Layer:
             onehot = self._scratch("_onehot", (min(self.D, N), N), zeros=True)[: len(present)]
             onehot[rows, np.arange(N)] = 1.0
             self.g["Wx"].fill(0.0)
-            self.g["Wx"][:, present] = dA @ onehot.T
+            self.g["Wx"][:, present] = np.matmul(dA, onehot.T)
             onehot[rows, np.arange(N)] = 0.0  # leave the buffer all zeros for the next window
             return None
         T, B = x.shape[1:]

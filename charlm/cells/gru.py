@@ -59,7 +59,7 @@ class GRU(Layer):
 
     def state_grads(self):
         """Gradient of the last backward's initial state (dh0,), for gradient checks."""
-        return (self.bw.rec.copy(),)
+        return (self.recurrent_T() @ self.bw.dGt[0] + self.bw.rec,)
 
     def backward(self, dout):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb, gbhn."""
@@ -92,9 +92,12 @@ class GRU(Layer):
             np.multiply(dh, Pz[t], out=g[H : 2 * H])
             np.multiply(dn, Pr[t], out=g[:H])
             np.multiply(dn, r[t], out=g[2 * H :])  # d(hn) = da_n * r
-            np.matmul(WhT, g, out=rec)
-            dh *= z[t]
-            rec += dh  # dh_{t-1} = dh z + Wh^T [da_r, da_z, d hn]
+            if t:
+                np.matmul(WhT, g, out=rec)
+                dh *= z[t]
+                rec += dh  # dh_{t-1} = dh z + Wh^T [da_r, da_z, d hn]
+            else:  # dh_{-1} feeds nothing in the window: keep its cheap part for state_grads
+                np.multiply(dh, z[0], out=rec)
         dG = f.PRE.reshape(3 * H, T, B)  # the forward's projection buffer is dead now
         np.copyto(dG, dGt.transpose(1, 0, 2))
         dG2 = dG.reshape(3 * H, T * B)
