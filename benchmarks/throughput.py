@@ -98,7 +98,7 @@ class GemmFloor:
         self.layers = []
         for l in range(layers):
             D = U if l == 0 else H
-            self.layers.append(dict(Wx=a(G, D), Wh=a(G, H), WhT=a(H, G), WxT=a(D, G), X=a(D, T, B),
+            self.layers.append(dict(Wx=a(G, D), Wh=a(G, H), WhT=a(H, G), X=a(D, T, B),
                                     A=a(T, G, B), Hs=a(T, H, B), HT=a(H, T, B), dA=a(G, N), gWh=a(G, H), gWx=a(G, D),
                                     dx=a(D, N), rec=a(H, B), onehot=(l == 0)))
         self.W, self.L, self.Hout, self.gW, self.dH = a(V, H), a(V, N), a(H, N), a(V, H), a(H, N)
@@ -123,7 +123,7 @@ class GemmFloor:
             np.matmul(c["dA"], c["HT"].reshape(-1, N).T, out=c["gWh"])
             np.matmul(c["dA"], c["X"].reshape(-1, N).T, out=c["gWx"])
             if not c["onehot"]:
-                np.matmul(c["WxT"], c["dA"], out=c["dx"])
+                np.matmul(c["Wx"].T, c["dA"], out=c["dx"])
 
 
 def forward_flops(kind, layers, H, B, T, V) -> float:
