@@ -23,6 +23,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from charlm.cells import CELLS  # noqa: E402
 from charlm.config import ModelConfig, TrainConfig  # noqa: E402
 from charlm.data import Batches, eval_windows, load_corpus, split  # noqa: E402
 from charlm.model import Model  # noqa: E402
@@ -87,7 +88,7 @@ class GemmFloor:
     """
 
     def __init__(self, kind, layers, hidden, V, batches):
-        G, H, T, B = {"lstm": 4, "gru": 3, "rnn": 1}[kind] * hidden, hidden, batches.T, batches.B
+        G, H, T, B = CELLS[kind].gates * hidden, hidden, batches.T, batches.B
         N, f32, rng = T * B, np.float32, np.random.default_rng(0)
         x, _ = batches.window(0)
         U = len(np.unique(x))  # distinct ids in a window: the one-hot gradient's width
@@ -128,7 +129,7 @@ class GemmFloor:
 
 def forward_flops(kind, layers, H, B, T, V) -> float:
     """Matmul FLOPs of one forward pass, the one-hot input counted as a dense (V, GH) product."""
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[kind]
+    G = CELLS[kind].gates
     f = sum(2.0 * T * B * ((V if l == 0 else H) + H) * G * H for l in range(layers))
     return f + 2.0 * T * B * H * V
 
