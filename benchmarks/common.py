@@ -23,11 +23,14 @@ def set_threads(argv=None) -> int:
     return n
 
 
+SHAKESPEARE = Path(os.environ.get("CHARLM_SHAKESPEARE") or ROOT / "data" / "tinyshakespeare.txt")
+
+
 def corpus_path() -> Path:
-    p = Path(os.environ.get("CHARLM_SHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
-    if not p.is_file():
-        sys.exit(f"corpus {p} not found: set CHARLM_SHAKESPEARE")
-    return p
+    """The tiny-Shakespeare corpus shipped in data/ ($CHARLM_SHAKESPEARE overrides it)."""
+    if not SHAKESPEARE.is_file():
+        sys.exit(f"corpus {SHAKESPEARE} not found: restore data/tinyshakespeare.txt or set CHARLM_SHAKESPEARE")
+    return SHAKESPEARE
 
 
 def have_torch() -> bool:

@@ -1,11 +1,9 @@
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository
-SHAKESPEARE = Path(os.environ.get("CHARLM_SHAKESPEARE", ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"))
+from benchmarks.common import ROOT, SHAKESPEARE  # noqa: F401  (one place that finds the corpus)
 
 try:
     import torch  # noqa: F401
@@ -24,11 +22,9 @@ def random_text(n: int, seed: int = 0, alphabet: str = "abcdefgh \n") -> str:
 
 @pytest.fixture
 def shakespeare() -> Path:
-    """The real corpus. Missing: a failure under CI=true, a skip elsewhere."""
+    """The real corpus, shipped in data/: missing is a failure, never a skip."""
     if not SHAKESPEARE.is_file():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the corpus {SHAKESPEARE} is missing (set CHARLM_SHAKESPEARE)")
-        pytest.skip(f"{SHAKESPEARE} not present (set CHARLM_SHAKESPEARE)")
+        pytest.fail(f"the corpus {SHAKESPEARE} is missing (restore data/tinyshakespeare.txt or set CHARLM_SHAKESPEARE)")
     return SHAKESPEARE
 
 
