@@ -16,13 +16,20 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, echo
 
 
-def _opt(default, help, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False, optional=False):
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few hundred bytes
+MAX_OVERRIDE_CHARS = 1000
+
+
+def _opt(default, help, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False, optional=False,
+         refused=None):
+    """A config field with its rule; ``refused`` maps a value people try to why it cannot work."""
     return field(
         default=default,
-        metadata=dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, optional=optional),
+        metadata=dict(help=help, choices=choices, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open, optional=optional,
+                      refused=refused or {}),
     )
 
 
@@ -36,8 +43,11 @@ class ModelConfig:
     init: str = _opt(
         "xavier",
         "weight init: xavier (Glorot-uniform input weights, orthogonal recurrent weights), "
-        "uniform (U(-1/sqrt(H), 1/sqrt(H)) everywhere, as PyTorch), zeros (refused: never learns)",
-        choices=("xavier", "uniform", "zeros"),
+        "he (Kaiming-normal N(0, 2/fan_in), for the relu rnn), "
+        "uniform (U(-1/sqrt(H), 1/sqrt(H)) everywhere, as PyTorch)",
+        choices=("xavier", "he", "uniform"),
+        refused={"zeros": "every unit of a layer would get the same gradient and stay identical forever "
+                          "(the symmetry never breaks), so the model cannot learn"},
     )
     forget_bias: float = _opt(1.0, "initial LSTM forget-gate bias", lo=-100.0, hi=100.0)
     dtype: str = _opt("float32", "float type of weights and activations", choices=("float32", "float64"))
@@ -69,6 +79,10 @@ class TrainConfig:
     epochs: float | None = _opt(10, "stop after this many passes over the training split", lo=0.0, lo_open=True, optional=True)
     max_minutes: float | None = _opt(None, "stop after this much wall-clock training time", lo=0.0, lo_open=True, optional=True)
     eval_every: int = _opt(500, "steps between validation passes", lo=1)
+    patience: int | None = _opt(None, "early stopping: stop after this many evaluations without an improvement "
+                                "of at least min_delta (null: off)", lo=1, optional=True)
+    min_delta: float = _opt(0.0, "early stopping: the smallest drop in validation loss (nats/char) that counts "
+                            "as an improvement", lo=0.0)
     checkpoint_every: int = _opt(500, "steps between writes of last.npz", lo=1)
     seed: int = _opt(1234, "seed for init, dropout and everything random", lo=0, hi=2**63 - 1)
 
@@ -93,21 +107,40 @@ class Config:
             d = {}
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a mapping with sections {', '.join(SECTIONS)}, got {type(d).__name__}")
+        if len(d) > 2 * len(SECTIONS):  # refuse before walking something enormous
+            raise ConfigError(f"{where}: {len(d)} top-level entries; a config has the sections {', '.join(SECTIONS)}")
         sections = {}
         for sname, sval in d.items():
             if sname not in SECTIONS:
-                raise ConfigError(f"{where}: unknown section {sname!r}{_suggest(sname, SECTIONS)}; sections are {', '.join(SECTIONS)}")
+                raise ConfigError(
+                    f"{where}: unknown section {echo(sname)}{_suggest(sname, SECTIONS)}; sections are {', '.join(SECTIONS)}"
+                )
             sections[sname] = _section(SECTIONS[sname], sname, sval, where)
         for sname, scls in SECTIONS.items():
             sections.setdefault(sname, scls())
-        return cls(name=name, **sections)
+        config = cls(name=name, **sections)
+        _check_across_keys(config, where)
+        return config
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def _suggest(word: str, options) -> str:
-    near = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+def _check_across_keys(c: "Config", where: str) -> None:
+    """Rules that involve more than one key."""
+    t = c.train
+    if t.lr_schedule == "cosine" and t.max_steps is None and t.epochs is None:
+        raise ConfigError(f"{where}: train.lr_schedule cosine needs train.max_steps or train.epochs to know where it ends")
+    if t.lr_schedule == "cosine" and t.min_lr > t.lr:
+        raise ConfigError(f"{where}: train.min_lr {t.min_lr} is above train.lr {t.lr}; the cosine schedule decays to min_lr")
+    if t.max_steps is None and t.epochs is None and t.max_minutes is None and t.patience is None:
+        raise ConfigError(f"{where}: no budget: set train.max_steps, train.epochs, train.max_minutes or train.patience")
+
+
+def _suggest(word, options) -> str:
+    if not isinstance(word, str) or len(word) > 100:
+        return ""
+    near = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {near[0]!r}?)" if near else ""
 
 
@@ -115,13 +148,16 @@ def _section(cls, sname: str, values: Any, where: str):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: section {sname!r} must be a mapping of keys, got {values!r}")
+        raise ConfigError(f"{where}: section {sname!r} must be a mapping of keys, got {echo(values)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    if len(values) > 2 * len(fields):
+        raise ConfigError(f"{where}: section {sname!r} has {len(values)} keys; it has only {len(fields)} ({', '.join(fields)})")
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(
-                f"{where}: unknown key {sname}.{key}{_suggest(key, fields)}; "
+                f"{where}: unknown key {sname}.{key if isinstance(key, str) and len(key) <= 40 else echo(key)}"
+                f"{_suggest(key, fields)}; "
                 f"{sname} keys are {', '.join(fields)}"
             )
         kwargs[key] = _check(f"{sname}.{key}", value, fields[key], where)
@@ -161,10 +197,12 @@ def _check(key: str, value: Any, f, where: str):
             ok = math.isfinite(value)
     if not ok:
         allowed = f"one of {', '.join(meta['choices'])}" if meta["choices"] else _type_name(f)
-        raise ConfigError(f"{where}: {key} must be {allowed}, got {value!r}")
+        raise ConfigError(f"{where}: {key} must be {allowed}, got {echo(value)}")
+    if value in meta["refused"]:
+        raise ConfigError(f"{where}: {key} {value!r} is refused: {meta['refused'][value]}; use one of {', '.join(meta['choices'])}")
     if meta["choices"] and value not in meta["choices"]:
         raise ConfigError(
-            f"{where}: {key} is {value!r}{_suggest(value, meta['choices'])}; allowed: {', '.join(meta['choices'])}"
+            f"{where}: {key} is {echo(value)}{_suggest(value, meta['choices'])}; allowed: {', '.join(meta['choices'])}"
         )
     lo, hi = meta["lo"], meta["hi"]
     if lo is not None and (value < lo or (meta["lo_open"] and value == lo)) or hi is not None and (
@@ -172,22 +210,24 @@ def _check(key: str, value: Any, f, where: str):
     ):
         lo_s = "" if lo is None else f"{'>' if meta['lo_open'] else '>='} {lo}"
         hi_s = "" if hi is None else f"{'<' if meta['hi_open'] else '<='} {hi}"
-        raise ConfigError(f"{where}: {key} is {value!r}; it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
+        raise ConfigError(f"{where}: {key} is {echo(value)}; it must be {' and '.join(s for s in (lo_s, hi_s) if s)}")
     return value
 
 
 def parse_override(expr: str) -> tuple[str, str, Any]:
     """'section.key=value' -> (section, key, YAML-parsed value)."""
+    if len(expr) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"override {echo(expr)} is {len(expr):,} characters; at most {MAX_OVERRIDE_CHARS:,}")
     if "=" not in expr:
-        raise ConfigError(f"--set {expr!r}: expected section.key=value, e.g. --set train.lr=0.001")
+        raise ConfigError(f"override {echo(expr)}: expected section.key=value, e.g. train.lr=0.001")
     path, raw = expr.split("=", 1)
     parts = path.strip().split(".")
     if len(parts) != 2 or not all(parts):
-        raise ConfigError(f"--set {expr!r}: expected section.key=value, e.g. --set model.hidden_size=256")
+        raise ConfigError(f"override {echo(expr)}: expected section.key=value, e.g. model.hidden_size=256")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {expr!r}: cannot parse the value {raw!r}") from None
+    except (yaml.YAMLError, RecursionError):
+        raise ConfigError(f"override {echo(expr)}: cannot parse the value {echo(raw)}") from None
     return parts[0], parts[1], value
 
 
@@ -197,7 +237,7 @@ def merge_overrides(d: dict, overrides: list[str]) -> dict:
     for expr in overrides:
         section, key, value = parse_override(expr)
         if section not in SECTIONS:
-            raise ConfigError(f"--set {expr!r}: unknown section {section!r}{_suggest(section, SECTIONS)}")
+            raise ConfigError(f"override {echo(expr)}: unknown section {echo(section)}{_suggest(section, SECTIONS)}")
         if not isinstance(d.get(section), dict):
             d[section] = {}
         d[section][key] = value
@@ -208,6 +248,9 @@ def read_yaml(path: str | Path) -> Any:
     """Parse a YAML file with ``safe_load`` (tags that build Python objects are refused)."""
     p = Path(path)
     try:
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p}: config file is {size:,} bytes; a charlm config is at most {MAX_CONFIG_BYTES:,}")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
@@ -215,10 +258,12 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}: cannot read config: {e}") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0][:200]
         raise ConfigError(f"{p}: YAML error{at}: {problem}") from None
 
 

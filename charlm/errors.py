@@ -1,14 +1,16 @@
-"""What a user can get wrong, as one exception family.
+"""What a user can get wrong, as one exception family, and how a user's value is echoed.
 
 The CLI turns every ``CharlmError`` into one line on stderr and a non-zero exit; the library
 raises them and never prints.
 """
 
+from __future__ import annotations
+
+import reprlib
+
 
 class CharlmError(Exception):
     """A problem with the user's input (file, config, checkpoint, text), not a bug in charlm."""
-
-    exit_code = 1
 
 
 class ConfigError(CharlmError):
@@ -28,4 +30,27 @@ class VocabError(CharlmError):
 
 
 class TrainingError(CharlmError):
-    """Training cannot go on (non-finite loss, output directory in use, disk full)."""
+    """Training cannot go on (non-finite loss, output directory in use, disk full, memory)."""
+
+
+class RunExistsError(TrainingError):
+    """A new run was asked for in a directory that already holds one."""
+
+    def __init__(self, message: str, out_dir, summary: str):
+        super().__init__(message)
+        self.out_dir, self.summary = out_dir, summary
+
+
+# A user's value in an error message: a bounded prefix of its repr. reprlib stops at a few
+# items per level and a few levels, so even a YAML "billion laughs" structure (aliases that
+# nest a small list a billion times over) is described in microseconds and a few bytes.
+_short = reprlib.Repr()
+_short.maxlevel, _short.maxlist, _short.maxdict, _short.maxtuple, _short.maxset = 2, 4, 4, 4, 4
+_short.maxstring, _short.maxother, _short.maxlong = 40, 40, 40
+ECHO_CHARS = 60
+
+
+def echo(value) -> str:
+    """repr(value), at most ~60 characters, safe on any size or shape of value."""
+    s = _short.repr(value)
+    return s if len(s) <= ECHO_CHARS else s[: ECHO_CHARS - 3] + "..."

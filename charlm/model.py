@@ -17,9 +17,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from .cells import CELLS, RNN
-from .cells.base import Buffers, cached_buffers
+from .cells.base import Buffers, cached_buffers, init_weights
 from .config import ModelConfig
-from .errors import ConfigError
 
 
 def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
@@ -70,23 +69,10 @@ class Model:
     # ---- set-up ------------------------------------------------------------------------
     def init(self, rng: np.random.Generator) -> None:
         cfg = self.cfg
-        if cfg.init == "zeros":
-            raise ConfigError(
-                "model.init is 'zeros': every unit of a layer would get the same gradient and "
-                "stay identical forever (the symmetry never breaks), so the model cannot learn; "
-                "use 'xavier' or 'uniform'"
-            )
         for layer in self.layers:
             layer.init_params(rng, cfg.init, cfg.forget_bias)
-        H = cfg.hidden_size
-        if cfg.init == "uniform":
-            k = 1.0 / np.sqrt(H)
-            self.params["head/W"][...] = rng.uniform(-k, k, (self.V, H))
-            self.params["head/b"][...] = rng.uniform(-k, k, self.V)
-        else:
-            limit = np.sqrt(6.0 / (H + self.V))
-            self.params["head/W"][...] = rng.uniform(-limit, limit, (self.V, H))
-            self.params["head/b"][...] = 0.0
+        init_weights(rng, "xavier" if cfg.init == "he" else cfg.init, self.params["head/W"], self.params["head/b"],
+                     fan_in=cfg.hidden_size, fan_out=self.V, hidden=cfg.hidden_size)  # the head is linear: he is for relu layers
 
     def param_counts(self) -> list[tuple[str, int]]:
         """[(group, count)] per layer and for the head, e.g. an RNN of 4 units on 2 inputs: 28."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from .config import TrainConfig
-from .errors import ConfigError
 
 
 def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
@@ -27,9 +26,7 @@ class Schedule:
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
         self.cfg = cfg
-        self.total = total_steps(cfg, steps_per_epoch)
-        if cfg.lr_schedule == "cosine" and self.total is None:
-            raise ConfigError("train.lr_schedule cosine needs train.max_steps or train.epochs to know where it ends")
+        self.total = total_steps(cfg, steps_per_epoch)  # config.py makes sure cosine has one
 
     def __call__(self, step: int, epoch: int) -> float:
         c = self.cfg

@@ -79,9 +79,9 @@ CONFIG_CASES = {
     "batch-too-big": ("", ["data.batch_size=4000"], "batch_size 4000 x (seq_length 8 + 1) needs at least 36000"),
     "model-type": ("", ["model.type=transformer"], "model.type is 'transformer'; allowed: rnn, lstm, gru"),
     "optimizer": ("", ["train.optimizer=adamw"], "train.optimizer is 'adamw' (did you mean 'adam'?); allowed"),
-    "set-no-equals": ("", ["train.lr"], "--set 'train.lr': expected section.key=value"),
-    "set-no-section": ("", ["lr=0.1"], "--set 'lr=0.1': expected section.key=value"),
-    "set-bad-value": ("", ["model.hidden_size={"], "--set 'model.hidden_size={': cannot parse the value"),
+    "set-no-equals": ("", ["train.lr"], "override 'train.lr': expected section.key=value"),
+    "set-no-section": ("", ["lr=0.1"], "override 'lr=0.1': expected section.key=value"),
+    "set-bad-value": ("", ["model.hidden_size={"], "override 'model.hidden_size={': cannot parse the value"),
     "python-tag": ("model: !!python/object/apply:os.system ['echo hacked']\n", [], "YAML error"),
     "not-a-mapping": ("- just\n- a list\n", [], "expected a mapping with sections model, data, train"),
 }

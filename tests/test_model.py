@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from charlm.config import ModelConfig
+from charlm.config import Config, ModelConfig
 from charlm.errors import ConfigError
 from charlm.model import Model, param_shapes
 
@@ -36,9 +36,23 @@ def test_init_scheme():
 
 
 def test_zero_init_is_refused_with_reason():
-    m = Model(ModelConfig(init="zeros"), 5)
-    with pytest.raises(ConfigError, match="symmetry"):
-        m.init(np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="model.init 'zeros' is refused: .*symmetry"):
+        Config.from_dict({"model": {"init": "zeros"}})
+
+
+def test_he_init_draws_kaiming_normal_weights_and_zero_biases():
+    """He et al. (2015): std sqrt(2 / fan_in), so a relu layer keeps its activations' scale."""
+    m = Model(ModelConfig(type="rnn", activation="relu", init="he", hidden_size=400, num_layers=2), 300)
+    m.init(np.random.default_rng(0))
+    for name, fan_in in [("l0/Wx", 300), ("l0/Wh", 400), ("l1/Wx", 400), ("l1/Wh", 400)]:
+        w = m.params[name].astype(np.float64)
+        assert abs(w.mean()) < 0.01 * w.std()
+        assert abs(w.std() / math.sqrt(2.0 / fan_in) - 1.0) < 0.02, name
+    assert (m.params["l0/b"] == 0).all() and (m.params["l1/b"] == 0).all()
+    # the activations' mean square stays near the input's through a relu layer, which xavier halves
+    x = np.random.default_rng(1).standard_normal((400, 2000))
+    h = np.maximum(m.params["l1/Wx"].astype(np.float64) @ x, 0)
+    assert 0.85 < (h * h).mean() / (x * x).mean() < 1.15
 
 
 def test_initial_loss_is_near_uniform():

@@ -63,21 +63,12 @@ class Layer:
         self.p, self.g = params, grads
 
     def init_params(self, rng: np.random.Generator, scheme: str, forget_bias: float) -> None:
-        """xavier: Glorot-uniform per gate block of Wx, orthogonal per gate block of Wh, zero
-        biases. uniform: U(-k, k), k = 1/sqrt(H) for everything (PyTorch's nn.RNN/LSTM/GRU)."""
+        """Per gate block: Wx (H, D) and Wh (H, H) by ``init_weights``, biases as it says."""
         H = self.H
-        if scheme == "uniform":
-            k = 1.0 / np.sqrt(H)
-            for a in self.p.values():
-                a[...] = rng.uniform(-k, k, a.shape)
-            return
-        limit = np.sqrt(6.0 / (self.D + H))
         for j in range(self.gates):
-            self.p["Wx"][j * H : (j + 1) * H] = rng.uniform(-limit, limit, (H, self.D))
-            self.p["Wh"][j * H : (j + 1) * H] = orthogonal(rng, H)
-        for name, a in self.p.items():
-            if name.startswith("b"):
-                a[...] = 0.0
+            rows = slice(j * H, (j + 1) * H)
+            init_weights(rng, scheme, self.p["Wx"][rows], self.p["b"][rows], fan_in=self.D, fan_out=H, hidden=H)
+            init_weights(rng, scheme, self.p["Wh"][rows], None, fan_in=H, fan_out=H, hidden=H, recurrent=True)
 
     def zero_state(self, B: int) -> tuple[np.ndarray, ...]:
         return tuple(np.zeros((self.H, B), self.dtype) for _ in self.state_names)
@@ -195,6 +186,32 @@ def cached_buffers(cache: dict, key: tuple, make, keep: int = 2):
         buf = make()
     cache[key] = buf  # most recently used last
     return buf
+
+
+def init_weights(rng: np.random.Generator, scheme: str, W: np.ndarray, b: np.ndarray | None, fan_in: int,
+                 fan_out: int, hidden: int, recurrent: bool = False) -> None:
+    """Fill W (fan_out, fan_in) and its bias b in place; the one init path for cells and head.
+
+    xavier: Glorot-uniform, orthogonal when recurrent, zero bias. he: N(0, 2/fan_in) (Kaiming:
+    keeps a relu layer's activations at the same scale), zero bias. uniform: U(-k, k) with
+    k = 1/sqrt(hidden) for weights and bias (PyTorch's nn.RNN/LSTM/GRU and its Linear head, whose
+    fan_in is the hidden size).
+    """
+    if scheme == "uniform":
+        k = 1.0 / np.sqrt(hidden)
+        W[...] = rng.uniform(-k, k, W.shape)
+        if b is not None:
+            b[...] = rng.uniform(-k, k, b.shape)
+        return
+    if scheme == "he":
+        W[...] = rng.standard_normal(W.shape) * np.sqrt(2.0 / fan_in)
+    elif recurrent:
+        W[...] = orthogonal(rng, W.shape[0])
+    else:
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        W[...] = rng.uniform(-limit, limit, W.shape)
+    if b is not None:
+        b[...] = 0.0
 
 
 def orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
