@@ -15,9 +15,7 @@ an unpickled object or a traceback.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ import numpy as np
 from .cells import CELLS
 from .config import Config
 from .errors import CharlmError, CheckpointError
+from .files import atomic_write
 from .model import Model, param_shapes
 from .optim import OPTIMIZERS
 from .vocab import Vocab
@@ -57,8 +56,7 @@ class Checkpoint:
 
 def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict,
                     optimizer=None, state=None) -> None:
-    """Write atomically: a temporary file in the same directory, fsync, rename, fsync the
-    directory. A crash at any moment leaves either the old file or the new one."""
+    """Write atomically (``files.atomic_write``): a crash leaves the old file or the new one."""
     path = Path(path)
     full_meta = {"format": FORMAT, "version": FORMAT_VERSION, "vocab": list(vocab.chars),
                  "config": config.to_dict(), "config_name": config.name, **meta}
@@ -75,33 +73,7 @@ def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict
         for l, (layer, tensors) in enumerate(zip(model.layers, state)):
             for sname, a in zip(layer.state_names, tensors):
                 arrays[f"state/l{l}/{sname}"] = a
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on directories; the rename is still atomic
-    finally:
-        os.close(fd)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def resolve_checkpoint_path(path) -> Path:
@@ -193,6 +165,18 @@ class _Reader:
                 f"(up to {FORMAT_VERSION}); upgrade charlm"
             )
         return meta
+
+
+def read_meta(path) -> dict:
+    """Only a checkpoint's metadata (step, best_val, corpus, config...): cheap, no arrays."""
+    p = Path(path)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return _Reader(zf, p, p.stat().st_size).meta()
+    except CharlmError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, struct.error, zlib.error) as e:
+        raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__})") from None
 
 
 def _read(zf, path, file_size, with_training_state) -> Checkpoint:

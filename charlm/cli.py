@@ -1,27 +1,38 @@
 """The ``charlm`` command: a thin shell over the library.
 
 Every ``CharlmError`` (and an OS error such as a full disk) becomes one line on stderr and
-exit status 1, in exactly one place: ``CharlmGroup.invoke``.
+exit status 1, in exactly one place: ``CharlmGroup.invoke``. A reader that closes the pipe
+early (``charlm sample | head``) ends charlm quietly with status 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import click
 from tqdm import tqdm
 
 from . import __version__
+from .audit import audit, show_char
 from .checkpoint import load_checkpoint
 from .config import SECTIONS, load_config
-from .errors import CharlmError
-from .sample import sample as sample_text
+from .data import describe_fingerprint, read_text
+from .errors import CharlmError, RunExistsError, echo
+from .files import atomic_write_text
+from .memory import available_memory, format_bytes
+from .novelty import longest_copied
+from .sample import MAX_BATCH, MAX_LENGTH, beam_search, best_of, generate
 from .score import score_texts
-from .train import Reporter, Trainer
+from .train import CorpusMismatchError, Reporter, Trainer, run_checkpoint
+
+MAX_MESSAGE = 400  # characters of an error line
 
 
 def option(*args, **kwargs):
@@ -30,15 +41,66 @@ def option(*args, **kwargs):
     return click.option(*args, **kwargs)
 
 
+def dumps(obj) -> str:
+    """Strict JSON (no NaN or Infinity), one line."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+class Finite(click.ParamType):
+    """A float in [lo, hi] (lo excluded when lo_open); NaN and infinities are refused, which
+    click.FloatRange lets NaN through."""
+
+    name = "float"
+
+    def __init__(self, lo: float, hi: float, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{echo(value)} is not a number", param, ctx)
+        ok = math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+        if not ok:
+            self.fail(f"{echo(value)} is not in the range {self.lo}{'<' if self.lo_open else '<='}x<={self.hi}", param, ctx)
+        return v
+
+
 class CharlmGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except RunExistsError as e:
+            _fail(f"{e.out_dir} already holds a run ({e.summary}): continue it with --resume {e.out_dir}, "
+                  "write to another --out, or replace it with --overwrite")
+        except CorpusMismatchError as e:
+            _fail(f"{describe_fingerprint(e.new)} is not the corpus this run was trained on, "
+                  f"{describe_fingerprint(e.old)}; --allow-new-corpus fine-tunes on it")
         except CharlmError as e:
-            raise click.ClickException(str(e)) from None
+            _fail(str(e))
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
+            _fail(f"{where}{e.strerror or e}")
+
+
+def _fail(message: str):
+    line = " ".join(message.split())  # one line, whatever the message held
+    if len(line) > MAX_MESSAGE:
+        line = line[: MAX_MESSAGE - 3] + "..."
+    raise click.ClickException(line) from None
+
+
+def _quiet_broken_pipe():
+    """The reader is gone: point stdout at /dev/null so the interpreter's final flush cannot
+    fail again, and exit 0 as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
 
 
 @click.group(cls=CharlmGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -49,44 +111,52 @@ def main():
 
 # ---- train ---------------------------------------------------------------------------
 class TqdmReporter(Reporter):
-    """Prints the resolved config and parameter counts, then a progress bar and one line per eval."""
+    """Prints the resolved config and parameter counts, then a progress bar and one line per
+    eval (stderr); with ``as_json``, one JSON object per evaluation and at the end (stdout)."""
 
-    def __init__(self, quiet: bool = False):
-        self.quiet, self.bar, self._ema, self._shown = quiet, None, None, 0.0
+    def __init__(self, quiet: bool = False, as_json: bool = False):
+        self.quiet, self.as_json = quiet or as_json, as_json
+        self.bar, self._ema, self._shown = None, None, 0.0
 
-    def start(self, tr):
+    def start(self, info):
         if not self.quiet:
-            click.echo(f"# config {tr.config.name} (resolved)\n{tr.config.to_yaml().rstrip()}")
-            counts = tr.model.param_counts()
-            total = sum(n for _, n in counts)
-            click.echo(f"parameters: {total:,} ({', '.join(f'{g} {n:,}' for g, n in counts)})")
-            click.echo(f"corpus: {tr.train_chars:,} training and {len(tr.val_ids):,} validation characters, "
-                       f"vocabulary {len(tr.vocab)}, {tr.batches.num_windows:,} windows per epoch")
-            click.echo(f"output: {tr.out_dir}" + (f" (resuming at step {tr.step})" if tr.step else ""))
-        self.cpw = tr.batches.chars_per_window
-        self.bar = tqdm(total=tr.total_steps, initial=tr.step, unit="step", dynamic_ncols=True,
+            click.echo(f"# config {info.config.name} (resolved)\n{info.config.to_yaml().rstrip()}")
+            total = sum(n for _, n in info.param_counts)
+            click.echo(f"parameters: {total:,} ({', '.join(f'{g} {n:,}' for g, n in info.param_counts)})")
+            click.echo(f"corpus: {info.train_chars:,} training and {info.val_chars:,} validation characters, "
+                       f"vocabulary {info.vocab_size}, {info.windows_per_epoch:,} windows per epoch")
+            click.echo(f"output: {info.out_dir}" + (f" (resuming at step {info.step})" if info.step else ""))
+        self.windows, self.cpw = info.windows_per_epoch, info.chars_per_window
+        self.bar = tqdm(total=info.total_steps, initial=info.step, unit="step", dynamic_ncols=True,
                         disable=self.quiet, desc="train", file=sys.stderr)
-        self.val = tr.last_val
+        self.val = info.last_val
 
-    def step(self, tr, loss):
-        self._ema = loss if self._ema is None else 0.95 * self._ema + 0.05 * loss
+    def step(self, p):
+        self._ema = p.loss if self._ema is None else 0.95 * self._ema + 0.05 * p.loss
         self.bar.update(1)
         now = time.monotonic()
-        if now - self._shown < 0.5:  # formatting the postfix every step costs more than a tiny model's step
+        if self.quiet or now - self._shown < 0.5:  # formatting the postfix costs more than a tiny model's step
             return
         self._shown = now
         rate = self.bar.format_dict.get("rate") or 0.0
-        post = {"epoch": f"{tr.epoch + tr.batch / tr.batches.num_windows:.2f}", "loss": f"{self._ema:.3f}",
+        post = {"epoch": f"{p.epoch:.2f}", "loss": f"{self._ema:.3f}",
                 "val": "-" if self.val is None else f"{self.val:.3f}", "chars/s": f"{rate * self.cpw:,.0f}"}
         self.bar.set_postfix(post, refresh=False)
 
     def evaluated(self, r):
         self.val = r["val_loss"]
+        if self.as_json:
+            click.echo(dumps({"event": "eval", **r}))
+            return
         train = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
-        self.message(f"step {r['step']} epoch {r['epoch']:.2f}: train {train}, val {r['val_loss']:.4f} nats "
-                     f"({r['val_bpc']:.4f} bits) per char, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
+        self._say(f"step {r['step']} epoch {r['epoch']:.2f}: train {train}, val {r['val_loss']:.4f} nats "
+                  f"({r['val_bpc']:.4f} bits) per char, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
 
-    def message(self, text):
+    def stopped(self, result):
+        if self.as_json:
+            click.echo(dumps({"event": "stopped", **result.to_dict()}))
+
+    def _say(self, text):
         if not self.quiet:
             tqdm.write(text, file=sys.stderr)
 
@@ -118,41 +188,119 @@ class _StopFlag:
         return self.signum is not None
 
 
+STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of at least train.min_delta "
+                                  "in train.patience evaluations; best.npz holds the best model"}
+
+
 @main.command()
 @click.argument("corpus", type=click.Path(path_type=str))
 @option("--config", "config_path", type=click.Path(path_type=str), default=None,
-              show_default="built-in defaults", help="YAML config with sections model, data, train (every key optional).")
+        show_default="built-in defaults", help="YAML config with sections model, data, train (every key optional).")
 @option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
         help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
 @option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-              show_default="runs/<config name>, or the checkpoint's directory with --resume",
+        show_default="runs/<config name>, or the resumed run's directory",
         help="Run directory for last.npz, best.npz and metrics.jsonl.")
-@option("--resume", type=click.Path(path_type=str), default=None,
-        help="Continue the run saved in this last.npz: same step, optimizer, schedule, data position and RNG.")
+@option("--resume", default=None, metavar="CHECKPOINT|RUN_DIR|auto",
+        help="Continue a run: its last.npz, its directory, or 'auto' (the run in the output directory, "
+             "if there is one; otherwise start it).")
+@option("--overwrite", is_flag=True, help="Replace the run already in the output directory.")
+@option("--allow-new-corpus", is_flag=True,
+        help="With --resume: continue on a different corpus (fine-tuning); logged in metrics.jsonl.")
+@option("--dry-run", is_flag=True,
+        help="Show the resolved config, a corpus and vocabulary audit, parameters, memory and time per epoch; "
+             "train nothing, write nothing.")
+@option("--json", "as_json", is_flag=True,
+        help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
-def train(corpus, config_path, overrides, out_dir, resume, quiet):
+def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_corpus, dry_run, as_json, quiet):
     """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
 
+    A directory that holds a run is never overwritten unless --overwrite is given.
     Every config key and its default: charlm keys.
     """
-    ck = load_checkpoint(resume) if resume else None
-    cfg = load_config(config_path, list(overrides), base=ck.config if ck else None)
-    trainer = Trainer(cfg, corpus, out_dir, resume=ck, reporter=TqdmReporter(quiet))
+    if resume and overwrite:
+        raise click.UsageError("--resume continues a run and --overwrite replaces it: give one")
+    if allow_new_corpus and not resume:
+        raise click.UsageError("--allow-new-corpus applies to --resume")
+    reporter = TqdmReporter(quiet, as_json)
+    if resume == "auto":  # the same command line starts the run, and continues it after a crash
+        last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
+        resume = str(last) if last.is_file() else None
+    if resume:
+        ck = load_checkpoint(run_checkpoint(resume))
+        cfg = load_config(config_path, list(overrides), base=ck.config)
+        trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus)
+    else:
+        cfg = load_config(config_path, list(overrides))
+        trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+    if dry_run:
+        return _dry_run(trainer, as_json)
     with _StopFlag() as stop:
         result = trainer.run(should_stop=stop)
-    best = "-" if result.best_val is None else f"{result.best_val:.4f}"
-    click.echo(f"stopped ({result.reason}) at step {result.step}, epoch {result.epoch}; best val {best} nats/char; "
-               f"checkpoints in {result.out_dir}")
+    if not as_json:
+        best = "-" if result.best_val is None else f"{result.best_val:.4f}"
+        reason = STOP_REASONS.get(result.reason, result.reason)
+        click.echo(f"stopped ({reason}) at step {result.step}, epoch {result.epoch}; best val {best} nats/char; "
+                   f"checkpoints in {result.out_dir}")
     if stop.signum is not None:
         sys.exit(128 + stop.signum)
 
 
+def _dry_run(tr: Trainer, as_json: bool) -> None:
+    chars = audit(tr.corpus)
+    counts = tr.model.param_counts()
+    spe = tr.batches.num_windows
+    sec = tr.seconds_per_step()
+    avail = available_memory()
+    report = {
+        "config": tr.config.to_dict(), "corpus": tr.corpus.fingerprint,
+        "train_chars": tr.train_chars, "val_chars": len(tr.val_ids),
+        "vocabulary": [c.to_dict() for c in chars],
+        "parameters": sum(n for _, n in counts), "parameters_by_group": dict(counts),
+        "steps_per_epoch": spe, "total_steps": tr.budget.total_steps,
+        "memory_bytes": tr.memory.total, "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
+        "seconds_per_step": sec, "seconds_per_epoch": sec * spe, "output_dir": str(tr.out_dir),
+    }
+    if as_json:
+        click.echo(dumps(report))
+        return
+    click.echo(f"# config {tr.config.name} (resolved)\n{tr.config.to_yaml().rstrip()}")
+    fp = tr.corpus.fingerprint
+    click.echo(f"corpus: {describe_fingerprint(fp)}: {tr.train_chars:,} training and {len(tr.val_ids):,} "
+               f"validation characters")
+    flagged = [c for c in chars if c.flags]
+    click.echo(f"vocabulary: {len(chars)} characters, {len(flagged)} flagged")
+    width = max(len(show_char(c.char)) for c in chars)
+    for c in sorted(chars, key=lambda c: -c.count):
+        flag = f"  <- {'; '.join(c.flags)}" if c.flags else ""
+        click.echo(f"  {show_char(c.char):>{width}}  U+{ord(c.char):04X}  {c.count:>12,}{flag}")
+    click.echo(f"parameters: {report['parameters']:,} ({', '.join(f'{g} {n:,}' for g, n in counts)})")
+    total = tr.budget.total_steps
+    click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
+    parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in tr.memory.parts.items())
+    avail_s = "unknown" if avail is None else format_bytes(avail)
+    click.echo(f"memory: about {format_bytes(tr.memory.total)} ({parts}); available {avail_s}")
+    eta = f"; the budget about {_minutes(sec * total)}" if total else ""
+    click.echo(f"time: {sec * 1000:,.1f} ms per step (timed), about {_minutes(sec * spe)} per epoch{eta}")
+    click.echo(f"dry run: nothing trained, nothing written (a run would write to {tr.out_dir})")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
+
+
 @main.command()
-def keys():
+@option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+def keys(as_json):
     """List every config key with its default and what it does."""
     for sname, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             m = f.metadata
+            if as_json:
+                click.echo(dumps({"key": f"{sname}.{f.name}", "default": f.default, "choices": m["choices"],
+                                  "help": m["help"]}))
+                continue
             allowed = f" [{', '.join(m['choices'])}]" if m["choices"] else ""
             click.echo(f"{sname}.{f.name} = {f.default!r}{allowed}: {m['help']}")
 
@@ -161,42 +309,142 @@ def keys():
 @main.command()
 @option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
         help="A .npz checkpoint, or a run directory (then its best.npz).")
-@option("--length", "-n", default=1000, type=int, help="Characters to generate after the prime.")
-@option("--temperature", "-t", default=1.0, type=float, help="Divide the logits by this (> 0); lower is more conservative.")
-@option("--top-k", default=None, type=int, show_default="all", help="Sample only among the K most likely characters.")
+@option("--length", "-n", default=1000, type=click.IntRange(0, MAX_LENGTH), help="Characters to generate after the prime.")
+@option("--temperature", "-t", default=1.0, type=Finite(0, 100, lo_open=True),
+        help="Divide the logits by this (0 < T <= 100); lower is more conservative.")
+@option("--top-k", default=None, type=click.IntRange(min=1), show_default="all",
+        help="Sample only among the K most likely characters.")
+@option("--top-p", default=None, type=Finite(0, 1, lo_open=True), show_default="off",
+        help="Nucleus sampling (0 < P <= 1): only among the most likely characters whose probability adds up to P.")
 @option("--prime", "-p", default="\n", show_default="a newline", help="Text fed through the model first, and printed.")
 @option("--seed", "-s", default=None, type=int, show_default="random", help="Random seed; the same seed gives the same text.")
 @option("--greedy", is_flag=True, help="Always take the most likely character (deterministic).")
-def sample(checkpoint, length, temperature, top_k, prime, seed, greedy):
-    """Generate text from a trained model, streamed to stdout as it is generated."""
+@option("--num-samples", "-N", default=1, type=click.IntRange(1, MAX_BATCH), help="Samples to generate, as one batch.")
+@option("--best-of", default=1, type=click.IntRange(1, 100),
+        help="Generate this many candidates per sample and keep the most likely (lowest bits per character).")
+@option("--beam", default=None, type=click.IntRange(1, 100), metavar="WIDTH",
+        help="Beam search of this width for the most likely continuation (deterministic; no sampling options).")
+@option("--stop", default=None, help="End a sample at this string (left out), e.g. $'\\n\\n' for a blank line.")
+@option("--json", "as_json", is_flag=True,
+        help="One JSON object per sample: prime, text, chars, log_prob_nats, log_prob_bits, bits_per_char, stopped.")
+@option("--output", "-o", type=click.Path(dir_okay=False, path_type=str), default=None,
+        help="Write the samples to this file (whole, atomically) instead of stdout.")
+@option("--interactive", "-i", is_flag=True,
+        help="Read primes from stdin, one per line, and stream each continuation; an empty line or end of input quits.")
+@option("--check-novel", type=click.Path(path_type=str), default=None, metavar="CORPUS",
+        help="Report each sample's longest substring that also occurs in CORPUS (does the model compose or copy?).")
+@click.pass_context
+def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, greedy, num_samples, best_of, beam, stop,
+           as_json, output, interactive, check_novel):
+    """Generate text from a trained model; a single sample streams to stdout as it is generated."""
+    explicit = {p for p in ("temperature", "top_k", "top_p", "greedy", "num_samples", "best_of", "seed")
+                if ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)}
+    if beam and explicit - {"seed"}:
+        raise click.UsageError(f"--beam searches, it does not sample: leave out "
+                               f"{', '.join('--' + p.replace('_', '-') for p in sorted(explicit - {'seed'}))}")
+    if interactive and (output or ctx.get_parameter_source("prime") != click.core.ParameterSource.DEFAULT):
+        raise click.UsageError("--interactive reads its primes from stdin and writes to stdout: leave out --prime and -o")
+    if stop == "":
+        raise click.UsageError("--stop needs at least one character")
     ck = load_checkpoint(checkpoint, with_training_state=False)
-    chars = sample_text(ck.build_model(), ck.vocab, length=length, prime=prime, temperature=temperature,
-                        top_k=top_k, greedy=greedy, seed=seed)
-    first = next(chars, "")  # validates the arguments before the prime is printed
+    model = ck.build_model()
+    if not interactive:
+        if not prime:
+            raise CharlmError("the prime text must have at least one character (use the default newline)")
+        ck.vocab.encode(prime, what="prime text")  # before anything is printed
+    corpus_text = read_text(check_novel) if check_novel else None
+
+    def make(prime_text, on_text=None):
+        if beam:
+            return [beam_search(model, ck.vocab, prime_text, length, beam, stop=stop)]
+        samples = generate(model, ck.vocab, prime_text, length, num_samples * best_of, temperature, top_k, top_p,
+                           greedy, seed, stop, on_text=on_text if num_samples * best_of == 1 else None)
+        return best_of(samples, best_of) if best_of > 1 else samples
+
+    def record(i, s):
+        d = {"sample": i, **s.to_dict(), "checkpoint": ck.meta["path"]}
+        if corpus_text is not None:
+            d["novelty"] = longest_copied(s.text, corpus_text).to_dict()
+        return d
+
+    def novelty_line(s):
+        if corpus_text is None:
+            return
+        c = longest_copied(s.text, corpus_text)
+        click.echo(f"novelty: the longest run also in {check_novel} is {c.length} of {s.chars} characters"
+                   + (f": {echo(c.text)} (corpus offset {c.offset:,})" if c.length else ""), err=True)
+
+    if interactive:
+        return _interactive(make, record, novelty_line, as_json)
+    streaming = output is None and not as_json and not beam and num_samples * best_of == 1
     out = sys.stdout
-    out.write(prime + first)
-    for i, c in enumerate(chars):
-        out.write(c)
-        if c == "\n" or i % 64 == 0:
+    if streaming:
+        out.write(prime)
+        out.flush()
+        [s] = make(prime, on_text=lambda piece: (out.write(piece), out.flush()))
+        out.write("\n")
+        out.flush()
+        novelty_line(s)
+        return
+    samples = make(prime)
+    if as_json:
+        text = "".join(dumps(record(i, s)) + "\n" for i, s in enumerate(samples, 1))
+    else:
+        parts = []
+        for i, s in enumerate(samples, 1):
+            bpc = "-" if s.bits_per_char is None else f"{s.bits_per_char:.3f}"
+            head = f"=== sample {i} of {len(samples)}: {bpc} bits/char ===\n" if len(samples) > 1 else ""
+            parts.append(f"{head}{s.prime}{s.text}\n")
+        text = "\n".join(parts)
+    if output:
+        atomic_write_text(output, text)
+        click.echo(f"wrote {len(samples)} sample(s) to {output}", err=True)
+    else:
+        out.write(text)
+        out.flush()
+    if not as_json:
+        for s in samples:
+            novelty_line(s)
+
+
+def _interactive(make, record, novelty_line, as_json):
+    out, i = sys.stdout, 0
+    while True:
+        if sys.stdin.isatty():
+            click.echo("> ", nl=False, err=True)
+        line = sys.stdin.readline()
+        prime = line.rstrip("\r\n")
+        if not prime:
+            return
+        i += 1
+        if as_json:
+            for s in make(prime):
+                out.write(dumps(record(i, s)) + "\n")
             out.flush()
-    out.write("\n")
-    out.flush()
+            continue
+        out.write(prime)
+        samples = make(prime, on_text=lambda piece: (out.write(piece), out.flush()))
+        out.write("\n")
+        out.flush()
+        for s in samples:
+            novelty_line(s)
 
 
 # ---- score ---------------------------------------------------------------------------
 @main.command()
 @click.argument("text", required=False)
-@option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
-        help="A .npz checkpoint, or a run directory (then its best.npz).")
+@option("--checkpoint", "-c", "checkpoints", required=True, multiple=True, type=click.Path(path_type=str),
+        help="A .npz checkpoint or a run directory (then its best.npz); repeat to compare models, one column each.")
 @option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
         help="Score the whole file as one text.")
 @option("--lines", type=click.File("r", encoding="utf-8"), default=None,
         help="Score each non-empty line of this file on its own ('-' for stdin).")
+@option("--sort", is_flag=True, help="Most plausible first: ascending bits per character (of the first model).")
 @option("--context", default="\n", show_default="a newline", help="Text the model reads before each scored text.")
 @option("--unknown", type=click.Choice(["error", "skip"]), default="error",
         help="Characters outside the vocabulary: fail, or leave them out and count them as skipped.")
-@option("--json", "as_json", is_flag=True, help="One JSON object per text.")
-def score(text, checkpoint, file_, lines, context, unknown, as_json):
+@option("--json", "as_json", is_flag=True, help="One JSON object per text and model.")
+def score(text, checkpoints, file_, lines, sort, context, unknown, as_json):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
 
     Each character is scored given the context and every character before it.
@@ -216,16 +464,47 @@ def score(text, checkpoint, file_, lines, context, unknown, as_json):
         raise CharlmError(f"{(file_ or lines).name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not texts:
         raise CharlmError("no text to score (the input has no non-empty lines)")
-    ck = load_checkpoint(checkpoint, with_training_state=False)
-    for s in score_texts(ck.build_model(), ck.vocab, texts, context=context, unknown=unknown):
-        if as_json:
-            click.echo(json.dumps(s.to_dict(), ensure_ascii=False))
-        else:
+    columns = []  # per model: (name, [Score])
+    for path in checkpoints:
+        ck = load_checkpoint(path, with_training_state=False)
+        columns.append((ck.meta["path"], score_texts(ck.build_model(), ck.vocab, texts, context=context, unknown=unknown)))
+    order = list(range(len(texts)))
+    if sort:
+        first = columns[0][1]
+        order.sort(key=lambda i: math.inf if first[i].bits_per_char is None else first[i].bits_per_char)
+    if as_json:
+        for i in order:
+            for name, scores in columns:
+                click.echo(dumps({**scores[i].to_dict(), "checkpoint": name}))
+        return
+    if len(columns) == 1 and not sort:
+        for i in order:
+            s = columns[0][1][i]
             skipped = f", {s.skipped} skipped" if s.skipped else ""
-            shown = s.text if len(s.text) <= 60 else s.text[:57] + "..."
             click.echo(f"log p = {s.log_prob_nats:.4f} nats ({s.log_prob_bits:.4f} bits), "
-                       f"{s.bits_per_char:.4f} bits/char, perplexity {s.perplexity:.4f}, "
-                       f"{s.chars} chars{skipped}: {shown!r}")
+                       f"{_num(s.bits_per_char)} bits/char, perplexity {_num(s.perplexity)}, "
+                       f"{s.chars} chars{skipped}: {_shown(s.text)}")
+        return
+    names = [_model_name(name) for name, _ in columns]
+    widths = [max(9, len(n)) for n in names]
+    click.echo("  ".join(f"{n:>{w}}" for n, w in zip(names, widths)) + "  text (bits/char)")
+    for i in order:
+        cells = [f"{_num(scores[i].bits_per_char):>{w}}" for (_, scores), w in zip(columns, widths)]
+        click.echo("  ".join(cells) + f"  {_shown(texts[i])}")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+
+
+def _model_name(path: str) -> str:
+    """runs/lstm/best.npz -> lstm/best"""
+    p = Path(path)
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ token array plus one chunk; the text is never held as a Python string whole.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,9 @@ def corpus_files(path: str | os.PathLike) -> list[Path]:
     return [p]
 
 
-def _decoded_chunks(path: Path):
-    """Yield the text of ``path`` in chunks; a ``CorpusError`` at the first byte that is not text."""
+def _decoded_chunks(path: Path, hasher=None):
+    """Yield the text of ``path`` in chunks; a ``CorpusError`` at the first byte that is not text.
+    ``hasher`` (a hashlib object) is fed the raw bytes."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0
     try:
@@ -48,6 +50,8 @@ def _decoded_chunks(path: Path):
     with f:
         while True:
             raw = f.read(CHUNK_BYTES)
+            if hasher is not None:
+                hasher.update(raw)
             nul = raw.find(b"\0")
             if nul >= 0:
                 raise CorpusError(
@@ -72,24 +76,32 @@ def _decoded_chunks(path: Path):
 
 @dataclass
 class Corpus:
-    """A whole corpus as token ids. ids (N,) uint8/uint16."""
+    """A whole corpus as token ids. ids (N,) uint8/uint16.
+
+    ``fingerprint``: its path, length in characters and the SHA-256 of its bytes (of the files
+    concatenated in order, for a directory): what a checkpoint records to know its data.
+    """
 
     ids: np.ndarray
     vocab: Vocab
-    name: str
+    fingerprint: dict
 
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def describe_fingerprint(fp: dict) -> str:
+    return f"{fp.get('path', '?')} ({fp.get('chars', 0):,} characters, sha256 {str(fp.get('sha256', '?'))[:12]})"
 
 
 def load_corpus(path: str | os.PathLike, vocab: Vocab | None = None) -> Corpus:
     """Read UTF-8 text into token ids. Builds the vocabulary unless one is given."""
     files = corpus_files(path)
     counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64) if vocab is None else None
-    total = 0
+    total, hasher = 0, hashlib.sha256()
     for f in files:
         n = 0
-        for text in _decoded_chunks(f):
+        for text in _decoded_chunks(f, hasher):
             n += len(text)
             if counts is not None:
                 counts += np.bincount(code_points(text), minlength=len(counts))
@@ -110,7 +122,12 @@ def load_corpus(path: str | os.PathLike, vocab: Vocab | None = None) -> Corpus:
                 )
             ids[at : at + len(chunk)] = chunk
             at += len(chunk)
-    return Corpus(ids=ids, vocab=vocab, name=str(path))
+    return Corpus(ids=ids, vocab=vocab, fingerprint={"path": str(path), "chars": total, "sha256": hasher.hexdigest()})
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A corpus (file or directory) as one string, for searching it (``novelty``)."""
+    return "".join(text for f in corpus_files(path) for text in _decoded_chunks(f))
 
 
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

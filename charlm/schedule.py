@@ -1,4 +1,4 @@
-"""Learning-rate schedules: lr as a function of the step and the epoch."""
+"""How long a run trains (``Budget``) and its learning rate at each step (``Schedule``)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,45 @@ import math
 from .config import TrainConfig
 
 
-def total_steps(cfg: TrainConfig, steps_per_epoch: int) -> int | None:
-    """The step budget implied by max_steps and epochs (the smaller), or None if neither is set."""
-    limits = []
-    if cfg.max_steps is not None:
-        limits.append(cfg.max_steps)
-    if cfg.epochs is not None:
-        limits.append(max(1, math.ceil(cfg.epochs * steps_per_epoch)))
-    return min(limits) if limits else None
+class Budget:
+    """The one answer to "how many steps in all" and "is the budget spent".
+
+    ``total_steps``: the smaller of max_steps and epochs x steps per epoch (None when neither
+    is set). ``spent`` names the limit reached: max_steps, epochs, max_minutes or
+    early_stopping (``patience`` evaluations without an improvement of min_delta).
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
+        self.cfg = cfg
+        limits = {}
+        if cfg.max_steps is not None:
+            limits["max_steps"] = cfg.max_steps
+        if cfg.epochs is not None:
+            limits["epochs"] = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        self._step_limit = min(limits.items(), key=lambda kv: kv[1]) if limits else None
+        self.total_steps = self._step_limit[1] if limits else None
+
+    def spent(self, step: int, elapsed_s: float, stale_evals: int = 0) -> str | None:
+        c = self.cfg
+        if self._step_limit is not None and step >= self._step_limit[1]:
+            return self._step_limit[0]
+        if c.max_minutes is not None and elapsed_s >= 60.0 * c.max_minutes:
+            return "max_minutes"
+        if c.patience is not None and stale_evals >= c.patience:
+            return "early_stopping"
+        return None
 
 
 class Schedule:
     """lr(step, epoch): step counts from 0 for the first update, epoch counts finished epochs.
 
     constant: lr. step: lr * lr_decay ** (epoch // lr_decay_every). cosine: linear warm-up over
-    warmup_steps, then a half cosine from lr down to min_lr at the last step.
+    warmup_steps, then a half cosine from lr down to min_lr at the last step of the budget.
     """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
         self.cfg = cfg
-        self.total = total_steps(cfg, steps_per_epoch)  # config.py makes sure cosine has one
+        self.total = Budget(cfg, steps_per_epoch).total_steps  # config.py makes sure cosine has one
 
     def __call__(self, step: int, epoch: int) -> float:
         c = self.cfg

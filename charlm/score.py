@@ -42,13 +42,15 @@ class Score:
     def log_prob_bits(self) -> float:
         return self.log_prob_nats / LN2
 
+    # A text with nothing left to score (every character skipped as unknown) has no rate: None,
+    # which JSON writes as null (never NaN, which is not JSON).
     @property
-    def bits_per_char(self) -> float:
-        return -self.log_prob_bits / self.chars if self.chars else float("nan")
+    def bits_per_char(self) -> float | None:
+        return -self.log_prob_bits / self.chars if self.chars else None
 
     @property
-    def perplexity(self) -> float:
-        return math.exp(-self.log_prob_nats / self.chars) if self.chars else float("nan")
+    def perplexity(self) -> float | None:
+        return math.exp(-self.log_prob_nats / self.chars) if self.chars else None
 
     def to_dict(self) -> dict:
         return {"text": self.text, "chars": self.chars, "log_prob_nats": self.log_prob_nats,

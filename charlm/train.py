@@ -1,5 +1,9 @@
-"""The training loop: stateful truncated BPTT over char-rnn batches, evaluation, checkpoints
-and exact resume.
+"""The training loop: stateful truncated BPTT over char-rnn batches, evaluation, checkpoints,
+exact resume, early stopping.
+
+Two ways in: ``Trainer(config, corpus, out_dir)`` starts a new run, ``Trainer.resume(checkpoint,
+corpus)`` continues one. A run directory holds ``last.npz``, ``best.npz`` and ``metrics.jsonl``;
+a new run never replaces them unless asked to (``overwrite=True``).
 
 The library never prints: it reports through a ``Reporter`` the caller hands it (the CLI
 passes a tqdm one; tests and notebooks pass none).
@@ -17,27 +21,57 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, read_meta, save_checkpoint
 from .config import SECTIONS, Config
-from .data import Batches, load_corpus, split
-from .errors import CheckpointError, CorpusError, TrainingError
+from .data import Batches, Corpus, describe_fingerprint, load_corpus, split
+from .errors import CharlmError, CheckpointError, CorpusError, RunExistsError, TrainingError
+from .files import remove_stale_temporaries
+from .memory import check_fits, training_memory
 from .model import Model
 from .optim import clip_grad_norm, make_optimizer
 from .runlock import RunLock
-from .schedule import Schedule, total_steps
+from .schedule import Budget, Schedule
 from .score import LN2, evaluate
+
+RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl")
+
+
+@dataclass
+class RunInfo:
+    """What a reporter is told when a run starts."""
+
+    config: Config
+    param_counts: list[tuple[str, int]]
+    train_chars: int
+    val_chars: int
+    vocab_size: int
+    windows_per_epoch: int
+    chars_per_window: int
+    out_dir: Path
+    step: int
+    total_steps: int | None
+    last_val: float | None
+
+
+@dataclass
+class Progress:
+    """What a reporter is told after each step."""
+
+    step: int
+    epoch: float  # epochs done, with the fraction of the current one
+    loss: float
 
 
 class Reporter:
     """Receives progress; every method is optional. The default reports nothing."""
 
-    def start(self, trainer: "Trainer") -> None: ...
+    def start(self, info: RunInfo) -> None: ...
 
-    def step(self, trainer: "Trainer", loss: float) -> None: ...
+    def step(self, progress: Progress) -> None: ...
 
     def evaluated(self, record: dict) -> None: ...
 
-    def message(self, text: str) -> None: ...
+    def stopped(self, result: "TrainResult") -> None: ...
 
     def close(self) -> None: ...
 
@@ -49,53 +83,83 @@ class TrainResult:
     epoch: int
     best_val: float | None
     last_val: float | None
-    reason: str  # "max_steps", "epochs", "max_minutes" or "interrupted"
+    reason: str  # "max_steps", "epochs", "max_minutes", "early_stopping" or "interrupted"
+
+    def to_dict(self) -> dict:
+        return {"out_dir": str(self.out_dir), "step": self.step, "epoch": self.epoch, "best_val": self.best_val,
+                "last_val": self.last_val, "reason": self.reason}
+
+
+class CorpusMismatchError(CorpusError):
+    """Resuming on another corpus than the run was trained on (``allow_new_corpus`` permits it)."""
+
+    def __init__(self, new: dict, old: dict):
+        self.new, self.old = new, old
+        super().__init__(f"{describe_fingerprint(new)} is not the corpus this run was trained on, "
+                         f"{describe_fingerprint(old)}; allow_new_corpus=True fine-tunes on it")
 
 
 class Trainer:
     """Everything one run needs; ``run()`` trains until a budget is spent or ``should_stop()``."""
 
-    def __init__(self, config: Config, corpus_path, out_dir=None, resume=None, reporter: Reporter | None = None):
+    def __init__(self, config: Config, corpus, out_dir=None, reporter: Reporter | None = None,
+                 overwrite: bool = False):
+        """A new run of ``config`` on ``corpus`` (a path or a ``Corpus``) into ``out_dir``
+        (default runs/<config name>)."""
+        self._build(config, corpus, out_dir or Path("runs") / config.name, reporter, vocab=None)
+        self.overwrite, self.resumed_from, self.events = overwrite, None, []
+        self.model.init(self.rng)
+
+    @classmethod
+    def resume(cls, checkpoint, corpus, config: Config | None = None, out_dir=None,
+               reporter: Reporter | None = None, allow_new_corpus: bool = False) -> "Trainer":
+        """Continue the run saved in ``checkpoint`` (a Checkpoint, a last.npz, or a run directory):
+        same step, optimizer state, schedule, data position, hidden state and RNG. ``config`` may
+        change train.* keys only."""
+        ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(run_checkpoint(checkpoint))
+        path = Path(ck.meta.get("path", "last.npz"))
+        config = config or ck.config
+        _check_resumable(ck, config, path)
+        config = Config.from_dict(config.to_dict(), name=ck.config.name)
+        tr = cls.__new__(cls)
+        # The corpus is encoded with the checkpoint's vocabulary; a character it lacks is a
+        # CorpusError naming it.
+        tr._build(config, corpus, out_dir or path.parent, reporter, vocab=ck.vocab)
+        tr.overwrite, tr.resumed_from, tr.events = False, path, []
+        tr._restore(ck, allow_new_corpus)
+        return tr
+
+    def _build(self, config: Config, corpus, out_dir, reporter, vocab) -> None:
         self.reporter = reporter or Reporter()
-        ck: Checkpoint | None = None
-        if resume is not None:
-            ck = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
-            resume = ck.meta.get("path", resume)
-            _check_resumable(ck, config, resume)
-            config = Config.from_dict(config.to_dict(), name=ck.config.name)
-            out_dir = out_dir or Path(resume).parent
-        self.config = config
-        self.out_dir = Path(out_dir or Path("runs") / config.name)
-        # On resume the corpus is encoded with the checkpoint's vocabulary; a character it
-        # lacks is a CorpusError naming it.
-        corpus = load_corpus(corpus_path, vocab=ck.vocab if ck else None)
-        self.vocab = corpus.vocab
+        self.config, self.out_dir = config, Path(out_dir)
+        self.corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, vocab=vocab)
+        self.vocab = self.corpus.vocab
         if len(self.vocab) < 2:
             raise CorpusError(
-                f"{corpus_path}: the corpus has a single distinct character ({self.vocab.chars[0]!r}); "
-                "there is nothing to predict"
+                f"{self.corpus.fingerprint['path']}: the corpus has a single distinct character "
+                f"({self.vocab.chars[0]!r}); there is nothing to predict"
             )
+        self.memory = training_memory(config, len(self.vocab), len(self.corpus))
+        check_fits(self.memory)  # before the model, optimizer or buffers are allocated
         d = config.data
-        train_ids, self.val_ids = split(corpus.ids, d.val_fraction)
-        self.batches = Batches(train_ids, d.batch_size, d.seq_length, name=str(corpus_path))
+        train_ids, self.val_ids = split(self.corpus.ids, d.val_fraction)
+        self.batches = Batches(train_ids, d.batch_size, d.seq_length, name=self.corpus.fingerprint["path"])
         self.train_chars = len(train_ids)
         self.model = Model(config.model, len(self.vocab))
         self.optimizer = make_optimizer(self.model.flat, config.train)
         self.schedule = Schedule(config.train, self.batches.num_windows)
-        self.total_steps = total_steps(config.train, self.batches.num_windows)
+        self.budget = Budget(config.train, self.batches.num_windows)
         self.rng = np.random.default_rng(config.train.seed)
         self.step = self.epoch = self.batch = 0
         self.elapsed = 0.0
         self.best_val = self.last_val = None
+        self.plateau_ref, self.stale_evals = None, 0  # early stopping: best val that counted, evals since
         self.loss_sum, self.loss_count = 0.0, 0
+        self.lr = None  # the learning rate of the last step
         self.state = None
-        if ck is None:
-            self.model.init(self.rng)
-        else:
-            self._restore(ck)
 
     # ---- checkpoint state -------------------------------------------------------------
-    def _restore(self, ck: Checkpoint) -> None:
+    def _restore(self, ck: Checkpoint, allow_new_corpus: bool) -> None:
         for name, a in ck.params.items():
             self.model.params[name][...] = a
         if not ck.optim:
@@ -110,9 +174,18 @@ class Trainer:
             self.elapsed = float(m["elapsed_s"])
             self.best_val, self.last_val = m["best_val"], m["last_val"]
             self.loss_sum, self.loss_count = float(m["loss_sum"]), int(m["loss_count"])
+            self.plateau_ref, self.stale_evals = m.get("plateau_ref"), int(m.get("stale_evals", 0))
+            self.lr = m.get("lr")
             self.rng.bit_generator.state = m["rng"]
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint lacks training progress ({e}); it cannot be resumed") from None
+        old, new = m.get("corpus"), self.corpus.fingerprint
+        if isinstance(old, dict) and (old.get("chars"), old.get("sha256")) != (new["chars"], new["sha256"]):
+            if not allow_new_corpus:
+                raise CorpusMismatchError(new, old)
+            # Fine-tuning: the old data position means nothing in the new text; start its first epoch.
+            self.batch = 0
+            self.events.append({"step": self.step, "event": "new_corpus", "corpus": new, "previous": old})
         if not 0 <= self.batch < self.batches.num_windows:
             raise CheckpointError(f"checkpoint data position {self.batch} is outside this corpus's {self.batches.num_windows} windows")
         self.state = ck.state if self.batch > 0 else None
@@ -120,8 +193,9 @@ class Trainer:
     def meta(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "elapsed_s": self.elapsed,
                 "best_val": self.best_val, "last_val": self.last_val, "loss_sum": self.loss_sum,
-                "loss_count": self.loss_count, "rng": self.rng.bit_generator.state,
-                "train_chars": self.train_chars}
+                "loss_count": self.loss_count, "rng": self.rng.bit_generator.state, "lr": self.lr,
+                "plateau_ref": self.plateau_ref, "stale_evals": self.stale_evals,
+                "train_chars": self.train_chars, "corpus": self.corpus.fingerprint}
 
     def save(self, name: str) -> None:
         path = self.out_dir / name
@@ -135,15 +209,13 @@ class Trainer:
             ) from None
 
     # ---- the loop ---------------------------------------------------------------------
-    def _budget_spent(self) -> str | None:
-        t = self.config.train
-        if t.max_steps is not None and self.step >= t.max_steps:
-            return "max_steps"
-        if t.epochs is not None and self.step >= math.ceil(t.epochs * self.batches.num_windows):
-            return "epochs"
-        if t.max_minutes is not None and self.elapsed >= 60.0 * t.max_minutes:
-            return "max_minutes"
-        return None
+    def info(self) -> RunInfo:
+        return RunInfo(self.config, self.model.param_counts(), self.train_chars, len(self.val_ids), len(self.vocab),
+                       self.batches.num_windows, self.batches.chars_per_window, self.out_dir, self.step,
+                       self.budget.total_steps, self.last_val)
+
+    def _spent(self) -> str | None:
+        return self.budget.spent(self.step, self.elapsed, self.stale_evals)
 
     def train_step(self) -> float:
         """One window: forward, BPTT, clipping, update. Advances the data position."""
@@ -157,7 +229,8 @@ class Trainer:
                 f"step {self.step + 1}: {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite; "
                 "lower train.lr or set a stronger train.grad_clip (best.npz and the last good last.npz are kept)"
             )
-        self.optimizer.step(self.model.grad, self.schedule(self.step, self.epoch))
+        self.lr = self.schedule(self.step, self.epoch)
+        self.optimizer.step(self.model.grad, self.lr)
         self.state = state
         self.step += 1
         self.batch += 1
@@ -167,6 +240,15 @@ class Trainer:
         self.loss_count += 1
         return loss
 
+    def seconds_per_step(self, steps: int = 3) -> float:
+        """Time a few training steps after an untimed first one (it allocates the buffers).
+        They change the model: for estimates before a run (a dry run), not during one."""
+        self.train_step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.train_step()
+        return (time.perf_counter() - t0) / steps
+
     def evaluate(self) -> dict:
         d = self.config.data
         val = evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)
@@ -174,8 +256,13 @@ class Trainer:
         record = {"step": self.step, "epoch": round(self.epoch + self.batch / self.batches.num_windows, 4),
                   "elapsed_s": round(self.elapsed, 3),
                   "train_loss": self.loss_sum / self.loss_count if self.loss_count else None,
-                  "val_loss": val, "val_bpc": val / LN2, "lr": self.schedule(max(0, self.step - 1), self.epoch)}
+                  "val_loss": val, "val_bpc": val / LN2, "lr": self.lr}
         self.loss_sum, self.loss_count = 0.0, 0
+        t = self.config.train
+        if self.plateau_ref is None or val < self.plateau_ref - t.min_delta:
+            self.plateau_ref, self.stale_evals = val, 0
+        else:
+            self.stale_evals += 1
         return record
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
@@ -184,14 +271,32 @@ class Trainer:
         except OSError as e:
             raise TrainingError(f"{self.out_dir}: cannot create the output directory ({e.strerror})") from None
         with RunLock(self.out_dir):
-            _remove_stale_temporaries(self.out_dir)
+            self._claim_directory()
+            remove_stale_temporaries(self.out_dir, ".*.npz.*.tmp")
             _truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+            for event in self.events:
+                self._append_metrics(event)
             return self._loop(should_stop)
+
+    def _claim_directory(self) -> None:
+        """A new run never replaces another run's files unless ``overwrite``; a resumed run
+        writes into its own directory, or into one that holds no run."""
+        if self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve():
+            return
+        found = [self.out_dir / f for f in RUN_FILES if (self.out_dir / f).exists()]
+        if not found:
+            return
+        if not self.overwrite:
+            summary = describe_run(self.out_dir)
+            raise RunExistsError(f"{self.out_dir} already holds a run ({summary}); resume it, choose another "
+                                 "output directory, or overwrite=True to replace it", self.out_dir, summary)
+        for p in found:
+            p.unlink()
 
     def _loop(self, should_stop) -> TrainResult:
         t_cfg, has_val = self.config.train, len(self.val_ids) >= 2
-        self.reporter.start(self)
-        reason = self._budget_spent()
+        self.reporter.start(self.info())
+        reason = self._spent()
         chars_since, t_since = 0, time.perf_counter()
         try:
             while reason is None:
@@ -199,8 +304,8 @@ class Trainer:
                 loss = self.train_step()
                 self.elapsed += time.perf_counter() - t0
                 chars_since += self.batches.chars_per_window
-                self.reporter.step(self, loss)
-                reason = self._budget_spent()
+                self.reporter.step(Progress(self.step, self.epoch + self.batch / self.batches.num_windows, loss))
+                reason = self._spent()
                 if has_val and (self.step % t_cfg.eval_every == 0 or reason is not None):
                     t0 = time.perf_counter()
                     record = self.evaluate()
@@ -212,31 +317,72 @@ class Trainer:
                     if self.best_val is None or record["val_loss"] < self.best_val:
                         self.best_val = record["val_loss"]
                         self.save("best.npz")
+                    reason = reason or self._spent()
                 if self.step % t_cfg.checkpoint_every == 0 or reason is not None:
                     self.save("last.npz")
                 if reason is None and should_stop():
                     reason = "interrupted"
                     self.save("last.npz")
+            result = TrainResult(self.out_dir, self.step, self.epoch, self.best_val, self.last_val, reason)
+            self.reporter.stopped(result)
         finally:
             self.reporter.close()
-        return TrainResult(self.out_dir, self.step, self.epoch, self.best_val, self.last_val, reason)
+        return result
 
     def _append_metrics(self, record: dict) -> None:
         path = self.out_dir / "metrics.jsonl"
         try:
             with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(record, allow_nan=False) + "\n")
         except OSError as e:
             raise TrainingError(f"cannot append to {path} at step {self.step} ({e.strerror or e})") from None
 
 
-def _check_resumable(ck: Checkpoint, config: Config, resume) -> None:
+def run_checkpoint(path) -> Path:
+    """What resuming from ``path`` reads: a checkpoint file, or a run directory's last.npz."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "last.npz").is_file():
+            raise CheckpointError(f"{p}: run directory has no last.npz to resume")
+        return p / "last.npz"
+    if not p.exists():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    return p
+
+
+def describe_run(out_dir: Path) -> str:
+    """'step 5,400, best val 1.4973 nats/char' for the run found in ``out_dir``."""
+    for name in ("last.npz", "best.npz"):
+        try:
+            m = read_meta(out_dir / name)
+            best = m.get("best_val")
+            return f"step {int(m.get('step', 0)):,}" + (f", best val {best:.4f} nats/char" if isinstance(best, float) else "")
+        except (CharlmError, OSError, TypeError, ValueError):
+            continue
+    try:
+        lines = (out_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
+        vals = [r for r in map(_json_or_none, lines) if isinstance(r, dict) and isinstance(r.get("val_loss"), float)]
+        if vals:
+            return f"step {vals[-1].get('step', 0):,}, best val {min(r['val_loss'] for r in vals):.4f} nats/char"
+    except OSError:
+        pass
+    return "files " + ", ".join(f for f in RUN_FILES if (out_dir / f).exists())
+
+
+def _json_or_none(line: str):
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
+def _check_resumable(ck: Checkpoint, config: Config, path) -> None:
     """Only the train section may change on resume (to extend a run or change its cadence)."""
     for section in SECTIONS:
         if section != "train" and getattr(config, section) != getattr(ck.config, section):
             raise CheckpointError(
-                f"{resume}: cannot resume with a different {section} section; only train.* keys may change "
-                "(leave out --config to use the checkpoint's)"
+                f"{path}: cannot resume with a different {section} section; only train.* keys may change "
+                "(resume without a config to use the checkpoint's)"
             )
 
 
@@ -247,10 +393,8 @@ def _truncate_metrics(path: Path, step: int) -> None:
         return
     kept, changed = [], False
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
-        try:
-            ok = line.endswith("\n") and json.loads(line).get("step", 0) <= step
-        except (json.JSONDecodeError, AttributeError):
-            ok = False
+        record = _json_or_none(line)
+        ok = line.endswith("\n") and isinstance(record, dict) and record.get("step", 0) <= step
         if ok:
             kept.append(line)
         changed |= not ok
@@ -260,16 +404,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         os.replace(tmp, path)
 
 
-def _remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary checkpoint files of a run that was killed while saving (see save_checkpoint)."""
-    for p in out_dir.glob(".*.npz.*.tmp"):
-        try:
-            p.unlink()
-        except OSError:
-            pass
-
-
-def train(config: Config, corpus_path, out_dir=None, resume=None, reporter=None,
-          should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
-    """Train (or resume) a model; see ``Trainer``."""
-    return Trainer(config, corpus_path, out_dir, resume, reporter).run(should_stop)
+def train(config: Config, corpus_path, out_dir=None, reporter=None, should_stop: Callable[[], bool] = lambda: False,
+          overwrite: bool = False) -> TrainResult:
+    """Train a new model; see ``Trainer``."""
+    return Trainer(config, corpus_path, out_dir, reporter, overwrite=overwrite).run(should_stop)

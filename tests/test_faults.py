@@ -121,7 +121,7 @@ def test_disk_full_keeps_previous_checkpoint(corpus_file, tmp_path, monkeypatch)
     assert ck.meta["step"] == 10 and load_checkpoint(tmp_path / "run" / "best.npz").meta["step"] == 10
     assert not [p for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(ckmod.np, "savez", real)
-    resumed = Trainer(ck.config, corpus_file, resume=tmp_path / "run" / "last.npz").run()
+    resumed = Trainer.resume(tmp_path / "run" / "last.npz", corpus_file, ck.config).run()
     assert resumed.step == 30
 
 
@@ -172,7 +172,7 @@ def test_torn_metrics_line_is_dropped_on_resume(corpus_file, tmp_path):
         f.write('{"step": 30, "val_lo')  # a kill in the middle of a write
     (tmp_path / "run" / ".last.npz.abc123.tmp").write_bytes(b"half a checkpoint")
     cfg2 = load_config(None, tiny_overrides(**{"train.max_steps": 30}))
-    Trainer(cfg2, corpus_file, resume=tmp_path / "run" / "last.npz").run()
+    Trainer.resume(tmp_path / "run" / "last.npz", corpus_file, cfg2).run()
     import json
 
     assert [json.loads(l)["step"] for l in metrics.read_text().splitlines()] == [10, 20, 30]

@@ -43,7 +43,7 @@ def test_temperature_towards_zero_approaches_greedy(model):
 
 
 @pytest.mark.parametrize("kw, message", [({"temperature": 0}, "temperature"), ({"length": -1}, "length"),
-                                         ({"top_k": 0}, "top-k"), ({"prime": "xyz"}, "'x'.*'y'.*'z'")])
+                                         ({"top_k": 0}, "top_k"), ({"top_p": 1.5}, "top_p"), ({"temperature": float("nan")}, "temperature"), ({"prime": "xyz"}, "'x'.*'y'.*'z'")])
 def test_bad_sampling_arguments(model, kw, message):
     with pytest.raises(CharlmError, match=message):
         list(sample(model, VOCAB, **{"length": 5, **kw}))

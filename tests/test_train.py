@@ -51,7 +51,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kin
     assert part.reason == "interrupted" and part.step == 13
     ck = load_checkpoint(tmp_path / "part" / "last.npz")
     assert ck.meta["step"] == 13 and 0 < ck.meta["batch"]
-    resumed = Trainer(ck.config, corpus_file, resume=tmp_path / "part" / "last.npz").run()
+    resumed = Trainer.resume(tmp_path / "part" / "last.npz", corpus_file, ck.config).run()
     assert resumed.step == full.step and resumed.epoch == full.epoch
     keys = ("step", "epoch", "train_loss", "val_loss", "lr")
     assert [[r[k] for k in keys] for r in losses(tmp_path / "part")] == [[r[k] for k in keys] for r in losses(tmp_path / "full")]
@@ -75,7 +75,7 @@ def test_resume_refuses_model_change(corpus_file, tmp_path):
     ck = load_checkpoint(tmp_path / "r" / "last.npz")
     changed = load_config(None, ["model.hidden_size=32"], base=ck.config)
     with pytest.raises(CheckpointError, match="different model section"):
-        Trainer(changed, corpus_file, resume=ck)
+        Trainer.resume(ck, corpus_file, changed)
 
 
 def test_resume_refuses_other_vocabulary(corpus_file, tmp_path):
@@ -84,7 +84,7 @@ def test_resume_refuses_other_vocabulary(corpus_file, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("XYZ " * 2000)
     with pytest.raises(CorpusError, match="other.txt: has characters outside the checkpoint's vocabulary: 'X'"):
-        Trainer(cfg, other, resume=tmp_path / "r" / "last.npz")
+        Trainer.resume(tmp_path / "r" / "last.npz", other, cfg)
 
 
 def test_non_finite_loss_stops_with_step_and_advice(corpus_file, tmp_path):

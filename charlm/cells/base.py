@@ -79,10 +79,18 @@ class Layer:
         """(T, B) of an input: ids (T, B) or features (D, T, B)."""
         return x.shape if x.ndim == 2 else x.shape[1:]
 
-    def buffers(self, kind: str, T: int, B: int, **shapes) -> Buffers:
-        """The ``kind`` ('fwd'/'bwd') buffers for a (T, B) window, allocated on first use; the
-        two most recently used shapes per kind are kept (training and evaluation windows)."""
-        return cached_buffers(self._bufs, (kind, T, B), lambda: Buffers(self.dtype, **shapes))
+    def buffer_shapes(self, kind: str, T: int, B: int) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of the forward ('fwd') or backward ('bwd') buffers of a (T, B) window:
+        a cell declares its cache here, in one place (memory.py sums it without allocating)."""
+        raise NotImplementedError
+
+    def dx_shape(self, T: int, B: int) -> tuple[int, ...]:
+        return (0,) if self.onehot else (self.D, T, B)
+
+    def buffers(self, kind: str, T: int, B: int) -> Buffers:
+        """The ``kind`` buffers for a (T, B) window, allocated on first use; the two most
+        recently used shapes per kind are kept (training and evaluation windows)."""
+        return cached_buffers(self._bufs, (kind, T, B), lambda: Buffers(self.dtype, **self.buffer_shapes(kind, T, B)))
 
     def _scratch(self, name: str, shape, zeros: bool = False) -> np.ndarray:
         """A persistent work array (reallocated only when the shape changes)."""

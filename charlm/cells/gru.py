@@ -23,12 +23,19 @@ class GRU(Layer):
     def param_shapes(self):
         return {**super().param_shapes(), "bhn": (self.H,)}
 
+    def buffer_shapes(self, kind, T, B):
+        H = self.H
+        if kind == "fwd":
+            return dict(PRE=(T, 3 * H, B), A=(T, 3 * H, B), HN=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B),
+                        gh=(3 * H, B), rh=(H, B))
+        return dict(Pz=(T, H, B), Pn=(T, H, B), Pr=(T, H, B), dT=(T, H, B), dGt=(T, 3 * H, B), dN=(T, H, B),
+                    dh=(H, B), rec=(H, B), dx=self.dx_shape(T, B))
+
     def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd", T, B, PRE=(T, 3 * H, B), A=(T, 3 * H, B),
-                         HN=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), gh=(3 * H, B), rh=(H, B))
+        f = self.buffers("fwd", T, B)
         self.x, self.f = x, f
         self.project(x, f.PRE)
         f.Hs[0] = state[0]
@@ -65,9 +72,7 @@ class GRU(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb, gbhn."""
         f = self.f
         H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B, Pz=(T, H, B), Pn=(T, H, B), Pr=(T, H, B), dT=(T, H, B),
-                          dGt=(T, 3 * H, B), dN=(T, H, B), dh=(H, B), rec=(H, B),
-                          dx=(self.D, T, B) if not self.onehot else (0,))
+        bw = self.buffers("bwd", T, B)
         A = f.A
         r, z, n = A[:, :H], A[:, H : 2 * H], A[:, 2 * H :]
         Pz, Pn, Pr, dGt, dN, dh, rec = bw.Pz, bw.Pn, bw.Pr, bw.dGt, bw.dN, bw.dh, bw.rec

@@ -27,12 +27,18 @@ class LSTM(Layer):
         # Forget bias 1 keeps the cell's memory open early in training (Jozefowicz et al. 2015).
         self.p["b"][2 * H : 3 * H] = forget_bias
 
+    def buffer_shapes(self, kind, T, B):
+        H = self.H
+        if kind == "fwd":
+            return dict(PRE=(T, 4 * H, B), A=(T, 4 * H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), Cs=(T + 1, H, B),
+                        TC=(T, H, B), ig=(H, B))
+        return dict(dT=(T, H, B), dh=(H, B), dc=(H, B), carry=(H, B), rec=(H, B), dx=self.dx_shape(T, B))
+
     def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0, (H, B) c0) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd", T, B, PRE=(T, 4 * H, B), A=(T, 4 * H, B), Hs=(T + 1, H, B),
-                         HT=(H, T + 1, B), Cs=(T + 1, H, B), TC=(T, H, B), ig=(H, B))
+        f = self.buffers("fwd", T, B)
         self.x, self.f = x, f
         self.project(x, f.PRE)
         f.Hs[0], f.Cs[0] = state
@@ -64,8 +70,7 @@ class LSTM(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         f = self.f
         H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B, dT=(T, H, B), dh=(H, B), dc=(H, B), carry=(H, B), rec=(H, B),
-                          dx=(self.D, T, B) if not self.onehot else (0,))
+        bw = self.buffers("bwd", T, B)
         # Dead forward buffers are reused: the projection holds P during the loop and dA after
         # it, tanh(c) becomes OC once P has used it, and each step's activations are
         # overwritten by that step's gradients (the forget gate is read first).

@@ -19,11 +19,17 @@ class RNN(Layer):
         super().__init__(input_size, hidden_size, onehot, dtype)
         self.activation = activation
 
+    def buffer_shapes(self, kind, T, B):
+        H = self.H
+        if kind == "fwd":
+            return dict(PRE=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), z=(H, B))
+        return dict(dAt=(T, H, B), dT=(T, H, B), dh=(H, B), rec=(H, B), dx=self.dx_shape(T, B))
+
     def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
         H = self.H
-        f = self.buffers("fwd", T, B, PRE=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), z=(H, B))
+        f = self.buffers("fwd", T, B)
         self.x, self.f = x, f
         self.project(x, f.PRE)
         f.Hs[0] = state[0]
@@ -46,8 +52,7 @@ class RNN(Layer):
         """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
         H, T, B = dout.shape
         Hs = self.f.Hs
-        bw = self.buffers("bwd", T, B, dAt=(T, H, B), dT=(T, H, B), dh=(H, B), rec=(H, B),
-                          dx=(self.D, T, B) if not self.onehot else (0,))
+        bw = self.buffers("bwd", T, B)
         dAt, dh, rec = bw.dAt, bw.dh, bw.rec
         if self.activation == "relu":
             np.greater(Hs[1:], 0.0, out=dAt)

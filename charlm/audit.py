@@ -1,0 +1,52 @@
+"""A corpus's vocabulary, character by character, with the characters that usually mean the
+text needs cleaning before training: a byte-order mark, Windows line ends, control and
+zero-width characters, and characters so rare the model cannot learn them."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Corpus
+
+RARE = 5  # seen fewer times than this: the model sees too few examples to learn the character
+ZERO_WIDTH = {"\u200b": "zero-width space", "\u200c": "zero-width non-joiner", "\u200d": "zero-width joiner",
+              "\u2060": "word joiner", "\u00ad": "soft hyphen"}
+
+
+@dataclass
+class CharCount:
+    char: str
+    count: int
+    flags: list[str]
+
+    def to_dict(self) -> dict:
+        return {"char": self.char, "code_point": f"U+{ord(self.char):04X}", "count": self.count, "flags": self.flags}
+
+
+def flags_of(char: str, count: int) -> list[str]:
+    flags = []
+    if char == "\ufeff":
+        flags.append("byte-order mark")
+    elif char == "\r":
+        flags.append("carriage return (Windows line ends?)")
+    elif char in ZERO_WIDTH:
+        flags.append(ZERO_WIDTH[char])
+    elif unicodedata.category(char) in ("Cc", "Cf") and char not in "\n\t":
+        flags.append("control character")
+    if count < RARE:
+        flags.append(f"rare (fewer than {RARE})")
+    return flags
+
+
+def audit(corpus: Corpus) -> list[CharCount]:
+    """Every character of the vocabulary with its count in the corpus and its flags, by id."""
+    counts = np.bincount(corpus.ids, minlength=len(corpus.vocab))
+    return [CharCount(c, int(n), flags_of(c, int(n))) for c, n in zip(corpus.vocab.chars, counts)]
+
+
+def show_char(c: str) -> str:
+    """A character as a person can read it in a table: printable as itself, else its escape."""
+    return c if c.isprintable() and c != " " else repr(c)[1:-1] if c != " " else "' '"

@@ -1,0 +1,108 @@
+"""How much memory a training run needs, computed from the config before anything is
+allocated, and how much the machine has.
+
+The estimate sums the arrays a run holds at its peak: the corpus ids and the batched copy of
+the training split, parameters, gradients, optimizer slots and its scratch vector, each
+layer's forward and backward buffers (cells declare them in ``buffer_shapes``; forward and
+head buffers are counted twice because evaluation windows keep a second set), dropout masks,
+the weight copies the cells prepare, and the head's logits. tests/test_memory.py checks it
+against tracemalloc's peak for real runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Config
+from .errors import TrainingError
+from .optim import OPTIMIZERS
+from .vocab import token_dtype
+
+
+@dataclass
+class MemoryEstimate:
+    parts: dict[str, int]  # what -> bytes
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+
+def _nbytes(shapes, itemsize) -> int:
+    return sum(int(np.prod(s, dtype=np.int64)) for s in shapes) * itemsize
+
+
+def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> MemoryEstimate:
+    from .model import _make_layers, param_shapes  # the layers' shapes, without their weights
+
+    m, d = config.model, config.data
+    item = np.dtype(m.dtype).itemsize
+    T, B, V, H = d.seq_length, d.batch_size, vocab_size, m.hidden_size
+    n_params = _nbytes(param_shapes(m, V).values(), 1)
+    slots = len(OPTIMIZERS[config.train.optimizer].slots)
+    acts = 0
+    for layer in _make_layers(m, V):
+        shapes = layer.buffer_shapes("fwd", T, B)
+        acts += 2 * _nbytes(shapes.values(), item) + _nbytes(layer.buffer_shapes("bwd", T, B).values(), item)
+        G = layer.gates * H
+        scratch = [(G, H), (G, layer.D), (H, G)] + ([(min(layer.D, T * B), T * B)] if layer.onehot else [])
+        acts += _nbytes(scratch, item)
+    dropout = 2 * (m.num_layers - 1) * H * T * B * item if m.dropout > 0 else 0
+    head = 2 * (V * T * B + H * T * B) * item
+    ids = corpus_chars * token_dtype(V).itemsize * 2  # the ids, and the (stream, B) copy of the training split
+    return MemoryEstimate({
+        "parameters and gradients": 2 * n_params * item,
+        f"optimizer ({config.train.optimizer})": (slots + 1) * n_params * item,
+        "activations and buffers": acts + dropout + head,
+        "corpus": ids,
+    })
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate: MemAvailable, capped by a cgroup limit; None if unknown."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            room = int(limit) - used
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000.0
+    return f"{n:,.1f} PB"
+
+
+def check_fits(estimate: MemoryEstimate, available: int | None = None) -> None:
+    """A ``TrainingError`` naming both numbers when the run cannot fit in memory."""
+    available = available_memory() if available is None else available
+    if available is not None and estimate.total > available:
+        biggest = max(estimate.parts, key=estimate.parts.get)
+        raise TrainingError(
+            f"this run needs about {format_bytes(estimate.total)} of memory but {format_bytes(available)} is "
+            f"available (largest part: {biggest}, {format_bytes(estimate.parts[biggest])}); use a smaller "
+            "model.hidden_size, model.num_layers, data.batch_size or data.seq_length"
+        )
