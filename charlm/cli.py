@@ -28,7 +28,7 @@ from .errors import CharlmError, RunExistsError, echo
 from .files import atomic_write_text
 from .memory import available_memory, format_bytes
 from .novelty import longest_copied
-from .sample import MAX_BATCH, MAX_LENGTH, beam_search, best_of, generate
+from .sample import MAX_BATCH, MAX_LENGTH, beam_search, generate, keep_best
 from .score import score_texts
 from .train import CorpusMismatchError, Reporter, Trainer, run_checkpoint
 
@@ -271,10 +271,11 @@ def _dry_run(tr: Trainer, as_json: bool) -> None:
                f"validation characters")
     flagged = [c for c in chars if c.flags]
     click.echo(f"vocabulary: {len(chars)} characters, {len(flagged)} flagged")
-    width = max(len(show_char(c.char)) for c in chars)
-    for c in sorted(chars, key=lambda c: -c.count):
-        flag = f"  <- {'; '.join(c.flags)}" if c.flags else ""
-        click.echo(f"  {show_char(c.char):>{width}}  U+{ord(c.char):04X}  {c.count:>12,}{flag}")
+    cells = [f"{show_char(c.char):>6} {c.count:>9,}" for c in sorted(chars, key=lambda c: -c.count)]
+    for i in range(0, len(cells), 5):
+        click.echo("  " + "   ".join(cells[i : i + 5]))
+    for c in flagged:
+        click.echo(f"  flagged: {show_char(c.char)} (U+{ord(c.char):04X}), {c.count:,} times: {'; '.join(c.flags)}")
     click.echo(f"parameters: {report['parameters']:,} ({', '.join(f'{g} {n:,}' for g, n in counts)})")
     total = tr.budget.total_steps
     click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
@@ -359,7 +360,7 @@ def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, gree
             return [beam_search(model, ck.vocab, prime_text, length, beam, stop=stop)]
         samples = generate(model, ck.vocab, prime_text, length, num_samples * best_of, temperature, top_k, top_p,
                            greedy, seed, stop, on_text=on_text if num_samples * best_of == 1 else None)
-        return best_of(samples, best_of) if best_of > 1 else samples
+        return keep_best(samples, best_of) if best_of > 1 else samples
 
     def record(i, s):
         d = {"sample": i, **s.to_dict(), "checkpoint": ck.meta["path"]}

@@ -226,7 +226,7 @@ def parse_override(expr: str) -> tuple[str, str, Any]:
         raise ConfigError(f"override {echo(expr)}: expected section.key=value, e.g. model.hidden_size=256")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, RecursionError, ValueError):
         raise ConfigError(f"override {echo(expr)}: cannot parse the value {echo(raw)}") from None
     return parts[0], parts[1], value
 
@@ -260,6 +260,8 @@ def read_yaml(path: str | Path) -> Any:
         return yaml.safe_load(text)
     except RecursionError:
         raise ConfigError(f"{p}: YAML nested too deeply") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise ConfigError(f"{p}: YAML value cannot be read: {str(e)[:100]}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

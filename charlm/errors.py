@@ -52,5 +52,7 @@ ECHO_CHARS = 60
 
 def echo(value) -> str:
     """repr(value), at most ~60 characters, safe on any size or shape of value."""
+    if isinstance(value, int) and value.bit_length() > 128:  # repr of a 5,000-digit int raises
+        return f"<an integer of {value.bit_length():,} bits>"
     s = _short.repr(value)
     return s if len(s) <= ECHO_CHARS else s[: ECHO_CHARS - 3] + "..."

@@ -178,7 +178,7 @@ def _logp_of(model: Model, vocab: Vocab, prime: str, text: str) -> float:
     return score_texts(model, vocab, [text], context=prime)[0].log_prob_nats
 
 
-def best_of(samples: list[Sample], group: int) -> list[Sample]:
+def keep_best(samples: list[Sample], group: int) -> list[Sample]:
     """The most likely sample (lowest bits per character) of each run of ``group`` samples."""
     def key(s):
         return s.bits_per_char if s.bits_per_char is not None else math.inf

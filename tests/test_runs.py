@@ -1,0 +1,221 @@
+"""The library behind run management and generation: memory estimate, early stopping, the
+corpus fingerprint, budgets, beam search, nucleus sampling, sample scores, novelty, echoes."""
+
+import itertools
+import math
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from charlm.audit import audit
+from charlm.config import Config, ModelConfig, TrainConfig, load_config
+from charlm.data import load_corpus
+from charlm.errors import ConfigError, RunExistsError, TrainingError, echo
+from charlm.memory import MemoryEstimate, check_fits
+from charlm.model import Model
+from charlm.novelty import longest_copied
+from charlm.sample import beam_search, generate, keep_best
+from charlm.schedule import Budget
+from charlm.score import score_texts
+from charlm.train import CorpusMismatchError, Trainer, train
+from charlm.vocab import Vocab
+
+from .conftest import random_text, tiny_overrides
+
+VOCAB = Vocab("\nabc")
+
+
+@pytest.fixture
+def model():
+    m = Model(ModelConfig(type="lstm", hidden_size=12, num_layers=2, dtype="float64"), len(VOCAB))
+    m.init(np.random.default_rng(0))
+    m.flat *= 3  # sharper distributions than at init
+    return m
+
+
+@pytest.mark.parametrize("kind, H, L, dropout", [("lstm", 96, 2, 0.2), ("gru", 64, 3, 0.0), ("rnn", 200, 1, 0.0)])
+def test_memory_estimate_matches_what_a_run_allocates(corpus_file, tmp_path, kind, H, L, dropout):
+    cfg = load_config(None, [f"model.type={kind}", f"model.hidden_size={H}", f"model.num_layers={L}",
+                             f"model.dropout={dropout}", "data.batch_size=8", "data.seq_length=32"])
+    corpus = load_corpus(corpus_file)  # loading has its own short-lived peak, before the run
+    tracemalloc.start()
+    try:
+        tr = Trainer(cfg, corpus, tmp_path / "r")
+        tr.train_step()
+        tr.train_step()
+        tr.evaluate()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held += corpus.ids.nbytes  # counted by the estimate, allocated before tracing began
+    # an upper bound (evaluation's second buffer set is counted at full size), and a close one
+    assert 0.98 < tr.memory.total / held < 1.3, (tr.memory.parts, held)
+
+
+def test_check_fits_names_both_numbers():
+    est = MemoryEstimate({"parameters and gradients": 3_000_000_000, "corpus": 1000})
+    with pytest.raises(TrainingError, match=r"needs about 3.0 GB of memory but 1.0 GB is available \(largest part: "
+                                            r"parameters and gradients, 3.0 GB\)"):
+        check_fits(est, available=1_000_000_000)
+    check_fits(est, available=4_000_000_000)
+
+
+def test_budget_answers_total_and_spent():
+    b = Budget(TrainConfig(max_steps=100, epochs=2, max_minutes=1.0), steps_per_epoch=30)
+    assert b.total_steps == 60
+    assert b.spent(59, 0.0) is None and b.spent(60, 0.0) == "epochs" and b.spent(10, 61.0) == "max_minutes"
+    b = Budget(TrainConfig(max_steps=50, epochs=2, patience=3), steps_per_epoch=30)
+    assert b.total_steps == 50 and b.spent(50, 0) == "max_steps" and b.spent(5, 0, stale_evals=3) == "early_stopping"
+
+
+def test_recorded_lr_is_the_one_the_step_used(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.lr_schedule": "step", "train.lr_decay": 0.5, "train.epochs": 3,
+                                              "train.max_steps": "null", "train.eval_every": 1}))
+    tr = Trainer(cfg, corpus_file, tmp_path / "r")
+    used = []
+    real = tr.optimizer.step
+    tr.optimizer.step = lambda g, lr: (used.append(lr), real(g, lr))
+    tr.run()
+    lrs = [__import__("json").loads(l)["lr"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == used and len(set(lrs)) == 3
+
+
+def test_new_run_refuses_a_run_directory_unless_overwrite(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 10}))
+    train(cfg, corpus_file, tmp_path / "r")
+    with pytest.raises(RunExistsError, match="already holds a run \\(step 10, best val"):
+        train(cfg, corpus_file, tmp_path / "r")
+    assert train(cfg, corpus_file, tmp_path / "r", overwrite=True).step == 10
+
+
+def test_fine_tuning_on_a_new_corpus_starts_its_first_window(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 13}))
+    train(cfg, corpus_file, tmp_path / "r")
+    other = tmp_path / "other.txt"
+    other.write_text("hello hero hole\n" * 300, encoding="utf-8")
+    with pytest.raises(CorpusMismatchError, match="allow_new_corpus=True"):
+        Trainer.resume(tmp_path / "r", other)
+    tr = Trainer.resume(tmp_path / "r", other, allow_new_corpus=True)
+    assert tr.batch == 0 and tr.state is None and tr.step == 13
+    assert tr.events[0]["previous"]["path"] == str(corpus_file) and tr.events[0]["corpus"]["chars"] == 16 * 300
+
+
+def test_early_stopping_counts_evaluations_without_min_delta(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 500, "train.eval_every": 5, "train.patience": 3,
+                                              "train.min_delta": 0.01, "train.lr": 1e-7}))
+    res = train(cfg, corpus_file, tmp_path / "r")
+    assert res.reason == "early_stopping" and res.step == 20  # reference at 5, then 10, 15, 20 without 0.01
+    again = Trainer.resume(tmp_path / "r", corpus_file).run()  # a stopped run stays stopped
+    assert again.step == 20 and again.reason == "early_stopping"
+
+
+def test_sample_log_prob_is_the_models_score_of_its_text(model):
+    samples = generate(model, VOCAB, "ab", 40, n=3, temperature=0.7, top_k=3, seed=1)
+    assert len({s.text for s in samples}) == 3
+    for s, ref in zip(samples, score_texts(model, VOCAB, [s.text for s in samples], context="ab")):
+        assert s.log_prob_nats == pytest.approx(ref.log_prob_nats, rel=1e-9)
+
+
+def test_stop_string_ends_and_is_left_out(model):
+    samples = generate(model, VOCAB, "a", 300, n=20, seed=2, stop="cb")
+    stopped = [s for s in samples if s.stopped]
+    assert stopped and all("cb" not in s.text for s in stopped)
+    for s in stopped:
+        assert s.log_prob_nats == pytest.approx(score_texts(model, VOCAB, [s.text], context="a")[0].log_prob_nats
+                                                if s.text else 0.0, rel=1e-9)
+    for s in samples:
+        assert s.stopped or len(s.text) == 300
+    streamed = []
+    [one] = generate(model, VOCAB, "a", 300, seed=2, stop="cb", on_text=streamed.append)
+    assert "".join(streamed) == one.text == generate(model, VOCAB, "a", 300, seed=2, stop="cb")[0].text
+
+
+def test_batch_of_one_is_the_first_of_a_batch_with_greedy(model):
+    [g] = generate(model, VOCAB, "a", 30, greedy=True)
+    assert all(s.text == g.text for s in generate(model, VOCAB, "a", 30, n=4, greedy=True))
+    assert generate(model, VOCAB, "a", 30, top_p=1e-9, seed=5)[0].text == g.text  # nucleus of one: greedy
+
+
+def test_nucleus_draws_only_from_the_top_p_set_in_proportion(model):
+    from charlm.sample import _Run, log_softmax
+
+    with model.inference():
+        p = np.exp(log_softmax(_Run(model, VOCAB, "ab", 1).logits()))[:, 0]
+    order = np.argsort(-p)
+    top_p = float(p[order[0]] + 0.5 * p[order[1]])  # needs the two most likely characters
+    draws = generate(model, VOCAB, "ab", 1, n=6000, top_p=top_p, seed=0)
+    counts = {c: sum(s.text == c for s in draws) for c in VOCAB.chars}
+    allowed = {VOCAB.chars[i] for i in order[:2]}
+    assert {c for c, k in counts.items() if k} == allowed
+    first = VOCAB.chars[order[0]]
+    want = p[order[0]] / (p[order[0]] + p[order[1]])
+    assert abs(counts[first] / 6000 - want) < 0.03
+
+
+def test_beam_search_as_wide_as_every_sequence_is_exact(model):
+    """With a width >= V^L, beam search keeps every sequence: it must find the most likely."""
+    L = 3
+    best = max((score_texts(model, VOCAB, ["".join(t)], context="a")[0].log_prob_nats, "".join(t))
+               for t in itertools.product(VOCAB.chars, repeat=L))
+    got = beam_search(model, VOCAB, "a", L, width=len(VOCAB) ** L)
+    assert got.text == best[1] and got.log_prob_nats == pytest.approx(best[0], rel=1e-9)
+    narrow = beam_search(model, VOCAB, "a", L, width=1)
+    assert narrow.text == generate(model, VOCAB, "a", L, greedy=True)[0].text
+
+
+def test_keep_best_takes_the_lowest_bits_per_char_of_each_group(model):
+    s = generate(model, VOCAB, "a", 20, n=6, seed=3)
+    kept = keep_best(s, 3)
+    assert kept == [min(s[:3], key=lambda x: x.bits_per_char), min(s[3:], key=lambda x: x.bits_per_char)]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_longest_copied_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    corpus = "".join(rng.choice(list("abc"), 60))
+    sample = "".join(rng.choice(list("abcd"), 25))
+    want = max((j - i for i in range(len(sample)) for j in range(i, len(sample) + 1) if sample[i:j] in corpus))
+    got = longest_copied(sample, corpus)
+    assert got.length == want and got.text in sample and corpus[got.offset : got.offset + want] == got.text
+
+
+def test_audit_counts_and_flags(tmp_path):
+    p = tmp_path / "t.txt"
+    p.write_text("\ufeffaa\r\nb\u200bb\x1b" + "a" * 10, encoding="utf-8")
+    rows = {c.char: c for c in audit(load_corpus(p))}
+    assert rows["a"].count == 12 and rows["a"].flags == []
+    assert rows["\ufeff"].flags[0] == "byte-order mark" and rows["\r"].flags[0].startswith("carriage return")
+    assert rows["\u200b"].flags[0] == "zero-width space" and rows["\x1b"].flags[0] == "control character"
+    assert rows["\n"].flags == ["rare (fewer than 5)"]
+
+
+def test_echo_is_short_and_fast_on_any_value():
+    lol = ["lol"] * 9
+    for _ in range(30):  # 9**30 leaves if walked
+        lol = [lol] * 9
+    t0 = time.perf_counter()
+    for value in [lol, "x" * 10_000_000, list(range(10**6)), {"k" * 10**6: 1}, 10**5000]:
+        assert len(echo(value)) <= 60
+    assert time.perf_counter() - t0 < 0.5
+
+
+def test_config_errors_echo_a_short_prefix(tmp_path):
+    lol = ["lol"] * 9
+    for _ in range(30):
+        lol = [lol] * 9
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict({"model": {"hidden_size": lol}})
+    assert len(str(e.value)) < 200 and time.perf_counter() - t0 < 0.5
+    with pytest.raises(ConfigError, match="config file is 2,000,0"):
+        p = tmp_path / "big.yaml"
+        p.write_text("#" * 2_000_000)
+        load_config(p)
+    with pytest.raises(ConfigError, match="train.lr_schedule cosine needs train.max_steps or train.epochs"):
+        Config.from_dict({"train": {"lr_schedule": "cosine", "epochs": None}})
+
+
+def test_random_text_fixture_is_used():  # keeps the import honest for ruff
+    assert len(random_text(5)) == 5 and math.isfinite(1.0)
