@@ -133,7 +133,7 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
     done = np.zeros(n, dtype=bool)
     stopped = np.zeros(n, dtype=bool)
     hold = len(stop) - 1 if stop else 0  # characters that might still turn out to start the stop string
-    sent = 0
+    sent, cols, chars = 0, np.arange(n), vocab.chars
     with model.inference():
         run = _Run(model, vocab, prime, n)
         for _ in range(length):
@@ -148,15 +148,21 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
                 cdf = np.cumsum(p, axis=0)  # inverse-CDF draw: one uniform per sample
                 u = rng.random(n) * cdf[-1]
                 nxt = np.minimum((cdf <= u[None, :]).sum(axis=0), len(vocab) - 1)
-            logps += np.where(done, 0.0, z[nxt, np.arange(n)] - lse)
-            for b in np.flatnonzero(~done):
-                texts[b].append(vocab.chars[nxt[b]])
-                if stop and texts[b][-1] == stop[-1] and "".join(texts[b][-len(stop):]) == stop:
-                    done[b] = stopped[b] = True
+            gained = z[nxt, cols] - lse
+            if stop is None:  # no sample ends early: every stream takes its character
+                logps += gained
+                for b, c in enumerate(nxt.tolist()):
+                    texts[b].append(chars[c])
+            else:
+                logps += np.where(done, 0.0, gained)
+                for b in np.flatnonzero(~done):
+                    texts[b].append(chars[nxt[b]])
+                    if texts[b][-1] == stop[-1] and "".join(texts[b][-len(stop):]) == stop:
+                        done[b] = stopped[b] = True
             if on_text is not None and len(texts[0]) - hold > sent and not stopped[0]:
                 on_text("".join(texts[0][sent : len(texts[0]) - hold]))
                 sent = len(texts[0]) - hold
-            if done.all():
+            if stop is not None and done.all():
                 break
             run.feed(nxt)
     samples = []
