@@ -18,7 +18,6 @@ import yaml
 
 from .errors import ConfigError, echo
 
-
 MAX_CONFIG_BYTES = 1 << 20  # a real config is a few hundred bytes
 MAX_OVERRIDE_CHARS = 1000
 
@@ -102,7 +101,7 @@ class Config:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
 
     @classmethod
-    def from_dict(cls, d: Any, name: str = "default", where: str = "config") -> "Config":
+    def from_dict(cls, d: Any, name: str = "default", where: str = "config") -> Config:
         if d is None:
             d = {}
         if not isinstance(d, dict):
@@ -126,7 +125,7 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
 
-def _check_across_keys(c: "Config", where: str) -> None:
+def _check_across_keys(c: Config, where: str) -> None:
     """Rules that involve more than one key."""
     t = c.train
     if t.lr_schedule == "cosine" and t.max_steps is None and t.epochs is None:

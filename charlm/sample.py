@@ -9,8 +9,8 @@ no truncation), so bits per character compare samples and models fairly.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -198,7 +198,6 @@ def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 100
     beam is extended by every character and the ``width`` most probable sequences are kept.
     Beams that reach ``stop`` are set aside; the result is the best by bits per character."""
     check_sampling(length, 1.0, None, None, width)
-    V = len(vocab)
     score = np.full(width, -np.inf)
     score[0] = 0.0  # all beams start as the same sequence: expand only one
     seqs: list[list[int]] = [[] for _ in range(width)]

@@ -15,9 +15,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -71,7 +71,7 @@ class Reporter:
 
     def evaluated(self, record: dict) -> None: ...
 
-    def stopped(self, result: "TrainResult") -> None: ...
+    def stopped(self, result: TrainResult) -> None: ...
 
     def close(self) -> None: ...
 
@@ -112,7 +112,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, checkpoint, corpus, config: Config | None = None, out_dir=None,
-               reporter: Reporter | None = None, allow_new_corpus: bool = False) -> "Trainer":
+               reporter: Reporter | None = None, allow_new_corpus: bool = False) -> Trainer:
         """Continue the run saved in ``checkpoint`` (a Checkpoint, a last.npz, or a run directory):
         same step, optimizer state, schedule, data position, hidden state and RNG. ``config`` may
         change train.* keys only."""

@@ -57,12 +57,12 @@ class Vocab:
         self._lut[codes] = np.arange(len(chars), dtype=np.int32)
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "Vocab":
+    def from_counts(cls, counts: np.ndarray) -> Vocab:
         """counts (C,) occurrences per code point -> the vocabulary of code points that occur."""
         return cls(chr(c) for c in np.flatnonzero(counts))
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
+    def from_text(cls, text: str) -> Vocab:
         return cls.from_counts(np.bincount(code_points(text)))
 
     def __len__(self) -> int:

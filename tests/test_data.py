@@ -16,7 +16,7 @@ def test_load_file_and_directory_in_sorted_order(tmp_path):
 
 def test_crlf_and_multibyte_kept(tmp_path):
     p = tmp_path / "x.txt"
-    p.write_bytes("line one\r\nzwei – drei 😀\r\n".encode("utf-8"))
+    p.write_bytes("line one\r\nzwei – drei 😀\r\n".encode())
     c = load_corpus(p)
     assert c.vocab.decode(c.ids) == "line one\r\nzwei – drei 😀\r\n"
     assert "\r" in c.vocab.chars
@@ -87,7 +87,7 @@ def test_corpus_too_short_says_how_long():
 def test_eval_windows_cover_the_split():
     ids = np.arange(1001) % 200
     seen = []
-    for x, y, first in eval_windows(ids, batch_size=7, seq_length=10):
+    for x, y, _first in eval_windows(ids, batch_size=7, seq_length=10):
         assert (y == (x + 1) % 200).all()
         seen.extend(x.ravel().tolist())
     assert len(seen) >= 1000 - 7

@@ -82,7 +82,7 @@ def test_twenty_kill_nines_lose_nothing(reference, tmp_path):
     out = tmp_path / "run"
     rng = np.random.default_rng(2024)
     survived = 0
-    for kill in range(20):
+    for _kill in range(20):
         resume = ["--resume", str(out / "last.npz")] if (out / "last.npz").exists() else []
         p = charlm_train(corpus, out, *resume)
         time.sleep(rng.uniform(0.4, 1.6))

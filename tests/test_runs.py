@@ -176,7 +176,7 @@ def test_longest_copied_matches_brute_force(seed):
     rng = np.random.default_rng(seed)
     corpus = "".join(rng.choice(list("abc"), 60))
     sample = "".join(rng.choice(list("abcd"), 25))
-    want = max((j - i for i in range(len(sample)) for j in range(i, len(sample) + 1) if sample[i:j] in corpus))
+    want = max(j - i for i in range(len(sample)) for j in range(i, len(sample) + 1) if sample[i:j] in corpus)
     got = longest_copied(sample, corpus)
     assert got.length == want and got.text in sample and corpus[got.offset : got.offset + want] == got.text
 

@@ -28,7 +28,6 @@ class RNN(Layer):
     def forward(self, x, state):
         """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
         T, B = self.window_shape(x)
-        H = self.H
         f = self.buffers("fwd", T, B)
         self.x, self.f = x, f
         self.project(x, f.PRE)
