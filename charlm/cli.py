@@ -275,7 +275,7 @@ def _dry_run(tr: Trainer, as_json: bool) -> None:
     for i in range(0, len(cells), 5):
         click.echo("  " + "   ".join(cells[i : i + 5]))
     for c in flagged:
-        click.echo(f"  flagged: {show_char(c.char)} (U+{ord(c.char):04X}), {c.count:,} times: {'; '.join(c.flags)}")
+        click.echo(f"  flagged: {show_char(c.char)} (U+{ord(c.char):04X}), seen {c.count:,}x: {'; '.join(c.flags)}")
     click.echo(f"parameters: {report['parameters']:,} ({', '.join(f'{g} {n:,}' for g, n in counts)})")
     total = tr.budget.total_steps
     click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
