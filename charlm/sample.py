@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import CharlmError
 from .model import Model
-from .score import LN2
+from .score import LN2, score_texts
 from .vocab import Vocab
 
 MAX_LENGTH = 1_000_000  # characters per sample: about ten minutes for a 2x256 LSTM on 2 cores
@@ -179,8 +179,6 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
 
 
 def _logp_of(model: Model, vocab: Vocab, prime: str, text: str) -> float:
-    from .score import score_texts
-
     return score_texts(model, vocab, [text], context=prime)[0].log_prob_nats
 
 
