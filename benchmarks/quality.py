@@ -31,7 +31,7 @@ def run_charlm(cfg, minutes, log):
 
 def run_torch(cfg, minutes, log):
     from charlm.data import Batches, load_corpus, split
-    from charlm.schedule import Schedule
+    from charlm.schedule import Budget, Schedule
 
     corpus = load_corpus(corpus_path())
     train_ids, val = split(corpus.ids, cfg.data.val_fraction)
@@ -42,7 +42,7 @@ def run_torch(cfg, minutes, log):
     tw.torch.set_num_threads(THREADS)
     if m.dropout:
         tw.rnn.dropout = m.dropout
-    sched = Schedule(t, b.num_windows)
+    sched = Schedule(t, Budget(t, b.num_windows).total_steps)
     pos = {"step": 0}
 
     def step():

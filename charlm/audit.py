@@ -49,4 +49,6 @@ def audit(corpus: Corpus) -> list[CharCount]:
 
 def show_char(c: str) -> str:
     """A character as a person can read it in a table: printable as itself, else its escape."""
-    return c if c.isprintable() and c != " " else repr(c)[1:-1] if c != " " else "' '"
+    if c == " ":
+        return "' '"
+    return c if c.isprintable() else repr(c)[1:-1]

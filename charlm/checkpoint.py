@@ -91,11 +91,19 @@ def resolve_checkpoint_path(path) -> Path:
 
 def load_checkpoint(path, with_training_state: bool = True) -> Checkpoint:
     """Read and validate a checkpoint; ``CheckpointError`` for anything charlm did not write."""
-    p = resolve_checkpoint_path(path)
+    return _with_reader(resolve_checkpoint_path(path), lambda r: _read(r, with_training_state))
+
+
+def read_meta(path) -> dict:
+    """Only a checkpoint's metadata (step, best_val, corpus, config...): cheap, no arrays."""
+    return _with_reader(Path(path), lambda r: r.meta())
+
+
+def _with_reader(p: Path, read):
+    """``read(_Reader)`` on the archive at ``p``; any damage becomes a ``CheckpointError``."""
     try:
-        file_size = p.stat().st_size
         with zipfile.ZipFile(p) as zf:
-            return _read(zf, p, file_size, with_training_state)
+            return read(_Reader(zf, p, p.stat().st_size))
     except CharlmError:
         raise
     except zipfile.BadZipFile as e:
@@ -167,20 +175,8 @@ class _Reader:
         return meta
 
 
-def read_meta(path) -> dict:
-    """Only a checkpoint's metadata (step, best_val, corpus, config...): cheap, no arrays."""
-    p = Path(path)
-    try:
-        with zipfile.ZipFile(p) as zf:
-            return _Reader(zf, p, p.stat().st_size).meta()
-    except CharlmError:
-        raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, struct.error, zlib.error) as e:
-        raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__})") from None
-
-
-def _read(zf, path, file_size, with_training_state) -> Checkpoint:
-    r = _Reader(zf, path, file_size)
+def _read(r: _Reader, with_training_state: bool) -> Checkpoint:
+    path, file_size = r.path, r.file_size
     meta = r.meta()
     chars = meta.get("vocab")
     if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):

@@ -28,7 +28,7 @@ from .errors import CharlmError, RunExistsError, echo
 from .files import atomic_write_text
 from .memory import available_memory, format_bytes
 from .novelty import longest_copied
-from .sample import MAX_BATCH, MAX_LENGTH, beam_search, generate, keep_best
+from .sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
 from .score import score_texts
 from .train import CorpusMismatchError, Reporter, Trainer, run_checkpoint
 
@@ -338,58 +338,77 @@ def keys(as_json):
 def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, greedy, num_samples, best_of, beam, stop,
            as_json, output, interactive, check_novel):
     """Generate text from a trained model; a single sample streams to stdout as it is generated."""
-    explicit = {p for p in ("temperature", "top_k", "top_p", "greedy", "num_samples", "best_of", "seed")
-                if ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)}
-    if beam and explicit - {"seed"}:
+    given = {p for p in ("temperature", "top_k", "top_p", "greedy", "num_samples", "best_of", "prime")
+             if ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)}
+    sampling = sorted(given - {"prime"})
+    if beam and sampling:
         raise click.UsageError(f"--beam searches, it does not sample: leave out "
-                               f"{', '.join('--' + p.replace('_', '-') for p in sorted(explicit - {'seed'}))}")
-    if interactive and (output or ctx.get_parameter_source("prime") != click.core.ParameterSource.DEFAULT):
+                               f"{', '.join('--' + p.replace('_', '-') for p in sampling)}")
+    if interactive and (output or "prime" in given):
         raise click.UsageError("--interactive reads its primes from stdin and writes to stdout: leave out --prime and -o")
     if stop == "":
         raise click.UsageError("--stop needs at least one character")
     ck = load_checkpoint(checkpoint, with_training_state=False)
-    model = ck.build_model()
     if not interactive:
-        if not prime:
-            raise CharlmError("the prime text must have at least one character (use the default newline)")
-        ck.vocab.encode(prime, what="prime text")  # before anything is printed
-    corpus_text = read_text(check_novel) if check_novel else None
+        encode_prime(ck.vocab, prime)  # refused before anything is printed
+    job = _SampleJob(ck, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop, check_novel)
+    if interactive:
+        _interactive(job, as_json)
+    elif output is None and not as_json and job.streams:
+        _stream(job, prime)
+    else:
+        _write_samples(job, job.make(prime), as_json, output)
 
-    def make(prime_text, on_text=None):
-        if beam:
-            return [beam_search(model, ck.vocab, prime_text, length, beam, stop=stop)]
-        samples = generate(model, ck.vocab, prime_text, length, num_samples * best_of, temperature, top_k, top_p,
-                           greedy, seed, stop, on_text=on_text if num_samples * best_of == 1 else None)
-        return keep_best(samples, best_of) if best_of > 1 else samples
 
-    def record(i, s):
-        d = {"sample": i, **s.to_dict(), "checkpoint": ck.meta["path"]}
-        if corpus_text is not None:
-            d["novelty"] = longest_copied(s.text, corpus_text).to_dict()
+class _SampleJob:
+    """The options of one ``charlm sample``: makes samples for a prime, and describes them."""
+
+    def __init__(self, ck, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop,
+                 check_novel):
+        self.ck, self.model = ck, ck.build_model()
+        self.length, self.temperature, self.top_k, self.top_p = length, temperature, top_k, top_p
+        self.seed, self.greedy, self.n, self.best_of, self.beam, self.stop = seed, greedy, num_samples, best_of, beam, stop
+        self.novel_path = check_novel
+        self.corpus_text = read_text(check_novel) if check_novel else None
+        self.streams = not beam and num_samples * best_of == 1  # one sample, sampled: it can stream
+
+    def make(self, prime, on_text=None):
+        if self.beam:
+            return [beam_search(self.model, self.ck.vocab, prime, self.length, self.beam, stop=self.stop)]
+        samples = generate(self.model, self.ck.vocab, prime, self.length, self.n * self.best_of, self.temperature,
+                           self.top_k, self.top_p, self.greedy, self.seed, self.stop,
+                           on_text=on_text if self.streams else None)
+        return keep_best(samples, self.best_of) if self.best_of > 1 else samples
+
+    def record(self, i, s) -> dict:
+        d = {"sample": i, **s.to_dict(), "checkpoint": self.ck.meta["path"]}
+        if self.corpus_text is not None:
+            d["novelty"] = longest_copied(s.text, self.corpus_text).to_dict()
         return d
 
-    def novelty_line(s):
-        if corpus_text is None:
+    def report_novelty(self, s) -> None:
+        if self.corpus_text is None:
             return
-        c = longest_copied(s.text, corpus_text)
-        click.echo(f"novelty: the longest run also in {check_novel} is {c.length} of {s.chars} characters"
+        c = longest_copied(s.text, self.corpus_text)
+        click.echo(f"novelty: the longest run also in {self.novel_path} is {c.length} of {s.chars} characters"
                    + (f": {echo(c.text)} (corpus offset {c.offset:,})" if c.length else ""), err=True)
 
-    if interactive:
-        return _interactive(make, record, novelty_line, as_json)
-    streaming = output is None and not as_json and not beam and num_samples * best_of == 1
+
+def _stream(job: _SampleJob, prime: str) -> None:
+    """The prime, then the continuation as it is generated, then its novelty (stderr)."""
     out = sys.stdout
-    if streaming:
-        out.write(prime)
-        out.flush()
-        [s] = make(prime, on_text=lambda piece: (out.write(piece), out.flush()))
-        out.write("\n")
-        out.flush()
-        novelty_line(s)
-        return
-    samples = make(prime)
+    out.write(prime)
+    out.flush()
+    samples = job.make(prime, on_text=lambda piece: (out.write(piece), out.flush()))
+    out.write("\n")
+    out.flush()
+    for s in samples:
+        job.report_novelty(s)
+
+
+def _write_samples(job: _SampleJob, samples, as_json: bool, output) -> None:
     if as_json:
-        text = "".join(dumps(record(i, s)) + "\n" for i, s in enumerate(samples, 1))
+        text = "".join(dumps(job.record(i, s)) + "\n" for i, s in enumerate(samples, 1))
     else:
         parts = []
         for i, s in enumerate(samples, 1):
@@ -401,34 +420,25 @@ def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, gree
         atomic_write_text(output, text)
         click.echo(f"wrote {len(samples)} sample(s) to {output}", err=True)
     else:
-        out.write(text)
-        out.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()
     if not as_json:
         for s in samples:
-            novelty_line(s)
+            job.report_novelty(s)
 
 
-def _interactive(make, record, novelty_line, as_json):
-    out, i = sys.stdout, 0
+def _interactive(job: _SampleJob, as_json: bool) -> None:
+    """Each line of stdin is a prime; an empty line or the end of input quits."""
     while True:
         if sys.stdin.isatty():
             click.echo("> ", nl=False, err=True)
-        line = sys.stdin.readline()
-        prime = line.rstrip("\r\n")
+        prime = sys.stdin.readline().rstrip("\r\n")
         if not prime:
             return
-        i += 1
-        if as_json:
-            for s in make(prime):
-                out.write(dumps(record(i, s)) + "\n")
-            out.flush()
-            continue
-        out.write(prime)
-        samples = make(prime, on_text=lambda piece: (out.write(piece), out.flush()))
-        out.write("\n")
-        out.flush()
-        for s in samples:
-            novelty_line(s)
+        if as_json or not job.streams:
+            _write_samples(job, job.make(prime), as_json, None)
+        else:
+            _stream(job, prime)
 
 
 # ---- score ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 
 def temporary_name(path: Path) -> Path:
-    """``.NAME.<random>.tmp`` beside ``path``: hidden, and found by ``stale_temporaries``."""
+    """``.NAME.<random>.tmp`` beside ``path``: hidden, and found by ``remove_stale_temporaries``."""
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 

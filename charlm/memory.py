@@ -18,6 +18,7 @@ import numpy as np
 
 from .config import Config
 from .errors import TrainingError
+from .model import make_layers, param_shapes
 from .optim import OPTIMIZERS
 from .vocab import token_dtype
 
@@ -36,15 +37,13 @@ def _nbytes(shapes, itemsize) -> int:
 
 
 def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> MemoryEstimate:
-    from .model import _make_layers, param_shapes  # the layers' shapes, without their weights
-
     m, d = config.model, config.data
     item = np.dtype(m.dtype).itemsize
     T, B, V, H = d.seq_length, d.batch_size, vocab_size, m.hidden_size
     n_params = _nbytes(param_shapes(m, V).values(), 1)
     slots = len(OPTIMIZERS[config.train.optimizer].slots)
     acts = 0
-    for layer in _make_layers(m, V):
+    for layer in make_layers(m, V):  # the layers' shapes, without their weights
         shapes = layer.buffer_shapes("fwd", T, B)
         acts += 2 * _nbytes(shapes.values(), item) + _nbytes(layer.buffer_shapes("bwd", T, B).values(), item)
         G = layer.gates * H

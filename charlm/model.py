@@ -23,10 +23,10 @@ from .config import ModelConfig
 
 def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter, in storage order, without allocating anything."""
-    return {name: shape for name, shape in _named_shapes(_make_layers(cfg, vocab_size), cfg, vocab_size)}
+    return {name: shape for name, shape in _named_shapes(make_layers(cfg, vocab_size), cfg, vocab_size)}
 
 
-def _make_layers(cfg: ModelConfig, V: int):
+def make_layers(cfg: ModelConfig, V: int):
     cls = CELLS[cfg.type]
     layers = []
     for l in range(cfg.num_layers):
@@ -48,7 +48,7 @@ class Model:
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         self.cfg, self.V = cfg, vocab_size
         self.dtype = np.dtype(cfg.dtype)
-        self.layers = _make_layers(cfg, vocab_size)
+        self.layers = make_layers(cfg, vocab_size)
         shapes = list(_named_shapes(self.layers, cfg, vocab_size))
         sizes = [int(np.prod(s)) for _, s in shapes]
         self.flat = np.zeros(sum(sizes), self.dtype)

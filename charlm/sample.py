@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import CharlmError
 from .model import Model
-from .score import LN2, score_texts
+from .score import LN2
 from .vocab import Vocab
 
 MAX_LENGTH = 1_000_000  # characters per sample: about ten minutes for a 2x256 LSTM on 2 cores
@@ -86,13 +86,18 @@ def _draw_weights(z: np.ndarray, temperature: float, top_k: int | None, top_p: f
     return p
 
 
+def encode_prime(vocab: Vocab, prime: str) -> np.ndarray:
+    """prime -> (P,) int64 ids; ``CharlmError`` for an empty prime or unknown characters."""
+    if not prime:
+        raise CharlmError("the prime text must have at least one character (the first character is drawn given it)")
+    return vocab.encode(prime, what="prime text").astype(np.int64)
+
+
 class _Run:
     """N streams through the model, one character per step."""
 
     def __init__(self, model: Model, vocab: Vocab, prime: str, n: int):
-        if not prime:
-            raise CharlmError("the prime text must have at least one character (the first character is drawn given it)")
-        ids = vocab.encode(prime, what="prime text").astype(np.int64)
+        ids = encode_prime(vocab, prime)
         self.model, self.vocab, self.n = model, vocab, n
         state = model.zero_state(1)
         if len(ids) > 1:
@@ -122,18 +127,20 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
 
     temperature divides the logits; top_k keeps the k most likely characters; top_p keeps the
     smallest set whose probability reaches top_p; greedy takes the most likely every step.
-    A sample ends early at ``stop`` (which is left out of its text). ``on_text`` receives the
-    first sample's text piece by piece as soon as it is final (for streaming). Same seed, same text.
+    A sample ends early at ``stop`` (which is left out of its text and of its probability).
+    ``on_text`` receives the first sample's text piece by piece as soon as it is final (for
+    streaming). Same seed, same text.
     """
     check_sampling(length, temperature, top_k, top_p, n)
     if stop == "":
         raise CharlmError("the stop string must have at least one character")
     rng = np.random.default_rng(seed)
-    texts, logps = [[] for _ in range(n)], np.zeros(n)
+    texts = [[] for _ in range(n)]
+    gains = [[] for _ in range(n)]  # log p of each character taken, per sample
     done = np.zeros(n, dtype=bool)
-    stopped = np.zeros(n, dtype=bool)
     hold = len(stop) - 1 if stop else 0  # characters that might still turn out to start the stop string
     sent, cols, chars = 0, np.arange(n), vocab.chars
+    plain = temperature == 1.0 and top_k is None and top_p is None
     with model.inference():
         run = _Run(model, vocab, prime, n)
         for _ in range(length):
@@ -143,88 +150,95 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
             if greedy:
                 nxt = np.argmax(z, axis=0)
             else:
-                plain = temperature == 1.0 and top_k is None and top_p is None
                 p = e if plain else _draw_weights(z, temperature, top_k, top_p)
                 cdf = np.cumsum(p, axis=0)  # inverse-CDF draw: one uniform per sample
                 u = rng.random(n) * cdf[-1]
                 nxt = np.minimum((cdf <= u[None, :]).sum(axis=0), len(vocab) - 1)
-            gained = z[nxt, cols] - lse
-            if stop is None:  # no sample ends early: every stream takes its character
-                logps += gained
-                for b, c in enumerate(nxt.tolist()):
-                    texts[b].append(chars[c])
-            else:
-                logps += np.where(done, 0.0, gained)
-                for b in np.flatnonzero(~done):
-                    texts[b].append(chars[nxt[b]])
-                    if texts[b][-1] == stop[-1] and "".join(texts[b][-len(stop):]) == stop:
-                        done[b] = stopped[b] = True
-            if on_text is not None and len(texts[0]) - hold > sent and not stopped[0]:
+            gained = (z[nxt, cols] - lse).tolist()
+            for b in range(n) if stop is None else np.flatnonzero(~done).tolist():
+                texts[b].append(chars[nxt[b]])
+                gains[b].append(gained[b])
+                if stop is not None and texts[b][-1] == stop[-1] and "".join(texts[b][-len(stop) :]) == stop:
+                    done[b] = True
+            if on_text is not None and len(texts[0]) - hold > sent and not done[0]:
                 on_text("".join(texts[0][sent : len(texts[0]) - hold]))
                 sent = len(texts[0]) - hold
             if stop is not None and done.all():
                 break
             run.feed(nxt)
-    samples = []
-    for b in range(n):
-        text = "".join(texts[b])
-        if stopped[b]:
-            # the stop string's own characters are not part of the sample, nor of its probability
-            text = text[: -len(stop)]
-            logps[b] = _logp_of(model, vocab, prime, text) if text else 0.0
-        samples.append(Sample(prime, text, float(logps[b]), bool(stopped[b])))
+    cut = len(stop) if stop else 0
+    samples = [Sample(prime, "".join(t[: len(t) - cut] if d else t), float(sum(g[: len(g) - cut] if d else g)), bool(d))
+               for t, g, d in zip(texts, gains, done)]
     if on_text is not None and len(samples[0].text) > sent:
         on_text(samples[0].text[sent:])
     return samples
 
 
-def _logp_of(model: Model, vocab: Vocab, prime: str, text: str) -> float:
-    return score_texts(model, vocab, [text], context=prime)[0].log_prob_nats
-
-
 def keep_best(samples: list[Sample], group: int) -> list[Sample]:
     """The most likely sample (lowest bits per character) of each run of ``group`` samples."""
-    def key(s):
-        return s.bits_per_char if s.bits_per_char is not None else math.inf
+    return [min(samples[i : i + group], key=_bpc_or_inf) for i in range(0, len(samples), group)]
 
-    return [min(samples[i : i + group], key=key) for i in range(0, len(samples), group)]
+
+def _bpc_or_inf(s: Sample) -> float:
+    return s.bits_per_char if s.bits_per_char is not None else math.inf
 
 
 def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, width: int = 5,
                 stop: str | None = None) -> Sample:
     """The most likely continuation that beam search of ``width`` finds: at each step every
     beam is extended by every character and the ``width`` most probable sequences are kept.
-    Beams that reach ``stop`` are set aside; the result is the best by bits per character."""
+    Beams that reach ``stop`` are set aside; the result is the best by bits per character.
+
+    Beams are kept as back-pointers, (t, W) characters, parents and cumulative log p, so a
+    step costs O(W V) whatever the length; a sequence is read back only when it is finished.
+    """
     check_sampling(length, 1.0, None, None, width)
     score = np.full(width, -np.inf)
     score[0] = 0.0  # all beams start as the same sequence: expand only one
-    seqs: list[list[int]] = [[] for _ in range(width)]
+    chars_at, parent_at, score_at = [], [], []  # per step (W,) arrays
+
+    def trace(t: int, j: int, steps: int) -> list[int]:
+        """The beam index, step by step, of beam j's last ``steps`` positions up to step t."""
+        out = []
+        for s in range(t, t - steps, -1):
+            out.append(j)
+            j = parent_at[s][j]
+        return out[::-1]
+
+    def read(t: int, j: int, drop: int) -> Sample:
+        """Beam j at step t as a Sample, without its last ``drop`` characters."""
+        path = trace(t, j, t + 1)
+        keep = path[: len(path) - drop]
+        ids = [chars_at[s][k] for s, k in enumerate(keep)]
+        logp = float(score_at[len(keep) - 1][keep[-1]]) if keep else 0.0
+        return Sample(prime, vocab.decode(ids), logp, drop > 0)
+
     finished: list[Sample] = []
     with model.inference():
         run = _Run(model, vocab, prime, width)
-        for _ in range(length):
+        for t in range(length):
             cand = score[None, :] + log_softmax(run.logits())  # (V, W)
             flat = cand.reshape(-1)
             top = np.argpartition(-flat, width - 1)[:width] if flat.size > width else np.arange(flat.size)
             top = top[np.argsort(-flat[top], kind="stable")]
             v, w = np.divmod(top, width)
             score = flat[top]
-            seqs = [seqs[b] + [int(c)] for b, c in zip(w, v)]
-            if stop:
-                for j, s in enumerate(seqs):
-                    text = vocab.decode(s)
-                    if np.isfinite(score[j]) and text.endswith(stop):
-                        kept = text[: -len(stop)]
-                        finished.append(Sample(prime, kept, _logp_of(model, vocab, prime, kept) if kept else 0.0, True))
+            chars_at.append(v)
+            parent_at.append(w)
+            score_at.append(score.copy())
+            if stop and t + 1 >= len(stop):
+                for j in np.flatnonzero(np.isfinite(score)):
+                    tail = "".join(vocab.chars[chars_at[s][k]] for s, k in
+                                   zip(range(t - len(stop) + 1, t + 1), trace(t, j, len(stop))))
+                    if tail == stop:
+                        finished.append(read(t, j, len(stop)))
                         score[j] = -np.inf  # set aside: no longer extended
                 if not np.isfinite(score).any():
                     break
             run.feed(v, keep=w)
-    live = [Sample(prime, vocab.decode(s), float(sc)) for s, sc in zip(seqs, score) if np.isfinite(sc)]
+    live = [read(len(chars_at) - 1, j, 0) for j in np.flatnonzero(np.isfinite(score))] if chars_at else []
     pool = finished + live
-    if not pool:
-        return Sample(prime, "", 0.0)
-    return min(pool, key=lambda s: s.bits_per_char if s.bits_per_char is not None else math.inf)
+    return min(pool, key=_bpc_or_inf) if pool else Sample(prime, "", 0.0)
 
 
 def sample(model: Model, vocab: Vocab, length: int = 1000, prime: str = "\n", temperature: float = 1.0,

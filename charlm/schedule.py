@@ -43,9 +43,9 @@ class Schedule:
     warmup_steps, then a half cosine from lr down to min_lr at the last step of the budget.
     """
 
-    def __init__(self, cfg: TrainConfig, steps_per_epoch: int):
-        self.cfg = cfg
-        self.total = Budget(cfg, steps_per_epoch).total_steps  # config.py makes sure cosine has one
+    def __init__(self, cfg: TrainConfig, total_steps: int | None):
+        """``total_steps``: the run's ``Budget.total_steps`` (config.py makes sure cosine has one)."""
+        self.cfg, self.total = cfg, total_steps
 
     def __call__(self, step: int, epoch: int) -> float:
         c = self.cfg

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from .checkpoint import Checkpoint, load_checkpoint, read_meta, save_checkpoint
 from .config import SECTIONS, Config
 from .data import Batches, Corpus, describe_fingerprint, load_corpus, split
 from .errors import CharlmError, CheckpointError, CorpusError, RunExistsError, TrainingError
-from .files import remove_stale_temporaries
+from .files import atomic_write_text, remove_stale_temporaries
 from .memory import check_fits, training_memory
 from .model import Model
 from .optim import clip_grad_norm, make_optimizer
@@ -147,8 +146,8 @@ class Trainer:
         self.train_chars = len(train_ids)
         self.model = Model(config.model, len(self.vocab))
         self.optimizer = make_optimizer(self.model.flat, config.train)
-        self.schedule = Schedule(config.train, self.batches.num_windows)
         self.budget = Budget(config.train, self.batches.num_windows)
+        self.schedule = Schedule(config.train, self.budget.total_steps)
         self.rng = np.random.default_rng(config.train.seed)
         self.step = self.epoch = self.batch = 0
         self.elapsed = 0.0
@@ -399,9 +398,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
             kept.append(line)
         changed |= not ok
     if changed:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(kept))
 
 
 def train(config: Config, corpus_path, out_dir=None, reporter=None, should_stop: Callable[[], bool] = lambda: False,

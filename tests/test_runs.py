@@ -2,7 +2,6 @@
 corpus fingerprint, budgets, beam search, nucleus sampling, sample scores, novelty, echoes."""
 
 import itertools
-import math
 import time
 import tracemalloc
 
@@ -22,7 +21,7 @@ from charlm.score import score_texts
 from charlm.train import CorpusMismatchError, Trainer, train
 from charlm.vocab import Vocab
 
-from .conftest import random_text, tiny_overrides
+from .conftest import tiny_overrides
 
 VOCAB = Vocab("\nabc")
 
@@ -165,6 +164,16 @@ def test_beam_search_as_wide_as_every_sequence_is_exact(model):
     assert narrow.text == generate(model, VOCAB, "a", L, greedy=True)[0].text
 
 
+def test_beam_search_with_a_stop_string_scores_what_it_keeps(model):
+    got = beam_search(model, VOCAB, "a", 40, width=6, stop="cc")
+    assert "cc" not in got.text
+    want = score_texts(model, VOCAB, [got.text], context="a")[0].log_prob_nats if got.text else 0.0
+    assert got.log_prob_nats == pytest.approx(want, rel=1e-9)
+    plain = beam_search(model, VOCAB, "a", 40, width=6)
+    assert plain.log_prob_nats == pytest.approx(score_texts(model, VOCAB, [plain.text], context="a")[0].log_prob_nats,
+                                                rel=1e-9)
+
+
 def test_keep_best_takes_the_lowest_bits_per_char_of_each_group(model):
     s = generate(model, VOCAB, "a", 20, n=6, seed=3)
     kept = keep_best(s, 3)
@@ -216,6 +225,3 @@ def test_config_errors_echo_a_short_prefix(tmp_path):
     with pytest.raises(ConfigError, match="train.lr_schedule cosine needs train.max_steps or train.epochs"):
         Config.from_dict({"train": {"lr_schedule": "cosine", "epochs": None}})
 
-
-def test_random_text_fixture_is_used():  # keeps the import honest for ruff
-    assert len(random_text(5)) == 5 and math.isfinite(1.0)

@@ -109,8 +109,8 @@ def test_lr_schedules():
     from charlm.config import TrainConfig
     from charlm.schedule import Schedule
 
-    s = Schedule(TrainConfig(lr_schedule="step", lr=1.0, lr_decay=0.5, lr_decay_every=2), 10)
+    s = Schedule(TrainConfig(lr_schedule="step", lr=1.0, lr_decay=0.5, lr_decay_every=2), None)
     assert [s(0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
-    c = Schedule(TrainConfig(lr_schedule="cosine", lr=1.0, warmup_steps=10, min_lr=0.1, max_steps=110, epochs=None), 10)
+    c = Schedule(TrainConfig(lr_schedule="cosine", lr=1.0, warmup_steps=10, min_lr=0.1, max_steps=110, epochs=None), 110)
     assert c(0, 0) == pytest.approx(0.1) and c(9, 0) == pytest.approx(1.0)
     assert c(60, 0) == pytest.approx(0.55) and c(110, 0) == pytest.approx(0.1)
