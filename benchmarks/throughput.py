@@ -118,7 +118,7 @@ class GemmFloor:
         np.matmul(self.L, self.Hout.T, out=self.gW)
         np.matmul(self.W.T, self.L, out=self.dH)
         for c in reversed(self.layers):
-            for t in range(self.T - 1, 0, -1):
+            for t in range(self.T - 1, -1, -1):  # down to t=0: backward returns dh0 too
                 np.matmul(c["WhT"], c["A"][t], out=c["rec"])
             N = c["dA"].shape[1]
             np.matmul(c["dA"], c["HT"].reshape(-1, N).T, out=c["gWh"])

@@ -117,7 +117,7 @@ class Model:
         for l in range(len(self.layers) - 1, -1, -1):
             if masks[l] is not None:
                 dh *= masks[l]
-            dh = self.layers[l].backward(dh)
+            dh, _ = self.layers[l].backward(dh)  # truncated BPTT: the initial state's gradient stops here
         return loss, new_state
 
     def _buffers(self, T, B):

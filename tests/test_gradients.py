@@ -53,17 +53,25 @@ def test_parameter_gradients(kind, layers, T, B):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
-def test_initial_state_gradients(kind):
-    m = make(kind, 1)
+@pytest.mark.parametrize("T, B", [(3, 2), (1, 1)])
+def test_initial_state_gradients(kind, T, B):
+    """backward returns the initial state's gradients beside dx, like any other gradient."""
+    from charlm.cells import CELLS
+
     rng = np.random.default_rng(4)
-    T, B = 3, 2
-    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
-    state = [tuple(rng.normal(0, 0.5, (5, B)) for _ in m.zero_state(B)[0])]
-    loss = lambda: m.loss_and_grad(x, y, state, None)[0]
-    loss()
-    analytic = m.layers[0].state_grads()
-    for a, s in zip(analytic, state[0]):
-        assert rel_err(a, numeric_grad(loss, s)) < 1e-6
+    layer = CELLS[kind](V, 5, onehot=True, dtype="float64")
+    shapes = layer.param_shapes()
+    layer.bind({k: rng.normal(0, 0.5, s) for k, s in shapes.items()}, {k: np.zeros(s) for k, s in shapes.items()})
+    x = rng.integers(0, V, (T, B))
+    w = rng.normal(0, 1, (5, T, B))  # the objective sum(out * w): dout = w
+    state = tuple(rng.normal(0, 0.5, (5, B)) for _ in layer.state_names)
+    f = lambda: float((layer.forward(x, state) * w).sum())
+    f()
+    dx, dstate = layer.backward(w.copy())
+    assert dx is None and len(dstate) == len(state)
+    analytic = [d.copy() for d in dstate]
+    for a, s in zip(analytic, state):
+        assert rel_err(a, numeric_grad(f, s)) < 1e-6
 
 
 def test_relu_rnn_gradients():
@@ -90,5 +98,5 @@ def test_input_gradient_of_dense_layer():
         st = layer.zero_state(2)
         f = lambda: float((layer.forward(x, st) * w).sum())
         f()
-        dx = layer.backward(w.copy()).copy()
+        dx = layer.backward(w.copy())[0].copy()
         assert rel_err(dx, numeric_grad(f, x)) < 1e-6, cls.__name__

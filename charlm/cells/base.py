@@ -28,12 +28,19 @@ class Buffers:
 
 
 class Layer:
-    """One recurrent layer over a window.
+    """One recurrent layer over a window. A cell (rnn.py, lstm.py, gru.py) supplies its buffers
+    (``buffer_shapes``), its time loop (``recur``) and its BPTT loop with its local
+    derivatives (``bptt``); everything around them is here.
 
-    forward(x, state) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else
-    (D, T, B) floats; state is a tuple of (H, B) arrays, read and not modified.
-    backward(dout (H, T, B)) -> dx (D, T, B), or None for the one-hot layer; fills ``g``.
-    Outputs are views of reused buffers: valid until the next forward of the same shape.
+    forward(x, state) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else (D, T, B)
+    floats; state is a tuple of (H, B) arrays (``state_names``), read and not modified.
+    backward(dout (H, T, B)) -> (dx (D, T, B) or None for the one-hot layer, dstate: a tuple
+    of (H, B) gradients of the initial state); fills ``g``.
+    Outputs are views of reused buffers: valid until the next call of the same shape.
+
+    Every cell's forward buffers include ``pre`` (T, G, B), the input projection
+    Wx x_t + b of every step, ``h`` (T+1, H, B) with h[0] the initial state, and ``h_fm``
+    (H, T+1, B), the same sequence feature-major for the window-wide products.
     """
 
     gates = 1
@@ -47,11 +54,13 @@ class Layer:
         self.g: dict[str, np.ndarray] = {}
         self._bufs: dict[tuple, Buffers] = {}
         self.frozen = False  # True inside Model.inference(): the weight copies below are current
-        G = self.gates * hidden_size
         # sigmoid(z) = 0.5 tanh(z / 2) + 0.5: the 1/2 is folded into scaled copies of the
-        # weights once per window, so each step needs a single tanh over all G rows.
-        self._scale = np.ones(G, self.dtype)
-        self._scale[: self.sigmoid_rows * hidden_size] = 0.5
+        # weights once per window, so each step needs a single tanh over all G rows. A cell
+        # without sigmoid gates (the vanilla RNN) uses its weights as they are.
+        self._scale = None
+        if self.sigmoid_rows:
+            self._scale = np.ones(self.gates * hidden_size, self.dtype)
+            self._scale[: self.sigmoid_rows * hidden_size] = 0.5
 
     # ---- parameters -------------------------------------------------------------------
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -73,16 +82,61 @@ class Layer:
     def zero_state(self, B: int) -> tuple[np.ndarray, ...]:
         return tuple(np.zeros((self.H, B), self.dtype) for _ in self.state_names)
 
-    # ---- shared pieces of forward / backward ------------------------------------------
-    @staticmethod
-    def window_shape(x: np.ndarray) -> tuple[int, int]:
-        """(T, B) of an input: ids (T, B) or features (D, T, B)."""
-        return x.shape if x.ndim == 2 else x.shape[1:]
-
+    # ---- what a cell supplies ---------------------------------------------------------
     def buffer_shapes(self, kind: str, T: int, B: int) -> dict[str, tuple[int, ...]]:
         """Name -> shape of the forward ('fwd') or backward ('bwd') buffers of a (T, B) window:
         a cell declares its cache here, in one place (memory.py sums it without allocating)."""
         raise NotImplementedError
+
+    def recur(self, fw: Buffers) -> None:
+        """The time loop: from fw.pre and the initial state in fw.h[0] (and fw.c[0]), fill
+        fw.h[1:] and the cell's other sequences."""
+        raise NotImplementedError
+
+    def bptt(self, fw: Buffers, bw: Buffers) -> tuple[np.ndarray, tuple]:
+        """Backpropagation through the window, from bw.dh_out (T, H, B) (the gradient
+        arriving from above at each step) -> (d_pre (T, G, B), the gradient of each step's
+        pre-activations; dstate, the gradients of the initial state)."""
+        raise NotImplementedError
+
+    def fix_projection_grad(self, d_pre: np.ndarray, bw: Buffers) -> None:
+        """Between the Wh gradient and the projection's: for a cell whose recurrent and input
+        pre-activations get different gradients (the GRU's candidate). Default: the same."""
+
+    # ---- forward and backward ---------------------------------------------------------
+    def forward(self, x, state):
+        T, B = self.window_shape(x)
+        fw = self.buffers("fwd", T, B)
+        self.x, self.fw = x, fw
+        self.project(x, fw.pre)
+        for name, s in zip(self.state_names, state):
+            getattr(fw, name)[0] = s
+        self.recur(fw)
+        np.copyto(fw.h_fm, fw.h.transpose(1, 0, 2))  # one bulk transpose for the window-wide GEMMs
+        return fw.h_fm[:, 1:]
+
+    def last_state(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self.fw, name)[-1].copy() for name in self.state_names)
+
+    def backward(self, dout):
+        fw = self.fw
+        H, T, B = dout.shape
+        bw = self.buffers("bwd", T, B)
+        np.copyto(bw.dh_out, dout.transpose(1, 0, 2))
+        d_pre_steps, dstate = self.bptt(fw, bw)
+        G = self.gates * H
+        d_pre = fw.pre.reshape(G, T, B)  # dead once bptt returns: holds d_pre feature-major now
+        np.copyto(d_pre, d_pre_steps.transpose(1, 0, 2))
+        d_pre2 = d_pre.reshape(G, T * B)
+        np.matmul(d_pre2, fw.h_fm[:, :T].reshape(H, T * B).T, out=self.g["Wh"])  # dWh = sum_t d_pre_t h_{t-1}^T
+        self.fix_projection_grad(d_pre, bw)
+        return self.project_backward(self.x, d_pre2, bw.dx), dstate
+
+    # ---- pieces shared by forward and backward ----------------------------------------
+    @staticmethod
+    def window_shape(x: np.ndarray) -> tuple[int, int]:
+        """(T, B) of an input: ids (T, B) or features (D, T, B)."""
+        return x.shape if x.ndim == 2 else x.shape[1:]
 
     def dx_shape(self, T: int, B: int) -> tuple[int, ...]:
         return (0,) if self.onehot else (self.D, T, B)
@@ -102,7 +156,9 @@ class Layer:
 
     def scaled_recurrent(self) -> np.ndarray:
         """Wh with its sigmoid rows halved (G, H), refreshed at each forward unless frozen."""
-        W = self._scratch("_WhS", self.p["Wh"].shape)
+        if self._scale is None:
+            return self.p["Wh"]
+        W = self._scratch("_Wh_scaled", self.p["Wh"].shape)
         if not self.frozen:
             np.multiply(self.p["Wh"], self._scale[:, None], out=W)
         return W
@@ -118,11 +174,14 @@ class Layer:
 
     def _input_weights(self) -> np.ndarray:
         """The projection's table, scale * (Wx + b) (one-hot), or scale * Wx (dense)."""
+        if self._scale is None and not self.onehot:
+            return self.p["Wx"]
         W = self._scratch("_table", self.p["Wx"].shape)
         if not self.frozen:
             if self.onehot:
                 np.add(self.p["Wx"], self.p["b"][:, None], out=W)
-                W *= self._scale[:, None]
+                if self._scale is not None:
+                    W *= self._scale[:, None]
             else:
                 np.multiply(self.p["Wx"], self._scale[:, None], out=W)
         return W
@@ -147,7 +206,8 @@ class Layer:
                 np.take(W, x[t], axis=1, out=out[t], mode="clip")
         else:
             np.matmul(W, x.transpose(1, 0, 2), out=out)
-            out += (self.p["b"] * self._scale)[:, None]
+            b = self.p["b"] if self._scale is None else self.p["b"] * self._scale
+            out += b[:, None]
 
     def project_backward(self, x: np.ndarray, dA: np.ndarray, dx: np.ndarray | None):
         """dA (G, T*B) gradient of the pre-activations -> fills gWx, gb; returns dx (D, T, B)."""

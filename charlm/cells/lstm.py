@@ -6,7 +6,8 @@ over the block computes all four gates) and i, f, g are contiguous so the backwa
 scales them by dc in one broadcast multiply.
 
     o, i, f = sigmoid(.), g = tanh(.) of  Wx x_t + Wh h_{t-1} + b
-    c_t = f * c_{t-1} + i * g,  h_t = o * tanh(c_t)
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Layer
+
+
+def gate_views(a, H):
+    """(T, 4H, B) -> the o, i, f, g row blocks, each (T, H, B); a[t] of each is contiguous."""
+    return a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
 
 
 class LSTM(Layer):
@@ -30,82 +36,62 @@ class LSTM(Layer):
     def buffer_shapes(self, kind, T, B):
         H = self.H
         if kind == "fwd":
-            return dict(PRE=(T, 4 * H, B), A=(T, 4 * H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), Cs=(T + 1, H, B),
-                        TC=(T, H, B), ig=(H, B))
-        return dict(dT=(T, H, B), dh=(H, B), dc=(H, B), carry=(H, B), rec=(H, B), dx=self.dx_shape(T, B))
+            return dict(pre=(T, 4 * H, B), gates=(T, 4 * H, B), h=(T + 1, H, B), h_fm=(H, T + 1, B),
+                        c=(T + 1, H, B), tanh_c=(T, H, B), ig=(H, B))
+        return dict(dh_out=(T, H, B), dh=(H, B), dc=(H, B), dc_next=(H, B), dh_next=(H, B),
+                    dx=self.dx_shape(T, B))
 
-    def forward(self, x, state):
-        """x (T, B) ids or (D, T, B), state ((H, B) h0, (H, B) c0) -> out (H, T, B)."""
-        T, B = self.window_shape(x)
+    def recur(self, fw):
         H = self.H
-        f = self.buffers("fwd", T, B)
-        self.x, self.f = x, f
-        self.project(x, f.PRE)
-        f.Hs[0], f.Cs[0] = state
-        Wh, PRE, A, Hs, Cs, TC, ig = self.scaled_recurrent(), f.PRE, f.A, f.Hs, f.Cs, f.TC, f.ig
-        for t in range(T):
-            a = A[t]
-            np.matmul(Wh, Hs[t], out=a)
-            a += PRE[t]
+        Wh, pre, gates, h, c, tanh_c, ig = self.scaled_recurrent(), fw.pre, fw.gates, fw.h, fw.c, fw.tanh_c, fw.ig
+        o, i, f, g = gate_views(gates, H)
+        for t in range(pre.shape[0]):
+            a = gates[t]
+            np.matmul(Wh, h[t], out=a)
+            a += pre[t]
             np.tanh(a, out=a)
             sig = a[: 3 * H]
             sig *= 0.5
-            sig += 0.5  # a now holds [o, i, f, g]
-            np.multiply(a[2 * H : 3 * H], Cs[t], out=Cs[t + 1])
-            np.multiply(a[H : 2 * H], a[3 * H :], out=ig)
-            Cs[t + 1] += ig
-            np.tanh(Cs[t + 1], out=TC[t])
-            np.multiply(a[:H], TC[t], out=Hs[t + 1])
-        np.copyto(f.HT, Hs.transpose(1, 0, 2))
-        return f.HT[:, 1:]
+            sig += 0.5  # o, i, f = sigmoid (its 1/2 folded into the weights); g = tanh
+            np.multiply(f[t], c[t], out=c[t + 1])
+            np.multiply(i[t], g[t], out=ig)
+            c[t + 1] += ig  # c_t = f * c_{t-1} + i * g
+            np.tanh(c[t + 1], out=tanh_c[t])
+            np.multiply(o[t], tanh_c[t], out=h[t + 1])  # h_t = o * tanh(c_t)
 
-    def last_state(self):
-        return self.f.Hs[-1].copy(), self.f.Cs[-1].copy()
-
-    def state_grads(self):
-        """Gradients of the last backward's initial state (dh0, dc0), for gradient checks."""
-        return self.recurrent_T() @ self.f.A[0], self.bw.carry.copy()
-
-    def backward(self, dout):
-        """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
-        f = self.f
-        H, T, B = dout.shape
-        bw = self.buffers("bwd", T, B)
-        # Dead forward buffers are reused: the projection holds P during the loop and dA after
-        # it, tanh(c) becomes OC once P has used it, and each step's activations are
-        # overwritten by that step's gradients (the forget gate is read first).
-        A, P, OC, dAt = f.A, f.PRE, f.TC, f.A
-        o, i, fg, g = A[:, :H], A[:, H : 2 * H], A[:, 2 * H : 3 * H], A[:, 3 * H :]
-        # Local derivatives of every step at once, outside the time loop (big vectorised ops):
-        # P maps dh (o rows) or dc (i, f, g rows) to the gate pre-activation gradients.
-        np.subtract(1.0, A[:, : 3 * H], out=P[:, : 3 * H])
-        P[:, : 3 * H] *= A[:, : 3 * H]  # sigmoid' = s (1 - s)
-        P[:, :H] *= f.TC  # da_o = dh * tanh(c) * o'
-        P[:, H : 2 * H] *= g  # da_i = dc * g * i'
-        P[:, 2 * H : 3 * H] *= f.Cs[:-1]  # da_f = dc * c_{t-1} * f'
-        np.multiply(g, g, out=P[:, 3 * H :])
-        np.subtract(1.0, P[:, 3 * H :], out=P[:, 3 * H :])
-        P[:, 3 * H :] *= i  # da_g = dc * i * (1 - g^2)
-        np.multiply(f.TC, f.TC, out=OC)
-        np.subtract(1.0, OC, out=OC)
-        OC *= o  # dc += dh * o * (1 - tanh(c)^2)
-        np.copyto(bw.dT, dout.transpose(1, 0, 2))
-        P4, dA4, dT = P.reshape(T, 4, H, B), dAt.reshape(T, 4, H, B), bw.dT
-        WhT, dh, dc, carry, rec = self.recurrent_T(), bw.dh, bw.dc, bw.carry, bw.rec
-        carry.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
-        rec.fill(0.0)
+    def bptt(self, fw, bw):
+        H = self.H
+        T, _, B = fw.gates.shape
+        gates, c, tanh_c = fw.gates, fw.c, fw.tanh_c
+        o, i, f, g = gate_views(gates, H)
+        # Local derivatives of every step at once, outside the time loop (big vectorised ops).
+        # local maps dh (o rows) or dc (i, f, g rows) to the gradient of each pre-activation.
+        local = fw.pre  # the projection is dead after the forward pass: it holds these now
+        lo, li, lf, lg = gate_views(local, H)
+        np.subtract(1.0, gates[:, : 3 * H], out=local[:, : 3 * H])
+        local[:, : 3 * H] *= gates[:, : 3 * H]  # sigmoid' = s (1 - s)
+        lo *= tanh_c  # d pre_o = dh * tanh(c) * o'
+        li *= g  # d pre_i = dc * g * i'
+        lf *= c[:-1]  # d pre_f = dc * c_{t-1} * f'
+        np.multiply(g, g, out=lg)
+        np.subtract(1.0, lg, out=lg)
+        lg *= i  # d pre_g = dc * i * (1 - g^2)
+        dc_dh = tanh_c  # dead once lo has used it: holds o * (1 - tanh(c)^2), dc_t's share of dh_t
+        np.multiply(tanh_c, tanh_c, out=dc_dh)
+        np.subtract(1.0, dc_dh, out=dc_dh)
+        dc_dh *= o
+        # Step t's gates are dead once f[t] has been read: they are overwritten by d pre_t.
+        d_pre = gates
+        local4, d_pre4 = local.reshape(T, 4, H, B), d_pre.reshape(T, 4, H, B)
+        WhT, dh_out, dh, dc, dc_next, dh_next = self.recurrent_T(), bw.dh_out, bw.dh, bw.dc, bw.dc_next, bw.dh_next
+        dc_next.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
+        dh_next.fill(0.0)
         for t in range(T - 1, -1, -1):
-            np.add(dT[t], rec, out=dh)  # dh_t = from above + Wh^T da_{t+1}
-            np.multiply(dh, OC[t], out=dc)
-            dc += carry
-            np.multiply(dc, fg[t], out=carry)  # dc_{t-1} from c_t = f * c_{t-1} + ...
-            np.multiply(dh, P4[t, 0], out=dA4[t, 0])
-            np.multiply(P4[t, 1:], dc, out=dA4[t, 1:])
-            if t:
-                np.matmul(WhT, dAt[t], out=rec)
-        dA = f.PRE.reshape(4 * H, T, B)
-        np.copyto(dA, dAt.transpose(1, 0, 2))
-        dA2 = dA.reshape(4 * H, T * B)
-        np.matmul(dA2, f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
-        self.bw = bw
-        return self.project_backward(self.x, dA2, bw.dx)
+            np.add(dh_out[t], dh_next, out=dh)  # dh_t = from above + from step t+1
+            np.multiply(dh, dc_dh[t], out=dc)
+            dc += dc_next  # dc_t = dh_t o (1 - tanh^2 c_t) + dc_{t+1} f_{t+1}
+            np.multiply(dc, f[t], out=dc_next)  # dc_{t-1}'s share from c_t = f * c_{t-1} + ...
+            np.multiply(dh, local4[t, 0], out=d_pre4[t, 0])  # d pre_o
+            np.multiply(local4[t, 1:], dc, out=d_pre4[t, 1:])  # d pre_i, d pre_f, d pre_g
+            np.matmul(WhT, d_pre[t], out=dh_next)  # dh_{t-1} = Wh^T d pre_t
+        return d_pre, (dh_next, dc_next)

@@ -1,4 +1,4 @@
-"""Vanilla RNN over a window, forward and BPTT (Elman; min-char-rnn with Wxh, Whh, bh).
+"""Vanilla RNN over a window, forward and BPTT (Elman; min-char-rnn's Wxh, Whh, bh).
 
 Shape letters: T time, B batch, D input, H hidden. Wx (H, D), Wh (H, H), b (H):
 
@@ -22,54 +22,29 @@ class RNN(Layer):
     def buffer_shapes(self, kind, T, B):
         H = self.H
         if kind == "fwd":
-            return dict(PRE=(T, H, B), Hs=(T + 1, H, B), HT=(H, T + 1, B), z=(H, B))
-        return dict(dAt=(T, H, B), dT=(T, H, B), dh=(H, B), rec=(H, B), dx=self.dx_shape(T, B))
+            return dict(pre=(T, H, B), h=(T + 1, H, B), h_fm=(H, T + 1, B), z=(H, B))
+        return dict(d_pre=(T, H, B), dh_out=(T, H, B), dh=(H, B), dh_next=(H, B), dx=self.dx_shape(T, B))
 
-    def forward(self, x, state):
-        """x (T, B) ids or (D, T, B), state ((H, B) h0,) -> out (H, T, B)."""
-        T, B = self.window_shape(x)
-        f = self.buffers("fwd", T, B)
-        self.x, self.f = x, f
-        self.project(x, f.PRE)
-        f.Hs[0] = state[0]
-        Wh, PRE, Hs, z = self.p["Wh"], f.PRE, f.Hs, f.z
+    def recur(self, fw):
+        Wh, pre, h, z = self.p["Wh"], fw.pre, fw.h, fw.z
         act = (lambda v, out: np.maximum(v, 0.0, out=out)) if self.activation == "relu" else np.tanh
-        for t in range(T):
-            np.matmul(Wh, Hs[t], out=z)
-            z += PRE[t]
-            act(z, out=Hs[t + 1])
-        np.copyto(f.HT, Hs.transpose(1, 0, 2))
-        return f.HT[:, 1:]
+        for t in range(pre.shape[0]):
+            np.matmul(Wh, h[t], out=z)
+            z += pre[t]
+            act(z, out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
 
-    def last_state(self):
-        return (self.f.Hs[-1].copy(),)
-
-    def state_grads(self):
-        return (self.recurrent_T() @ self.bw.dAt[0],)
-
-    def backward(self, dout):
-        """dout (H, T, B) -> dx (D, T, B) or None; fills gWx, gWh, gb."""
-        H, T, B = dout.shape
-        Hs = self.f.Hs
-        bw = self.buffers("bwd", T, B)
-        dAt, dh, rec = bw.dAt, bw.dh, bw.rec
+    def bptt(self, fw, bw):
+        h, d_pre, dh, dh_next = fw.h, bw.d_pre, bw.dh, bw.dh_next
+        # The local derivative of every step at once, from the post-activation values:
         if self.activation == "relu":
-            np.greater(Hs[1:], 0.0, out=dAt)
+            np.greater(h[1:], 0.0, out=d_pre)  # relu' = [h > 0]
         else:
-            np.multiply(Hs[1:], Hs[1:], out=dAt)
-            np.subtract(1.0, dAt, out=dAt)  # tanh' = 1 - h^2
-        np.copyto(bw.dT, dout.transpose(1, 0, 2))
-        WhT, dT = self.recurrent_T(), bw.dT
-        rec.fill(0.0)
-        for t in range(T - 1, -1, -1):
-            np.add(dT[t], rec, out=dh)
-            da = dAt[t]
-            da *= dh
-            if t:
-                np.matmul(WhT, da, out=rec)
-        dA = self.f.PRE.reshape(H, T, B)  # the forward's projection buffer is dead now
-        np.copyto(dA, dAt.transpose(1, 0, 2))
-        dA2 = dA.reshape(H, T * B)
-        np.matmul(dA2, self.f.HT[:, :T].reshape(H, T * B).T, out=self.g["Wh"])
-        self.bw = bw
-        return self.project_backward(self.x, dA2, bw.dx)
+            np.multiply(h[1:], h[1:], out=d_pre)
+            np.subtract(1.0, d_pre, out=d_pre)  # tanh' = 1 - h^2
+        WhT = self.recurrent_T()
+        dh_next.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
+        for t in range(d_pre.shape[0] - 1, -1, -1):
+            np.add(bw.dh_out[t], dh_next, out=dh)  # dh_t = from above + from step t+1
+            d_pre[t] *= dh  # d pre_t = dh_t * act'
+            np.matmul(WhT, d_pre[t], out=dh_next)  # dh_{t-1} = Wh^T d pre_t
+        return d_pre, (dh_next,)
