@@ -48,7 +48,10 @@ class Checkpoint:
     state: list[tuple[np.ndarray, ...]] | None = None
 
     def build_model(self) -> Model:
-        model = Model(self.config.model, len(self.vocab))
+        return self.load_params(Model(self.config.model, len(self.vocab)))
+
+    def load_params(self, model: Model) -> Model:
+        """Copy the saved weights into ``model`` (built from this checkpoint's config)."""
         for name, a in self.params.items():
             model.params[name][...] = a
         return model

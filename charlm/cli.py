@@ -24,13 +24,13 @@ from .audit import audit, show_char
 from .checkpoint import load_checkpoint
 from .config import SECTIONS, load_config
 from .data import describe_fingerprint, read_text
-from .errors import CharlmError, RunExistsError, echo
+from .errors import CharlmError, echo
 from .files import atomic_write_text
 from .memory import available_memory, format_bytes
 from .novelty import longest_copied
 from .sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
 from .score import score_texts
-from .train import CorpusMismatchError, Reporter, Trainer, run_checkpoint
+from .train import Reporter, Trainer, run_checkpoint
 
 MAX_MESSAGE = 400  # characters of an error line
 
@@ -72,12 +72,6 @@ class CharlmGroup(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:
             _quiet_broken_pipe()
-        except RunExistsError as e:
-            _fail(f"{e.out_dir} already holds a run ({e.summary}): continue it with --resume {e.out_dir}, "
-                  "write to another --out, or replace it with --overwrite")
-        except CorpusMismatchError as e:
-            _fail(f"{describe_fingerprint(e.new)} is not the corpus this run was trained on, "
-                  f"{describe_fingerprint(e.old)}; --allow-new-corpus fine-tunes on it")
         except CharlmError as e:
             _fail(str(e))
         except OSError as e:
@@ -85,7 +79,15 @@ class CharlmGroup(click.Group):
             _fail(f"{where}{e.strerror or e}")
 
 
+# The library names its parameters; only the CLI knows their flags. Each library phrase that
+# names one, and how a user of the command line writes it.
+FLAGS = {"resume=": "--resume ", "another out_dir": "another --out", "overwrite=True": "--overwrite",
+         "allow_new_corpus=True": "--allow-new-corpus", "unknown='skip'": "--unknown skip"}
+
+
 def _fail(message: str):
+    for phrase, flag in FLAGS.items():
+        message = message.replace(phrase, flag)
     line = " ".join(message.split())  # one line, whatever the message held
     if len(line) > MAX_MESSAGE:
         line = line[: MAX_MESSAGE - 3] + "..."

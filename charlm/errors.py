@@ -36,10 +36,6 @@ class TrainingError(CharlmError):
 class RunExistsError(TrainingError):
     """A new run was asked for in a directory that already holds one."""
 
-    def __init__(self, message: str, out_dir, summary: str):
-        super().__init__(message)
-        self.out_dir, self.summary = out_dir, summary
-
 
 # A user's value in an error message: a bounded prefix of its repr. reprlib stops at a few
 # items per level and a few levels, so even a YAML "billion laughs" structure (aliases that

@@ -58,12 +58,6 @@ def check_sampling(length: int, temperature: float, top_k: int | None, top_p: fl
         raise CharlmError(f"the number of samples must be between 1 and {MAX_BATCH:,}, got {n}")
 
 
-def log_softmax(z: np.ndarray) -> np.ndarray:
-    """z (V, N) -> log softmax over V, float64, with max subtraction so exp never overflows."""
-    z = z.astype(np.float64) - z.max(axis=0)
-    return z - np.log(np.exp(z).sum(axis=0))
-
-
 def _draw_weights(z: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
     """z (V, N) logits with each column's max at 0 -> unnormalised probabilities to draw from."""
     V = z.shape[0]
@@ -105,12 +99,15 @@ class _Run:
         self.state = [tuple(np.repeat(s, n, axis=1) for s in layer) for layer in state]
         self.x = np.full((1, n), ids[-1], dtype=np.int64)
 
-    def logits(self) -> np.ndarray:
-        """(V, N) float64 logits of the next character of each stream, each column's max 0."""
+    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The next character's distribution in each stream: z (V, N) float64 logits shifted
+        so each column's max is 0 (exp never overflows), e = exp(z) (V, N), and lse (N,) =
+        log sum e, so log p = z - lse."""
         logits, self.state = self.model.forward(self.x, self.state)
         z = logits.astype(np.float64)
         z -= z.max(axis=0)
-        return z
+        e = np.exp(z)
+        return z, e, np.log(e.sum(axis=0))
 
     def feed(self, ids: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Next inputs (N,); ``keep`` (N,) reorders the streams first (beam search)."""
@@ -144,9 +141,7 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
     with model.inference():
         run = _Run(model, vocab, prime, n)
         for _ in range(length):
-            z = run.logits()
-            e = np.exp(z)
-            lse = np.log(e.sum(axis=0))
+            z, e, lse = run.next()
             if greedy:
                 nxt = np.argmax(z, axis=0)
             else:
@@ -217,7 +212,8 @@ def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 100
     with model.inference():
         run = _Run(model, vocab, prime, width)
         for t in range(length):
-            cand = score[None, :] + log_softmax(run.logits())  # (V, W)
+            z, _, lse = run.next()
+            cand = score[None, :] + (z - lse)  # (V, W): log p of every one-character extension
             flat = cand.reshape(-1)
             top = np.argpartition(-flat, width - 1)[:width] if flat.size > width else np.arange(flat.size)
             top = top[np.argsort(-flat[top], kind="stable")]

@@ -92,11 +92,6 @@ class TrainResult:
 class CorpusMismatchError(CorpusError):
     """Resuming on another corpus than the run was trained on (``allow_new_corpus`` permits it)."""
 
-    def __init__(self, new: dict, old: dict):
-        self.new, self.old = new, old
-        super().__init__(f"{describe_fingerprint(new)} is not the corpus this run was trained on, "
-                         f"{describe_fingerprint(old)}; allow_new_corpus=True fine-tunes on it")
-
 
 class Trainer:
     """Everything one run needs; ``run()`` trains until a budget is spent or ``should_stop()``."""
@@ -159,8 +154,7 @@ class Trainer:
 
     # ---- checkpoint state -------------------------------------------------------------
     def _restore(self, ck: Checkpoint, allow_new_corpus: bool) -> None:
-        for name, a in ck.params.items():
-            self.model.params[name][...] = a
+        ck.load_params(self.model)
         if not ck.optim:
             raise CheckpointError("checkpoint has no optimizer state; it cannot be resumed (sampling and scoring still work)")
         for slot, arrays in ck.optim.items():
@@ -181,7 +175,8 @@ class Trainer:
         old, new = m.get("corpus"), self.corpus.fingerprint
         if isinstance(old, dict) and (old.get("chars"), old.get("sha256")) != (new["chars"], new["sha256"]):
             if not allow_new_corpus:
-                raise CorpusMismatchError(new, old)
+                raise CorpusMismatchError(f"{describe_fingerprint(new)} is not the corpus this run was trained on, "
+                                          f"{describe_fingerprint(old)}; allow_new_corpus=True fine-tunes on it")
             # Fine-tuning: the old data position means nothing in the new text; start its first epoch.
             self.batch = 0
             self.events.append({"step": self.step, "event": "new_corpus", "corpus": new, "previous": old})
@@ -286,9 +281,9 @@ class Trainer:
         if not found:
             return
         if not self.overwrite:
-            summary = describe_run(self.out_dir)
-            raise RunExistsError(f"{self.out_dir} already holds a run ({summary}); resume it, choose another "
-                                 "output directory, or overwrite=True to replace it", self.out_dir, summary)
+            raise RunExistsError(f"{self.out_dir} already holds a run ({describe_run(self.out_dir)}): continue it "
+                                 f"with resume={self.out_dir}, write to another out_dir, or replace it with "
+                                 "overwrite=True")
         for p in found:
             p.unlink()
 
