@@ -79,6 +79,31 @@ def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+SUMMARY_KEYS = ("step", "epoch", "elapsed_s", "best_val", "last_val", "train_chars", "corpus")
+
+
+def export_weights(ck: Checkpoint, path) -> None:
+    """Write the model alone (weights, vocabulary, config, a summary of its training): for
+    sampling, scoring and sharing; a third of a training checkpoint's size, and not resumable."""
+    meta = {k: ck.meta[k] for k in SUMMARY_KEYS if k in ck.meta}
+    save_checkpoint(path, ck.build_model(), ck.vocab, ck.config, meta)
+
+
+def describe(ck: Checkpoint) -> dict:
+    """What ``charlm info`` shows: the model, its vocabulary, its training, its file."""
+    m = ck.meta
+    shapes = {name: list(a.shape) for name, a in ck.params.items()}
+    counts = {name: int(a.size) for name, a in ck.params.items()}
+    return {
+        "path": m.get("path"), "format": m.get("format"), "format_version": m.get("version"),
+        "type": ck.config.model.type, "layers": ck.config.model.num_layers, "hidden_size": ck.config.model.hidden_size,
+        "parameters": sum(counts.values()), "tensors": {n: {"shape": shapes[n], "count": counts[n]} for n in shapes},
+        "vocabulary": "".join(ck.vocab.chars), "vocabulary_size": len(ck.vocab),
+        **{k: m.get(k) for k in SUMMARY_KEYS},
+        "resumable": bool(ck.optim), "config_name": ck.config.name, "config": ck.config.to_dict(),
+    }
+
+
 def resolve_checkpoint_path(path) -> Path:
     """A checkpoint file, or a run directory (then its best.npz, else last.npz)."""
     p = Path(path)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .audit import audit, show_char
-from .checkpoint import load_checkpoint
+from .checkpoint import describe, export_weights, load_checkpoint
 from .config import SECTIONS, load_config
 from .data import describe_fingerprint, read_text
 from .errors import CharlmError, echo
@@ -29,6 +29,7 @@ from .files import atomic_write_text
 from .memory import available_memory, format_bytes
 from .novelty import longest_copied
 from .sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
+from .score import explain as explain_text
 from .score import score_texts
 from .train import Reporter, Trainer, run_checkpoint
 
@@ -153,6 +154,12 @@ class TqdmReporter(Reporter):
         train = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
         self._say(f"step {r['step']} epoch {r['epoch']:.2f}: train {train}, val {r['val_loss']:.4f} nats "
                   f"({r['val_bpc']:.4f} bits) per char, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
+
+    def sampled(self, s):
+        if self.as_json:
+            click.echo(dumps({"event": "sample", **s}))
+            return
+        self._say(f"sample at step {s['step']}: {s['text'][:200].replace(chr(10), ' / ')}")
 
     def stopped(self, result):
         if self.as_json:
@@ -308,10 +315,70 @@ def keys(as_json):
             click.echo(f"{sname}.{f.name} = {f.default!r}{allowed}: {m['help']}")
 
 
+# ---- the bundled model, info, export ---------------------------------------------------
+BUNDLED = Path(__file__).parent / "models" / "tiny-shakespeare.npz"
+CHECKPOINT_HELP = ("A .npz checkpoint, or a run directory (then its best.npz); without it, the tiny-Shakespeare "
+                   "model that ships with charlm.")
+
+
+def open_model(checkpoint):
+    """The checkpoint asked for, or the bundled model (saying so on stderr)."""
+    if checkpoint is None:
+        if not BUNDLED.is_file():
+            raise CharlmError(f"{BUNDLED}: the bundled model is missing from this installation; give --checkpoint")
+        ck = load_checkpoint(BUNDLED, with_training_state=False)
+        best = ck.meta.get("best_val")
+        click.echo(f"model: the bundled tiny-Shakespeare {ck.config.model.type.upper()} "
+                   f"{ck.config.model.num_layers}x{ck.config.model.hidden_size}"
+                   + (f" (validation {best:.3f} nats/char)" if isinstance(best, float) else "")
+                   + "; --checkpoint chooses another", err=True)
+        return ck
+    return load_checkpoint(checkpoint, with_training_state=False)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=str), required=False)
+@option("--json", "as_json", is_flag=True, help="One JSON object.")
+def info(checkpoint, as_json):
+    """What a checkpoint holds: model, parameters per tensor, vocabulary, training, config.
+
+    CHECKPOINT: a .npz file or a run directory; without it, the bundled model.
+    """
+    ck = load_checkpoint(checkpoint or BUNDLED)
+    d = describe(ck)
+    if as_json:
+        click.echo(dumps(d))
+        return
+    click.echo(f"checkpoint: {d['path']} (format {d['format']} version {d['format_version']}"
+               f"{', resumable' if d['resumable'] else ', weights only'})")
+    click.echo(f"model: {d['type']}, {d['layers']} layer(s) of {d['hidden_size']} units, {d['parameters']:,} parameters")
+    for name, t in d["tensors"].items():
+        click.echo(f"  {name:<8} {' x '.join(map(str, t['shape'])):>12}  {t['count']:>10,}")
+    click.echo(f"vocabulary: {d['vocabulary_size']} characters: {d['vocabulary']!r}")
+    best, last = (f"{d[k]:.4f}" if isinstance(d[k], float) else "-" for k in ("best_val", "last_val"))
+    minutes = f"{d['elapsed_s'] / 60:.1f} min" if isinstance(d["elapsed_s"], (int, float)) else "-"
+    click.echo(f"training: step {d['step']}, epoch {d['epoch']}, {minutes}; validation best {best}, last {last} nats/char")
+    if d["corpus"]:
+        click.echo(f"corpus: {describe_fingerprint(d['corpus'])}")
+    click.echo(f"# config {d['config_name']} (resolved)\n{ck.config.to_yaml().rstrip()}")
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=str))
+@option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=str), help="The file to write.")
+def export(checkpoint, output):
+    """Write a checkpoint's model alone (no optimizer state): for sampling, scoring, sharing.
+
+    The file is a third of a training checkpoint's size and cannot be resumed.
+    """
+    export_weights(load_checkpoint(checkpoint), output)
+    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB)")
+
+
 # ---- sample --------------------------------------------------------------------------
 @main.command()
-@option("--checkpoint", "-c", required=True, type=click.Path(path_type=str),
-        help="A .npz checkpoint, or a run directory (then its best.npz).")
+@option("--checkpoint", "-c", default=None, type=click.Path(path_type=str), show_default="the bundled model",
+        help=CHECKPOINT_HELP)
 @option("--length", "-n", default=1000, type=click.IntRange(0, MAX_LENGTH), help="Characters to generate after the prime.")
 @option("--temperature", "-t", default=1.0, type=Finite(0, 100, lo_open=True),
         help="Divide the logits by this (0 < T <= 100); lower is more conservative.")
@@ -350,7 +417,7 @@ def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, gree
         raise click.UsageError("--interactive reads its primes from stdin and writes to stdout: leave out --prime and -o")
     if stop == "":
         raise click.UsageError("--stop needs at least one character")
-    ck = load_checkpoint(checkpoint, with_training_state=False)
+    ck = open_model(checkpoint)
     if not interactive:
         encode_prime(ck.vocab, prime)  # refused before anything is printed
     job = _SampleJob(ck, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop, check_novel)
@@ -446,8 +513,8 @@ def _interactive(job: _SampleJob, as_json: bool) -> None:
 # ---- score ---------------------------------------------------------------------------
 @main.command()
 @click.argument("text", required=False)
-@option("--checkpoint", "-c", "checkpoints", required=True, multiple=True, type=click.Path(path_type=str),
-        help="A .npz checkpoint or a run directory (then its best.npz); repeat to compare models, one column each.")
+@option("--checkpoint", "-c", "checkpoints", multiple=True, type=click.Path(path_type=str),
+        show_default="the bundled model", help=CHECKPOINT_HELP + " Repeat to compare models, one column each.")
 @option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
         help="Score the whole file as one text.")
 @option("--lines", type=click.File("r", encoding="utf-8"), default=None,
@@ -456,8 +523,13 @@ def _interactive(job: _SampleJob, as_json: bool) -> None:
 @option("--context", default="\n", show_default="a newline", help="Text the model reads before each scored text.")
 @option("--unknown", type=click.Choice(["error", "skip"]), default="error",
         help="Characters outside the vocabulary: fail, or leave them out and count them as skipped.")
+@option("--explain", is_flag=True,
+        help="Each character coloured by its surprisal (bits), and the model's top 3 guesses where it was most "
+             "surprised; a table when stdout is not a terminal or NO_COLOR is set.")
+@option("--per-char", is_flag=True, help="One row per character: bits, rank of the true character, top 3 guesses "
+                                         "(with --json: one object per character).")
 @option("--json", "as_json", is_flag=True, help="One JSON object per text and model.")
-def score(text, checkpoints, file_, lines, sort, context, unknown, as_json):
+def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, as_json):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
 
     Each character is scored given the context and every character before it.
@@ -477,9 +549,17 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, as_json):
         raise CharlmError(f"{(file_ or lines).name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not texts:
         raise CharlmError("no text to score (the input has no non-empty lines)")
+    if explain or per_char:
+        if len(checkpoints) > 1:
+            raise click.UsageError("--explain and --per-char show one model: give one --checkpoint")
+        ck = open_model(checkpoints[0] if checkpoints else None)
+        model = ck.build_model()
+        for i, t in enumerate(texts):
+            _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json)
+        return
     columns = []  # per model: (name, [Score])
-    for path in checkpoints:
-        ck = load_checkpoint(path, with_training_state=False)
+    for path in checkpoints or [None]:
+        ck = open_model(path)
         columns.append((ck.meta["path"], score_texts(ck.build_model(), ck.vocab, texts, context=context, unknown=unknown)))
     order = list(range(len(texts)))
     if sort:
@@ -504,6 +584,35 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, as_json):
     for i in order:
         cells = [f"{_num(scores[i].bits_per_char):>{w}}" for (_, scores), w in zip(columns, widths)]
         click.echo("  ".join(cells) + f"  {_shown(texts[i])}")
+
+
+SURPRISE = [(1.0, "green"), (3.0, None), (6.0, "yellow"), (math.inf, "red")]  # bits -> colour
+
+
+def _explained(chars, text_index: int, coloured: bool, as_json: bool) -> None:
+    """A text character by character: coloured by surprisal on a terminal, else a table."""
+    if as_json:
+        for c in chars:
+            click.echo(dumps({"text": text_index + 1, **c.to_dict()}))
+        return
+    color = coloured and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if color:
+        line = "".join(click.style(c.char, fg=next(col for lim, col in SURPRISE if c.bits <= lim)) for c in chars)
+        click.echo(line)
+        click.echo("(" + ", ".join(click.style(f"<= {lim:g} bits" if lim < math.inf else "more", fg=col)
+                                   for lim, col in SURPRISE) + ")")
+    else:
+        click.echo(f"{'char':>6}  {'bits':>6}  {'rank':>4}  top 3 guesses")
+        for c in chars:
+            top = ", ".join(f"{show_char(ch)} {p:.2f}" for ch, p in c.top)
+            click.echo(f"{show_char(c.char):>6}  {c.bits:6.2f}  {c.rank:>4}  {top}")
+    total = sum(c.bits for c in chars)
+    click.echo(f"{total:.2f} bits, {total / len(chars):.3f} bits/char over {len(chars)} characters")
+    if coloured:
+        click.echo("most surprising:")
+        for c in sorted(chars, key=lambda c: -c.bits)[:5]:
+            top = ", ".join(f"{show_char(ch)} {p:.2f}" for ch, p in c.top)
+            click.echo(f"  {show_char(c.char)} at {c.index}: {c.bits:.2f} bits (rank {c.rank}); expected {top}")
 
 
 def _num(x) -> str:

@@ -83,6 +83,10 @@ class TrainConfig:
     min_delta: float = _opt(0.0, "early stopping: the smallest drop in validation loss (nats/char) that counts "
                             "as an improvement", lo=0.0)
     checkpoint_every: int = _opt(500, "steps between writes of last.npz", lo=1)
+    sample_length: int = _opt(100, "characters sampled at each evaluation, printed and kept in samples.jsonl (0: none)",
+                              lo=0, hi=10000)
+    sample_temperature: float = _opt(0.8, "temperature of those samples (their seed is train.seed, so runs compare)",
+                                     lo=0.0, lo_open=True, hi=100.0)
     seed: int = _opt(1234, "seed for init, dropout and everything random", lo=0, hi=2**63 - 1)
 
 

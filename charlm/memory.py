@@ -47,7 +47,9 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> Memor
         shapes = layer.buffer_shapes("fwd", T, B)
         acts += 2 * _nbytes(shapes.values(), item) + _nbytes(layer.buffer_shapes("bwd", T, B).values(), item)
         G = layer.gates * H
-        scratch = [(G, H), (G, layer.D), (H, G)] + ([(min(layer.D, T * B), T * B)] if layer.onehot else [])
+        scaled = layer._scale is not None  # the weight copies Layer prepares (cells/base.py)
+        scratch = [(H, G)] + [(G, H)] * scaled + [(G, layer.D)] * (scaled or layer.onehot)
+        scratch += [(min(layer.D, T * B), T * B)] if layer.onehot else []
         acts += _nbytes(scratch, item)
     dropout = 2 * (m.num_layers - 1) * H * T * B * item if m.dropout > 0 else 0
     head = 2 * (V * T * B + H * T * B) * item

@@ -135,13 +135,10 @@ class Model:
         L = self._logits(h, hb)
         N = L.shape[1]
         y, cols = y.reshape(-1), hb.cols
-        L -= L.max(axis=0)  # max subtraction: exp never overflows
-        picked = L[y, cols]
-        np.exp(L, out=L)
-        s = L.sum(axis=0)
-        loss = float(np.log(s).sum(dtype=np.float64) - picked.sum(dtype=np.float64)) / N
-        L *= (1.0 / (s * N)).astype(self.dtype)
-        L[y, cols] -= 1.0 / N
+        picked, s = exp_shifted(L, y, cols)
+        loss = float(np.log(s).sum() - picked.sum()) / N
+        L *= (1.0 / (s * N)).astype(self.dtype)  # softmax / N ...
+        L[y, cols] -= 1.0 / N  # ... minus onehot(y) / N: d mean loss / d logits
         return loss
 
     # ---- inference: no backward, no dropout -------------------------------------------
@@ -170,11 +167,21 @@ class Model:
         """x, y (T, B) ids -> (nll (T, B) float64 nats of each y given all before it, next state)."""
         T, B = x.shape
         L, new_state = self.forward(x, state)
-        L -= L.max(axis=0)
-        picked = L[y.reshape(-1), np.arange(T * B)].astype(np.float64)
-        np.exp(L, out=L)
-        lse = np.log(L.sum(axis=0, dtype=np.float64))
-        return (lse - picked).reshape(T, B), new_state
+        picked, s = exp_shifted(L, y.reshape(-1), self._buffers(T, B).cols)
+        return (np.log(s) - picked).reshape(T, B), new_state
+
+
+def exp_shifted(L: np.ndarray, y: np.ndarray | None = None, cols: np.ndarray | None = None):
+    """The one softmax: in place on logits L (V, N), subtract each column's max (so exp never
+    overflows), then exponentiate. -> (picked (N,): the shifted logit of y[n] in column n, or
+    None without y; s (N,): each column's sum), both float64. log p(y) = picked - log s, and
+    L / s is the softmax."""
+    L -= L.max(axis=0)
+    picked = None
+    if y is not None:
+        picked = L[y, np.arange(L.shape[1]) if cols is None else cols].astype(np.float64)
+    np.exp(L, out=L)
+    return picked, L.sum(axis=0, dtype=np.float64)
 
 
 class _HeadBuffers:

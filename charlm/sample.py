@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import CharlmError
-from .model import Model
+from .model import Model, exp_shifted
 from .score import LN2
 from .vocab import Vocab
 
@@ -58,16 +58,14 @@ def check_sampling(length: int, temperature: float, top_k: int | None, top_p: fl
         raise CharlmError(f"the number of samples must be between 1 and {MAX_BATCH:,}, got {n}")
 
 
-def _draw_weights(z: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
-    """z (V, N) logits with each column's max at 0 -> unnormalised probabilities to draw from."""
-    V = z.shape[0]
-    if temperature != 1.0:
-        z = z / temperature  # z <= 0 stays <= 0: no overflow at any temperature
+def _draw_weights(e: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
+    """e (V, N) unnormalised probabilities, each column's max 1 -> the weights to draw from."""
+    V = e.shape[0]
+    # exp(z / T) = e ** (1 / T); e <= 1 stays <= 1, so no overflow at any temperature
+    p = e ** (1.0 / temperature) if temperature != 1.0 else e.copy()
     if top_k is not None and top_k < V:
-        z = z.copy()
-        drop = np.argpartition(z, V - top_k, axis=0)[: V - top_k]  # (V-k, N): the least likely
-        np.put_along_axis(z, drop, -np.inf, axis=0)
-    p = np.exp(z)
+        drop = np.argpartition(p, V - top_k, axis=0)[: V - top_k]  # (V-k, N): the least likely
+        np.put_along_axis(p, drop, 0.0, axis=0)
     if top_p is not None and top_p < 1:
         # Nucleus: the smallest set of most likely characters whose probability reaches top_p.
         order = np.argsort(-p, axis=0)
@@ -99,15 +97,13 @@ class _Run:
         self.state = [tuple(np.repeat(s, n, axis=1) for s in layer) for layer in state]
         self.x = np.full((1, n), ids[-1], dtype=np.int64)
 
-    def next(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The next character's distribution in each stream: z (V, N) float64 logits shifted
-        so each column's max is 0 (exp never overflows), e = exp(z) (V, N), and lse (N,) =
-        log sum e, so log p = z - lse."""
+    def next(self) -> tuple[np.ndarray, np.ndarray]:
+        """The next character's distribution in each stream: e (V, N) float64, exp of the
+        logits shifted so each column's max is 1, and lse (N,) = log sum e; p = e / sum e."""
         logits, self.state = self.model.forward(self.x, self.state)
-        z = logits.astype(np.float64)
-        z -= z.max(axis=0)
-        e = np.exp(z)
-        return z, e, np.log(e.sum(axis=0))
+        e = logits.astype(np.float64)
+        _, s = exp_shifted(e)
+        return e, np.log(s)
 
     def feed(self, ids: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Next inputs (N,); ``keep`` (N,) reorders the streams first (beam search)."""
@@ -141,15 +137,15 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
     with model.inference():
         run = _Run(model, vocab, prime, n)
         for _ in range(length):
-            z, e, lse = run.next()
+            e, lse = run.next()
             if greedy:
-                nxt = np.argmax(z, axis=0)
+                nxt = np.argmax(e, axis=0)
             else:
-                p = e if plain else _draw_weights(z, temperature, top_k, top_p)
+                p = e if plain else _draw_weights(e, temperature, top_k, top_p)
                 cdf = np.cumsum(p, axis=0)  # inverse-CDF draw: one uniform per sample
                 u = rng.random(n) * cdf[-1]
                 nxt = np.minimum((cdf <= u[None, :]).sum(axis=0), len(vocab) - 1)
-            gained = (z[nxt, cols] - lse).tolist()
+            gained = (np.log(e[nxt, cols]) - lse).tolist()
             for b in range(n) if stop is None else np.flatnonzero(~done).tolist():
                 texts[b].append(chars[nxt[b]])
                 gains[b].append(gained[b])
@@ -212,8 +208,9 @@ def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 100
     with model.inference():
         run = _Run(model, vocab, prime, width)
         for t in range(length):
-            z, _, lse = run.next()
-            cand = score[None, :] + (z - lse)  # (V, W): log p of every one-character extension
+            e, lse = run.next()
+            with np.errstate(divide="ignore"):  # a probability that underflowed to 0: log p = -inf
+                cand = score[None, :] + (np.log(e) - lse)  # (V, W): log p of every one-character extension
             flat = cand.reshape(-1)
             top = np.argpartition(-flat, width - 1)[:width] if flat.size > width else np.arange(flat.size)
             top = top[np.argsort(-flat[top], kind="stable")]

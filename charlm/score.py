@@ -12,10 +12,11 @@ import numpy as np
 
 from .data import eval_windows
 from .errors import CharlmError, VocabError
-from .model import Model
+from .model import Model, exp_shifted
 from .vocab import Vocab, describe_chars
 
 LN2 = math.log(2.0)
+TINY = np.finfo(np.float64).tiny  # a probability that underflowed: ~1022 bits, not infinity
 
 
 def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
@@ -112,3 +113,49 @@ def _score_batch(model: Model, ctx: np.ndarray, seqs: list[np.ndarray], window: 
         nll, state = model.nll(full[t0:t1], full[t0 + 1 : t1 + 1], state)
         total -= np.where(mask[t0:t1], nll, 0.0).sum(axis=0)
     return total
+
+
+@dataclass
+class CharScore:
+    """One character of a text under the model: how surprising it was and what was expected."""
+
+    index: int
+    char: str
+    bits: float  # -log2 p(char | everything before it)
+    rank: int  # 1 when the model's most likely character was this one
+    top: list[tuple[str, float]]  # the k most likely characters and their probabilities
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "char": self.char, "bits": self.bits, "rank": self.rank,
+                "top": [{"char": c, "p": p} for c, p in self.top]}
+
+
+def explain(model: Model, vocab: Vocab, text: str, context: str = "\n", top_k: int = 3,
+            window: int = 256) -> list[CharScore]:
+    """Every character of ``text`` with its surprisal in bits, the rank of the true character
+    and the ``top_k`` most likely ones, each given the context and all characters before it.
+    Unknown characters are a ``VocabError`` (there is no probability to show for them)."""
+    if not context or not text:
+        raise CharlmError("explain needs a non-empty context and text")
+    missing = vocab.unknown(text)
+    if missing:
+        raise VocabError(f"text has character(s) not in the model's vocabulary: {describe_chars(missing)}")
+    ids = np.concatenate([vocab.encode(context, what="context"), vocab.encode(text)]).astype(np.int64)
+    C, out = len(context), []
+    with model.inference():
+        state = model.zero_state(1)
+        if C > 1:
+            _, state = model.forward(ids[: C - 1, None], state)
+        for t0 in range(C - 1, len(ids) - 1, window):  # position t predicts ids[t + 1]
+            t1 = min(len(ids) - 1, t0 + window)
+            logits, state = model.forward(ids[t0:t1, None], state)
+            p = logits.astype(np.float64)
+            _, s = exp_shifted(p)
+            p /= s  # (V, t1 - t0) probabilities
+            for j in range(t1 - t0):
+                col, true = p[:, j], ids[t0 + j + 1]
+                order = np.argsort(-col, kind="stable")
+                out.append(CharScore(len(out), vocab.chars[true], float(-np.log2(max(col[true], TINY))),
+                                     int(np.flatnonzero(order == true)[0]) + 1,
+                                     [(vocab.chars[k], float(col[k])) for k in order[:top_k]]))
+    return out

@@ -29,10 +29,12 @@ from .memory import check_fits, training_memory
 from .model import Model
 from .optim import clip_grad_norm, make_optimizer
 from .runlock import RunLock
+from .sample import generate
 from .schedule import Budget, Schedule
 from .score import LN2, evaluate
 
-RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl")
+RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "samples.jsonl")
+LOGS = ("metrics.jsonl", "samples.jsonl")  # JSON Lines with a step each, cut back to the checkpoint on resume
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Reporter:
     def step(self, progress: Progress) -> None: ...
 
     def evaluated(self, record: dict) -> None: ...
+
+    def sampled(self, record: dict) -> None: ...
 
     def stopped(self, result: TrainResult) -> None: ...
 
@@ -267,9 +271,10 @@ class Trainer:
         with RunLock(self.out_dir):
             self._claim_directory()
             remove_stale_temporaries(self.out_dir, ".*.npz.*.tmp")
-            _truncate_metrics(self.out_dir / "metrics.jsonl", self.step)
+            for log in LOGS:
+                _truncate_log(self.out_dir / log, self.step)
             for event in self.events:
-                self._append_metrics(event)
+                self._append("metrics.jsonl", event)
             return self._loop(should_stop)
 
     def _claim_directory(self) -> None:
@@ -306,8 +311,12 @@ class Trainer:
                     self.elapsed += time.perf_counter() - t0
                     record["chars_per_s"] = round(chars_since / max(1e-9, time.perf_counter() - t_since), 1)
                     chars_since, t_since = 0, time.perf_counter()
-                    self._append_metrics(record)
+                    self._append("metrics.jsonl", record)
                     self.reporter.evaluated(record)
+                    if t_cfg.sample_length:
+                        sample = self.sample()
+                        self._append("samples.jsonl", sample)
+                        self.reporter.sampled(sample)
                     if self.best_val is None or record["val_loss"] < self.best_val:
                         self.best_val = record["val_loss"]
                         self.save("best.npz")
@@ -323,8 +332,17 @@ class Trainer:
             self.reporter.close()
         return result
 
-    def _append_metrics(self, record: dict) -> None:
-        path = self.out_dir / "metrics.jsonl"
+    def sample(self) -> dict:
+        """A sample from the model as it is now, with the same seed and temperature at every
+        evaluation (so samples from one run, or from two runs, compare)."""
+        t = self.config.train
+        [s] = generate(self.model, self.vocab, "\n", t.sample_length, temperature=t.sample_temperature, seed=t.seed)
+        return {"step": self.step, "epoch": round(self.epoch + self.batch / self.batches.num_windows, 4),
+                "temperature": t.sample_temperature, "seed": t.seed, "prime": "\n", "text": s.text,
+                "bits_per_char": s.bits_per_char}
+
+    def _append(self, name: str, record: dict) -> None:
+        path = self.out_dir / name
         try:
             with open(path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record, allow_nan=False) + "\n")
@@ -380,7 +398,7 @@ def _check_resumable(ck: Checkpoint, config: Config, path) -> None:
             )
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+def _truncate_log(path: Path, step: int) -> None:
     """Keep the records up to ``step`` (a resumed run rewrites what came after its checkpoint)
     and drop a torn last line left by a killed run."""
     if not path.exists():

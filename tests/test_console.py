@@ -166,7 +166,7 @@ def test_train_json_is_strict_json_lines(corpus, tmp_path):
     r = charlm("train", corpus, "--out", tmp_path / "run", "--json", *SETS)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     rows = strict_json_lines(r.stdout)
-    assert [x["event"] for x in rows] == ["eval", "eval", "eval", "stopped"]
+    assert [x["event"] for x in rows] == ["eval", "sample"] * 3 + ["stopped"]
     assert rows[-1]["step"] == 30 and rows[-1]["reason"] == "max_steps"
     assert {"step", "val_loss", "val_bpc", "lr", "train_loss"} <= set(rows[0])
 
@@ -300,3 +300,65 @@ def test_huge_or_hostile_input_gets_a_short_line_fast(case, corpus, run_dir, tmp
     line = one_error_line(r)
     assert len(line) < 300, line
     assert took < 10, took  # the process start is most of it; see the closing note for the timings
+
+
+# ---- the bundled model, info, export, samples while training ---------------------------
+def test_sample_and_score_use_the_bundled_model_and_say_so(tmp_path):
+    r = charlm("score", "To be, or not to be", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "model: the bundled tiny-Shakespeare LSTM 2x256 (validation 1.497 nats/char)" in r.stderr
+    [x] = strict_json_lines(r.stdout)
+    assert x["checkpoint"].endswith("tiny-shakespeare.npz") and x["bits_per_char"] < 3.0
+    gibberish = strict_json_lines(charlm("score", "zqxv jjkq xxzq", "--json").stdout)[0]["bits_per_char"]
+    assert gibberish > x["bits_per_char"] + 2  # it knows English from noise
+    r = charlm("sample", "-n", 200, "--seed", 1, "--prime", "ROMEO:")
+    assert r.returncode == 0 and r.stdout.startswith("ROMEO:") and "model: the bundled" in r.stderr
+
+
+def test_bundled_model_is_small_and_documented():
+    from charlm.cli import BUNDLED
+
+    assert BUNDLED.stat().st_size <= 4_000_000
+    ck = load_checkpoint(BUNDLED, with_training_state=False)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"{ck.meta['best_val']:.3f} nats/char" in readme and "charlm export" in readme
+    assert ck.meta["corpus"]["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def test_info_and_export(run_dir, corpus, tmp_path):
+    r = charlm("info", run_dir / "last.npz")
+    assert r.returncode == 0, r.stderr
+    for want in ["format charlm-checkpoint version 1, resumable", "model: rnn, 1 layer(s) of 24 units",
+                 "l0/Wh", "24 x 24", "vocabulary: ", "training: step 30, epoch", "validation best",
+                 "corpus: ", "# config default (resolved)"]:
+        assert want in r.stdout, want
+    [d] = strict_json_lines(charlm("info", run_dir / "last.npz", "--json").stdout)
+    assert d["parameters"] == sum(t["count"] for t in d["tensors"].values()) and d["step"] == 30
+    [b] = strict_json_lines(charlm("info", run_dir, "--json").stdout)  # a run directory: its best.npz
+    assert b["path"] == str(run_dir / "best.npz")
+    out = tmp_path / "small.npz"
+    r = charlm("export", run_dir / "last.npz", "-o", out)
+    assert r.returncode == 0 and out.stat().st_size < (run_dir / "last.npz").stat().st_size / 2
+    same = [strict_json_lines(charlm("score", "hero hole", "-c", c, "--json").stdout)[0]["log_prob_nats"]
+            for c in (run_dir / "last.npz", out)]
+    assert same[0] == same[1]
+    [e] = strict_json_lines(charlm("info", out, "--json").stdout)
+    assert e["resumable"] is False and e["step"] == 30
+    line = one_error_line(charlm("train", corpus, "--resume", out, "-q"))
+    assert "no optimizer state" in line
+
+
+def test_training_prints_and_keeps_a_sample_at_each_evaluation(corpus, tmp_path):
+    out = tmp_path / "run"
+    r = charlm("train", corpus, "--out", out, *SETS)
+    assert r.returncode == 0, r.stderr
+    printed = [l for l in r.stderr.splitlines() if l.startswith("sample at step ")]
+    rows = [json.loads(l) for l in (out / "samples.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in rows] == [10, 20, 30] and len(printed) == 3
+    assert all(x["temperature"] == 0.8 and x["seed"] == 1234 and len(x["text"]) <= 100 for x in rows)
+    assert printed[0] == "sample at step 10: " + rows[0]["text"].replace("\n", " / ")
+    quiet = charlm("train", corpus, "--out", tmp_path / "q", "-q", *SETS)
+    assert "sample at step" not in quiet.stderr and (tmp_path / "q" / "samples.jsonl").exists()
+    # the same seed and temperature at every evaluation: another run of the same config matches
+    again = [json.loads(l) for l in (tmp_path / "q" / "samples.jsonl").read_text().splitlines()]
+    assert again == rows
