@@ -17,6 +17,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from .data import Corpus, split
+from .errors import CharlmError
+
 
 @dataclass
 class _Order:
@@ -98,3 +101,16 @@ def baseline(train: str, val: str, order: int = 5, vocab_size: int | None = None
     kn = KneserNey(train, order, V)
     return Baseline(order, kn.bits_per_char(val, history=train[-(order - 1) :] if order > 1 else ""),
                     unigram_bits_per_char(train, val, V), len(train), len(val))
+
+
+MAX_BASELINE_CHARS = 20_000_000  # ~35 s and a few GB of n-gram tables; beyond, training skips it
+
+
+def corpus_baseline(corpus: Corpus, val_fraction: float, order: int = 5) -> Baseline:
+    """The baseline on the same training and validation split the trainer uses."""
+    if val_fraction <= 0:
+        raise CharlmError("the baseline is scored on the validation split: val_fraction must be > 0")
+    train_ids, val_ids = split(corpus.ids, val_fraction)
+    if len(val_ids) == 0:
+        raise CharlmError("the validation split is empty: the corpus is too short for a baseline")
+    return baseline(corpus.vocab.decode(train_ids), corpus.vocab.decode(val_ids), order, len(corpus.vocab))

@@ -21,16 +21,17 @@ from tqdm import tqdm
 
 from . import __version__
 from .audit import audit, show_char
+from .baseline import MAX_BASELINE_CHARS, corpus_baseline
 from .checkpoint import describe, export_weights, load_checkpoint
 from .config import SECTIONS, load_config
-from .data import describe_fingerprint, read_text
+from .data import describe_fingerprint, load_corpus, read_text
 from .errors import CharlmError, echo
 from .files import atomic_write_text
 from .memory import available_memory, format_bytes
 from .novelty import longest_copied
 from .sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
+from .score import LN2, score_texts
 from .score import explain as explain_text
-from .score import score_texts
 from .train import Reporter, Trainer, run_checkpoint
 
 MAX_MESSAGE = 400  # characters of an error line
@@ -120,6 +121,7 @@ class TqdmReporter(Reporter):
     def __init__(self, quiet: bool = False, as_json: bool = False):
         self.quiet, self.as_json = quiet or as_json, as_json
         self.bar, self._ema, self._shown = None, None, 0.0
+        self.baseline = None  # the n-gram Baseline, when the CLI computed one
 
     def start(self, info):
         if not self.quiet:
@@ -129,6 +131,12 @@ class TqdmReporter(Reporter):
             click.echo(f"corpus: {info.train_chars:,} training and {info.val_chars:,} validation characters, "
                        f"vocabulary {info.vocab_size}, {info.windows_per_epoch:,} windows per epoch")
             click.echo(f"output: {info.out_dir}" + (f" (resuming at step {info.step})" if info.step else ""))
+            b = self.baseline
+            if b is not None:
+                click.echo(f"baseline on the validation split: {b.order}-gram Kneser-Ney {b.kneser_ney_bpc:.4f} "
+                           f"bits/char ({b.kneser_ney_bpc * LN2:.4f} nats), unigram {b.unigram_bpc:.4f} bits/char")
+        elif self.as_json and self.baseline is not None:
+            click.echo(dumps({"event": "baseline", **self.baseline.to_dict()}))
         self.windows, self.cpw = info.windows_per_epoch, info.chars_per_window
         self.bar = tqdm(total=info.total_steps, initial=info.step, unit="step", dynamic_ncols=True,
                         disable=self.quiet, desc="train", file=sys.stderr)
@@ -152,8 +160,10 @@ class TqdmReporter(Reporter):
             click.echo(dumps({"event": "eval", **r}))
             return
         train = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+        b = self.baseline
+        passed = " (below the n-gram baseline)" if b and r["val_loss"] < b.kneser_ney_bpc * LN2 else ""
         self._say(f"step {r['step']} epoch {r['epoch']:.2f}: train {train}, val {r['val_loss']:.4f} nats "
-                  f"({r['val_bpc']:.4f} bits) per char, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
+                  f"({r['val_bpc']:.4f} bits) per char{passed}, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
 
     def sampled(self, s):
         if self.as_json:
@@ -245,6 +255,8 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
         trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
     if dry_run:
         return _dry_run(trainer, as_json)
+    if not quiet and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
+        reporter.baseline = corpus_baseline(trainer.corpus, trainer.config.data.val_fraction)
     with _StopFlag() as stop:
         result = trainer.run(should_stop=stop)
     if not as_json:
@@ -298,6 +310,25 @@ def _dry_run(tr: Trainer, as_json: bool) -> None:
 
 def _minutes(seconds: float) -> str:
     return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
+
+
+@main.command()
+@click.argument("corpus", type=click.Path(path_type=str))
+@option("--order", default=5, type=click.IntRange(1, 10), help="n of the n-gram model (characters of context + 1).")
+@option("--val-fraction", default=0.1, type=Finite(0, 0.99, lo_open=True),
+        help="The last fraction of the corpus scored, as data.val_fraction in training.")
+@option("--json", "as_json", is_flag=True, help="One JSON object.")
+def baseline(corpus, order, val_fraction, as_json):
+    """Bits per character of an interpolated Kneser-Ney n-gram model and a unigram model,
+    fitted on CORPUS's training split and scored on its validation split: the numbers an RNN
+    has to beat."""
+    b = corpus_baseline(load_corpus(corpus), val_fraction, order)
+    if as_json:
+        click.echo(dumps(b.to_dict()))
+        return
+    click.echo(f"{b.order}-gram Kneser-Ney: {b.kneser_ney_bpc:.4f} bits/char ({b.kneser_ney_bpc * LN2:.4f} nats)")
+    click.echo(f"unigram:           {b.unigram_bpc:.4f} bits/char ({b.unigram_bpc * LN2:.4f} nats)")
+    click.echo(f"fitted on {b.train_chars:,} training characters, scored on {b.val_chars:,} validation characters")
 
 
 @main.command()

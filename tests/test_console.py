@@ -166,9 +166,9 @@ def test_train_json_is_strict_json_lines(corpus, tmp_path):
     r = charlm("train", corpus, "--out", tmp_path / "run", "--json", *SETS)
     assert r.returncode == 0 and r.stderr == "", r.stderr
     rows = strict_json_lines(r.stdout)
-    assert [x["event"] for x in rows] == ["eval", "sample"] * 3 + ["stopped"]
+    assert [x["event"] for x in rows] == ["baseline"] + ["eval", "sample"] * 3 + ["stopped"]
     assert rows[-1]["step"] == 30 and rows[-1]["reason"] == "max_steps"
-    assert {"step", "val_loss", "val_bpc", "lr", "train_loss"} <= set(rows[0])
+    assert {"step", "val_loss", "val_bpc", "lr", "train_loss"} <= set(rows[1])
 
 
 # ---- generation ----------------------------------------------------------------------
@@ -362,3 +362,15 @@ def test_training_prints_and_keeps_a_sample_at_each_evaluation(corpus, tmp_path)
     # the same seed and temperature at every evaluation: another run of the same config matches
     again = [json.loads(l) for l in (tmp_path / "q" / "samples.jsonl").read_text().splitlines()]
     assert again == rows
+
+
+# ---- the n-gram baseline ----------------------------------------------------------------
+def test_baseline_command_and_training_prints_it(corpus, tmp_path):
+    r = charlm("baseline", corpus)
+    assert r.returncode == 0, r.stderr
+    [d] = strict_json_lines(charlm("baseline", corpus, "--json").stdout)
+    assert f"5-gram Kneser-Ney: {d['kneser_ney_bits_per_char']:.4f} bits/char" in r.stdout
+    assert d["kneser_ney_bits_per_char"] < d["unigram_bits_per_char"]
+    t = charlm("train", corpus, "--out", tmp_path / "run", *SETS)
+    assert f"baseline on the validation split: 5-gram Kneser-Ney {d['kneser_ney_bits_per_char']:.4f} bits/char" in t.stdout
+    assert "'0' is not in the range 0<x<=0.99" in one_error_line(charlm("baseline", corpus, "--val-fraction", "0"), 2)

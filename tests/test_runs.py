@@ -2,6 +2,7 @@
 corpus fingerprint, budgets, beam search, nucleus sampling, sample scores, novelty, echoes."""
 
 import itertools
+import math
 import time
 import tracemalloc
 
@@ -21,7 +22,7 @@ from charlm.score import score_texts
 from charlm.train import CorpusMismatchError, Trainer, train
 from charlm.vocab import Vocab
 
-from .conftest import tiny_overrides
+from .conftest import random_text, tiny_overrides
 
 VOCAB = Vocab("\nabc")
 
@@ -226,3 +227,17 @@ def test_config_errors_echo_a_short_prefix(tmp_path):
     with pytest.raises(ConfigError, match="train.lr_schedule cosine needs train.max_steps or train.epochs"):
         Config.from_dict({"train": {"lr_schedule": "cosine", "epochs": None}})
 
+
+
+def test_kneser_ney_is_a_distribution_and_beats_unigram():
+    from charlm.baseline import KneserNey, baseline
+
+    text = ("the cat sat on the mat. the dog sat on the log. " * 40) + random_text(500, seed=3)
+    V = sorted(set(text) | {"Q"})  # a character never seen still gets probability
+    kn = KneserNey(text, 5, len(V))
+    for h in ["the c", "sat o", "zzzz", "", "Q"]:
+        assert sum(kn.prob(w, h) for w in V) == pytest.approx(1.0, abs=1e-12)
+        assert kn.prob("Q", h) > 0
+    assert kn.prob("a", "the c") > 0.9  # "the c" is always followed by "a"
+    b = baseline(text[:1200], text[1200:1900], 5, len(V))  # the repeated sentences: predictable
+    assert b.kneser_ney_bpc < 0.5 < b.unigram_bpc < math.log2(len(V))
