@@ -331,6 +331,18 @@ def baseline(corpus, order, val_fraction, as_json):
     click.echo(f"fitted on {b.train_chars:,} training characters, scored on {b.val_chars:,} validation characters")
 
 
+@main.command("plot")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=str), metavar="RUN_DIR...")
+@option("--output", "-o", default="loss.png", type=click.Path(dir_okay=False, path_type=str),
+        help="The image to write (.png, .svg or .pdf).")
+def plot_cmd(run_dirs, output):
+    """Loss curves of one or more runs: training and validation loss by step and by minute
+    (nats, with bits per character on a second axis), and the learning rate."""
+    from .plot import plot
+
+    click.echo(f"wrote {plot(run_dirs, output)}")
+
+
 @main.command()
 @option("--json", "as_json", is_flag=True, help="One JSON object per key.")
 def keys(as_json):
