@@ -331,6 +331,22 @@ def baseline(corpus, order, val_fraction, as_json):
     click.echo(f"fitted on {b.train_chars:,} training characters, scored on {b.val_chars:,} validation characters")
 
 
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=str))
+@option("--output", "-o", default="report.html", type=click.Path(dir_okay=False, path_type=str),
+        help="The HTML page to write.")
+@option("--corpus", default=None, type=click.Path(path_type=str), show_default="the one the run was trained on",
+        help="Where the run's corpus is, if it has moved (its validation split is the held-out text).")
+@option("--chars", default=1000, type=click.IntRange(100, 20000), help="Characters of held-out text to explain.")
+def report(run_dir, output, corpus, chars):
+    """One self-contained HTML page about a run (opens offline): loss curves and samples, an
+    explained score of held-out text, a hidden-unit explorer with the units that track
+    features of the text, and how far back the gradient reaches."""
+    from .report import write_report
+
+    click.echo(f"wrote {write_report(run_dir, output, corpus, chars)}")
+
+
 @main.command("plot")
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=str), metavar="RUN_DIR...")
 @option("--output", "-o", default="loss.png", type=click.Path(dir_okay=False, path_type=str),

@@ -1,0 +1,103 @@
+"""``charlm report``: one self-contained HTML page about a run, to open offline: its loss
+curves and samples, an explained score of held-out text, a hidden-unit explorer with the
+units that track simple features, and the gradient-flow chart. The page's data is JSON in a
+<script> element, drawn by the page's own JavaScript (report.js beside this file) into SVG;
+nothing is fetched from anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, resolve_checkpoint_path
+from .data import load_corpus, split
+from .errors import CharlmError
+from .inspect import activations, correlations, features, gradient_flow
+from .plot import read_run
+from .score import explain
+
+ASSETS = Path(__file__).parent / "report_assets"
+
+
+def validation_ids(ck, corpus=None) -> np.ndarray:
+    """The validation split of the run's corpus (or of ``corpus``), encoded with the model's vocabulary."""
+    path = corpus or (ck.meta.get("corpus") or {}).get("path")
+    if not path or not Path(path).exists():
+        raise CharlmError(f"the run's corpus {path!r} is not here; give the corpus it was trained on (corpus=...)")
+    _, val = split(load_corpus(path, vocab=ck.vocab).ids, ck.config.data.val_fraction)
+    if len(val) < 100:
+        raise CharlmError(f"{path}: the validation split has {len(val)} characters; a report needs at least 100")
+    return val.astype(np.int64)
+
+
+def held_out_text(ck, val: np.ndarray, chars: int = 1000) -> str:
+    """``chars`` characters of the validation split, from the start of a line."""
+    text = ck.vocab.decode(val[: chars + 200])
+    start = text.find("\n") + 1 if "\n" in text[:200] else 0
+    return text[start : start + chars]
+
+
+def _quantised(a: np.ndarray) -> tuple[str, list[float]]:
+    """(T, H) activations -> base64 int8 (row-major) and the per-unit scale that undoes it."""
+    scale = np.maximum(np.abs(a).max(axis=0), 1e-9)
+    q = np.clip(np.round(a / scale * 127), -127, 127).astype(np.int8)
+    return base64.b64encode(q.tobytes()).decode("ascii"), [float(s) for s in scale]
+
+
+def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, grad_streams: int = 48) -> dict:
+    run = read_run(run_dir)
+    ck = load_checkpoint(resolve_checkpoint_path(run_dir), with_training_state=False)
+    model = ck.build_model()
+    val = validation_ids(ck, corpus)
+    text = held_out_text(ck, val, chars)
+    explained = explain(model, ck.vocab, text)
+    acts = activations(model, ck.vocab, text)
+    units = {}
+    for key, a in acts.items():
+        data, scale = _quantised(a)
+        units[key] = {"data": data, "scale": scale, "H": a.shape[1]}
+    samples_path = Path(run_dir) / "samples.jsonl"
+    samples = []
+    if samples_path.is_file():
+        for line in samples_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                samples.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    flow = gradient_flow(model, val, K=min(grad_steps, (len(val) - 2) // 3), streams=grad_streams)
+    m = ck.config.model
+    return {
+        "name": run.name, "checkpoint": ck.meta["path"],
+        "model": f"{m.type.upper()} {m.num_layers}x{m.hidden_size}",
+        "best_val": ck.meta.get("best_val"), "step": ck.meta.get("step"),
+        "metrics": [{k: r.get(k) for k in ("step", "elapsed_s", "train_loss", "val_loss", "lr")} for r in run.records],
+        "samples": [{"step": s.get("step"), "text": s.get("text", "")} for s in samples],
+        "text": text,
+        "chars": [[c.bits, c.rank, [[ch, p] for ch, p in c.top]] for c in explained],
+        "units": units,
+        "correlations": correlations(acts, features(text)),
+        "gradient_flow": flow,
+    }
+
+
+def render(data: dict) -> str:
+    """The page: the template with its CSS, JavaScript and data inlined."""
+    page = (ASSETS / "report.html").read_text(encoding="utf-8")
+    payload = json.dumps(data, allow_nan=False).replace("</", "<\\/")  # cannot close the <script>
+    return (page.replace("{{TITLE}}", html.escape(f"charlm report: {data['name']}"))
+                .replace("{{CSS}}", (ASSETS / "report.css").read_text(encoding="utf-8"))
+                .replace("{{JS}}", (ASSETS / "report.js").read_text(encoding="utf-8"))
+                .replace("{{DATA}}", payload))
+
+
+def write_report(run_dir, out, corpus=None, chars: int = 1000) -> Path:
+    from .files import atomic_write_text
+
+    out = Path(out)
+    atomic_write_text(out, render(report_data(run_dir, corpus, chars)))
+    return out
