@@ -409,3 +409,37 @@ def test_plot_without_matplotlib_says_how_to_install(run_dir, tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert "Error: charlm plot needs matplotlib: pip install 'charlm[plot]'" in r.stderr and r.returncode == 1
     assert "Traceback" not in r.stderr
+
+
+# ---- score --explain / --per-char -------------------------------------------------------
+def test_explain_table_and_per_char_json_agree_with_the_score(run_dir):
+    r = charlm("score", "hero hole", "-c", run_dir, "--explain")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["char", "bits", "rank", "top", "3", "guesses"] and len(lines) >= 1 + 9 + 2
+    assert "\x1b[" not in r.stdout  # not a terminal: no colour
+    rows = strict_json_lines(charlm("score", "hero hole", "-c", run_dir, "--per-char", "--json").stdout)
+    [total] = strict_json_lines(charlm("score", "hero hole", "-c", run_dir, "--json").stdout)
+    assert "".join(x["char"] for x in rows) == "hero hole" and [x["index"] for x in rows] == list(range(9))
+    assert sum(x["bits"] for x in rows) == pytest.approx(-total["log_prob_bits"], rel=1e-5)
+    for x in rows:
+        probs = [t["p"] for t in x["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        assert (x["rank"] == 1) == (x["top"][0]["char"] == x["char"])
+    assert "most surprising:" in r.stdout
+
+
+def test_explain_colours_on_a_terminal_unless_no_color(run_dir, monkeypatch, capsys):
+    from charlm.cli import _explained
+    from charlm.score import explain
+
+    ck = load_checkpoint(run_dir / "best.npz", with_training_state=False)
+    chars = explain(ck.build_model(), ck.vocab, "hero hole")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    _explained(chars, 0, True, False)
+    coloured = capsys.readouterr().out
+    assert "\x1b[" in coloured and "most surprising:" in coloured
+    monkeypatch.setenv("NO_COLOR", "1")
+    _explained(chars, 0, True, False)
+    assert "\x1b[" not in capsys.readouterr().out
