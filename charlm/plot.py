@@ -52,12 +52,14 @@ def figure(runs: list[RunCurves]):
         by_step.plot(steps, val, color=color, label=f"{run.name} validation")
         if train:
             by_step.plot(*zip(*train), color=color, linestyle="--", alpha=0.7, label=f"{run.name} training")
-        by_minute.plot([r.get("elapsed_s", 0) / 60 for r in run.records], val, color=color, label=run.name)
+        by_minute.plot([r.get("elapsed_s", 0) / 60 for r in run.records], val, color=color, label=f"{run.name} validation")
+        train_min = [(r.get("elapsed_s", 0) / 60, r["train_loss"]) for r in run.records if r.get("train_loss") is not None]
+        if train_min:
+            by_minute.plot(*zip(*train_min), color=color, linestyle="--", alpha=0.7, label=f"{run.name} training")
         lrs = [(r["step"], r["lr"]) for r in run.records if r.get("lr") is not None]
         if lrs:
             lr.plot(*zip(*lrs), color=color, label=run.name)
-    for ax, xlabel, title in ((by_step, "step", "loss by step"), (by_minute, "minutes of training",
-                                                                  "validation loss by time")):
+    for ax, xlabel, title in ((by_step, "step", "loss by step"), (by_minute, "minutes of training", "loss by time")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("nats per character")
         ax.set_title(title)
