@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .audit import audit, show_char
+from .autoconfig import choose
 from .baseline import MAX_BASELINE_CHARS, corpus_baseline
 from .checkpoint import describe, export_weights, load_checkpoint
 from .config import SECTIONS, load_config
@@ -226,13 +227,17 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--overwrite", is_flag=True, help="Replace the run already in the output directory.")
 @option("--allow-new-corpus", is_flag=True,
         help="With --resume: continue on a different corpus (fine-tuning); logged in metrics.jsonl.")
+@option("--minutes", type=Finite(0, 10080, lo_open=True), default=None, metavar="N",
+        help="Train for N minutes with the model and schedule charlm chooses for that budget on this machine "
+             "(it times the candidates first); --config and --set still override any choice.")
 @option("--dry-run", is_flag=True,
         help="Show the resolved config, a corpus and vocabulary audit, parameters, memory and time per epoch; "
              "train nothing, write nothing.")
 @option("--json", "as_json", is_flag=True,
         help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
-def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_corpus, dry_run, as_json, quiet):
+def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_corpus, minutes, dry_run, as_json,
+          quiet):
     """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
 
     A directory that holds a run is never overwritten unless --overwrite is given.
@@ -242,11 +247,17 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
         raise click.UsageError("--resume continues a run and --overwrite replaces it: give one")
     if allow_new_corpus and not resume:
         raise click.UsageError("--allow-new-corpus applies to --resume")
+    if minutes is not None and resume:
+        raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
+                               "--set train.max_minutes=...)")
     reporter = TqdmReporter(quiet, as_json)
     if resume == "auto":  # the same command line starts the run, and continues it after a crash
         last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
         resume = str(last) if last.is_file() else None
-    if resume:
+    if minutes is not None:
+        trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
+                                    as_json)
+    elif resume:
         ck = load_checkpoint(run_checkpoint(resume))
         cfg = load_config(config_path, list(overrides), base=ck.config)
         trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus)
@@ -266,6 +277,20 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
                    f"checkpoints in {result.out_dir}")
     if stop.signum is not None:
         sys.exit(128 + stop.signum)
+
+
+def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet, as_json):
+    corpus = load_corpus(corpus_path)
+    if not quiet and not as_json:
+        click.echo(f"timing the candidate models for a {minutes:g}-minute budget...", err=True)
+    choice = choose(corpus, minutes)
+    if as_json:
+        click.echo(dumps({"event": "plan", "chose": choice.name, "steps": choice.steps, "measured": [
+            {"model": n, "seconds_per_step": s, "steps": k} for n, s, k in choice.measured]}))
+    elif not quiet:
+        click.echo(choice.reason(minutes))
+    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{minutes:g}min")
+    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
 
 
 def _dry_run(tr: Trainer, as_json: bool) -> None:

@@ -272,13 +272,16 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{p}: YAML error{at}: {problem}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), base: Config | None = None) -> Config:
-    """Defaults <- YAML file (or ``base``, e.g. a checkpoint's config) <- ``--set`` overrides,
-    validated once at the end."""
+def load_config(path: str | Path | None = None, overrides: list[str] = (), base: Config | None = None,
+                under: dict | None = None, name: str | None = None) -> Config:
+    """Defaults <- ``under`` (a raw config chosen for the user, e.g. by --minutes) <- YAML file
+    (or ``base``, e.g. a checkpoint's config) <- ``--set`` overrides, validated once at the end."""
     if path:
-        raw, name = read_yaml(path), Path(path).stem
+        raw, name = read_yaml(path), Path(path).stem  # a file names the run, whatever else chose it
         if raw is not None and not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping with sections model, data, train")
     else:
-        raw, name = (base.to_dict(), base.name) if base else ({}, "default")
+        raw, name = (base.to_dict(), base.name) if base else ({}, name or "default")
+    if under:
+        raw = {s: {**(under.get(s) or {}), **((raw or {}).get(s) or {})} for s in {*under, *(raw or {})}}
     return Config.from_dict(merge_overrides(raw or {}, list(overrides)), name=name, where=str(path or "config"))

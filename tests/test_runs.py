@@ -241,3 +241,40 @@ def test_kneser_ney_is_a_distribution_and_beats_unigram():
     assert kn.prob("a", "the c") > 0.9  # "the c" is always followed by "a"
     b = baseline(text[:1200], text[1200:1900], 5, len(V))  # the repeated sentences: predictable
     assert b.kneser_ney_bpc < 0.5 < b.unigram_bpc < math.log2(len(V))
+
+
+def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(corpus_file):
+    from charlm.autoconfig import CANDIDATES, MIN_STEPS, choose
+    from charlm.data import load_corpus
+
+    corpus = load_corpus(corpus_file)
+    times = {1: 0.01, 128: 0.02, 256: 0.05, 384: 0.1, 512: 0.2}  # seconds per step by hidden size
+
+    def fake(raw):
+        return times[raw["model"]["hidden_size"]]
+
+    def expected(minutes):
+        steps = {n: int(60 * minutes * 0.95 / fake({"model": o["model"]})) for n, o in CANDIDATES}
+        fits = [n for n, _ in CANDIDATES if steps[n] >= MIN_STEPS]
+        return fits[-1] if fits else CANDIDATES[0][0]
+
+    for minutes in (0.5, 2, 5, 10, 30, 120):
+        c = choose(corpus, minutes, measure=fake)
+        assert c.name == expected(minutes) and c.steps == int(60 * minutes * 0.95 / c.seconds_per_step)
+        cfg = Config.from_dict(c.config)
+        assert cfg.train.max_steps == c.steps and cfg.train.lr_schedule == "cosine" and cfg.train.max_minutes == minutes
+    short, long = Config.from_dict(choose(corpus, 2, measure=fake).config), Config.from_dict(
+        choose(corpus, 10, measure=fake).config)
+    assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (long.train.lr, long.model.dropout) == (0.003, 0.2)
+    assert choose(corpus, 0.01, measure=fake).name == CANDIDATES[0][0]  # nothing fits: the smallest
+    assert choose(corpus, 1000, measure=fake).name == CANDIDATES[-1][0]
+
+
+def test_a_config_file_and_set_override_the_chosen_config(tmp_path):
+    chosen = {"model": {"hidden_size": 384, "num_layers": 2}, "train": {"max_steps": 4000, "lr": 0.003}}
+    f = tmp_path / "mine.yaml"
+    f.write_text("model:\n  hidden_size: 64\n")
+    cfg = load_config(f, ["train.lr=0.01"], under=chosen, name="10min")
+    assert cfg.model.hidden_size == 64 and cfg.model.num_layers == 2  # the file's key wins, the rest is chosen
+    assert cfg.train.lr == 0.01 and cfg.train.max_steps == 4000 and cfg.name == "mine"
+    assert load_config(None, [], under=chosen, name="10min").name == "10min"

@@ -1,0 +1,90 @@
+"""``charlm train CORPUS --minutes N``: choose the model and schedule for a time budget on this
+machine.
+
+The rule (the data behind it: docs/performance.md, "Best model for a time budget", from
+``python -m benchmarks.sweep``): on tiny Shakespeare, with Adam and a cosine schedule that ends
+at the budget, the best model for a budget is the largest candidate that still makes at least
+MIN_STEPS optimizer steps in it; a larger one is still under-trained when time runs out, a
+smaller one stops improving. Short budgets also get a higher learning rate and no dropout. So each candidate's step time is measured here (3 steps after a
+warm-up one), and the largest that reaches MIN_STEPS wins, or the smallest if none does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Config
+from .data import Corpus
+
+# Smallest to largest; each a set of config overrides on top of BASE. Only sizes the sweep
+# measured are candidates.
+CANDIDATES = [
+    ("lstm 1x128", {"model": {"num_layers": 1, "hidden_size": 128}}),
+    ("lstm 1x256", {"model": {"num_layers": 1, "hidden_size": 256}}),
+    ("lstm 2x256", {"model": {"num_layers": 2, "hidden_size": 256}}),
+    ("lstm 2x384", {"model": {"num_layers": 2, "hidden_size": 384}}),
+]
+BASE = {
+    "model": {"type": "lstm", "dropout": 0.2},
+    "data": {"batch_size": 50, "seq_length": 50},
+    "train": {"optimizer": "adam", "lr": 0.003, "grad_clip": 5.0, "lr_schedule": "cosine", "min_lr": 0.0001,
+              "epochs": None},
+}
+# Short budgets: a higher learning rate and no dropout won at 2 minutes (2x256: lr 5e-3 1.612 vs
+# 3e-3 1.731 nats/char; dropout 0 1.709 vs 0.2 1.731); the model barely fits the data by then.
+SHORT_MINUTES = 3.0
+SHORT = {"model": {"dropout": 0.0}, "train": {"lr": 0.005}}
+# The best model at each measured budget made 1,500-5,500 steps; a model making fewer lost to a
+# smaller one (1 minute: 1x256 in 1,786 steps beat 1x128 in 3,708; 2 minutes: 2x256 in 1,450
+# steps beat 2x384 in 717, 3x256 in 911 and 1x512 in 1,125).
+MIN_STEPS = 1500
+
+
+@dataclass
+class Choice:
+    name: str
+    config: dict  # a raw config (sections of keys), to be validated and overlaid by the user's
+    seconds_per_step: float
+    steps: int
+    measured: list[tuple[str, float, int]]  # every candidate: (name, seconds per step, steps in the budget)
+
+    def reason(self, minutes: float) -> str:
+        table = ", ".join(f"{n} {s * 1000:.0f} ms/step -> {k:,} steps" for n, s, k in self.measured)
+        return (f"chose {self.name} for {minutes:g} minutes: the largest model that makes at least {MIN_STEPS:,} "
+                f"steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}")
+
+
+def _merge(*dicts) -> dict:
+    out: dict = {}
+    for d in dicts:
+        for section, keys in d.items():
+            out.setdefault(section, {}).update(keys)
+    return out
+
+
+def choose(corpus: Corpus, minutes: float, measure=None, candidates=CANDIDATES) -> Choice:
+    """Time every candidate on ``corpus`` (``measure(raw config) -> seconds per step``, by
+    default a few real training steps) and apply the rule."""
+    measure = measure or _seconds_per_step(corpus)
+    budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
+    measured = []
+    for name, overrides in candidates:
+        sec = measure(_merge(BASE, overrides))  # dropout and lr do not change the step time much
+        measured.append((name, sec, max(1, int(budget_s / sec))))
+    fits = [m for m in measured if m[2] >= MIN_STEPS]
+    name, sec, steps = fits[-1] if fits else measured[0]
+    overrides = _merge(dict(candidates)[name], SHORT if minutes <= SHORT_MINUTES else {})
+    evals = max(1, steps // 20)  # about 20 evaluations (and samples) over the run
+    train = {"max_steps": steps, "max_minutes": minutes, "warmup_steps": min(100, steps // 10),
+             "eval_every": evals, "checkpoint_every": evals}
+    return Choice(name, _merge(BASE, overrides, {"train": train}), sec, steps, measured)
+
+
+def _seconds_per_step(corpus: Corpus):
+    from .train import Trainer
+
+    def measure(raw: dict) -> float:
+        cfg = Config.from_dict(_merge(raw, {"train": {"max_steps": 100000}}), name="probe")
+        return Trainer(cfg, corpus).seconds_per_step()
+
+    return measure
