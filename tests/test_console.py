@@ -316,7 +316,7 @@ def test_sample_and_score_use_the_bundled_model_and_say_so(tmp_path):
 
 
 def test_bundled_model_is_small_and_documented():
-    from charlm.cli import BUNDLED
+    from charlm.cli.cmd_models import BUNDLED
 
     assert BUNDLED.stat().st_size <= 4_000_000
     ck = load_checkpoint(BUNDLED, with_training_state=False)
@@ -430,7 +430,7 @@ def test_explain_table_and_per_char_json_agree_with_the_score(run_dir):
 
 
 def test_explain_colours_on_a_terminal_unless_no_color(run_dir, monkeypatch, capsys):
-    from charlm.cli import _explained
+    from charlm.cli.cmd_score import _explained
     from charlm.score import explain
 
     ck = load_checkpoint(run_dir / "best.npz", with_training_state=False)

@@ -1,0 +1,103 @@
+"""The ``charlm`` command: a thin shell over the library.
+
+Every ``CharlmError`` (and an OS error such as a full disk) becomes one line on stderr and
+exit status 1, in exactly one place: ``CharlmGroup.invoke``. A reader that closes the pipe
+early (``charlm sample | head``) ends charlm quietly with status 0. The commands live in the
+modules beside this one: cmd_train (train), cmd_sample (sample), cmd_score (score) and
+cmd_models (info, export, baseline, plot, report, keys).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import CharlmError, echo
+
+MAX_MESSAGE = 400  # characters of an error line
+
+
+def option(*args, **kwargs):
+    """click.option that shows its default in --help."""
+    kwargs.setdefault("show_default", True)
+    return click.option(*args, **kwargs)
+
+
+def dumps(obj) -> str:
+    """Strict JSON (no NaN or Infinity), one line."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+class Finite(click.ParamType):
+    """A float in [lo, hi] (lo excluded when lo_open); NaN and infinities are refused, which
+    click.FloatRange lets NaN through."""
+
+    name = "float"
+
+    def __init__(self, lo: float, hi: float, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{echo(value)} is not a number", param, ctx)
+        ok = math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+        if not ok:
+            self.fail(f"{echo(value)} is not in the range {self.lo}{'<' if self.lo_open else '<='}x<={self.hi}", param, ctx)
+        return v
+
+
+class CharlmGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except CharlmError as e:
+            _fail(str(e))
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"{where}{e.strerror or e}")
+
+
+# The library names its parameters; only the CLI knows their flags. Each library phrase that
+# names one, and how a user of the command line writes it.
+FLAGS = {"resume=": "--resume ", "another out_dir": "another --out", "overwrite=True": "--overwrite",
+         "allow_new_corpus=True": "--allow-new-corpus", "unknown='skip'": "--unknown skip"}
+
+
+def _fail(message: str):
+    for phrase, flag in FLAGS.items():
+        message = message.replace(phrase, flag)
+    line = " ".join(message.split())  # one line, whatever the message held
+    if len(line) > MAX_MESSAGE:
+        line = line[: MAX_MESSAGE - 3] + "..."
+    raise click.ClickException(line) from None
+
+
+def _quiet_broken_pipe():
+    """The reader is gone: point stdout at /dev/null so the interpreter's final flush cannot
+    fail again, and exit 0 as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+@click.group(cls=CharlmGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="charlm")
+def main():
+    """Train character-level RNN, LSTM and GRU language models in NumPy; sample and score text."""
+
+
+
+
+from . import cmd_models, cmd_sample, cmd_score, cmd_train  # noqa: E402,F401  (they register the commands)

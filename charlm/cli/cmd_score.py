@@ -1,0 +1,136 @@
+"""``charlm score``: probabilities of texts, rankings, several models, explained characters."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..audit import show_char
+from ..errors import CharlmError
+from ..score import explain as explain_text
+from ..score import score_texts
+from . import dumps, main, option
+from .cmd_models import CHECKPOINT_HELP, open_model
+
+
+@main.command()
+@click.argument("text", required=False)
+@option("--checkpoint", "-c", "checkpoints", multiple=True, type=click.Path(path_type=str),
+        show_default="the bundled model", help=CHECKPOINT_HELP + " Repeat to compare models, one column each.")
+@option("--file", "file_", type=click.File("r", encoding="utf-8"), default=None,
+        help="Score the whole file as one text.")
+@option("--lines", type=click.File("r", encoding="utf-8"), default=None,
+        help="Score each non-empty line of this file on its own ('-' for stdin).")
+@option("--sort", is_flag=True, help="Most plausible first: ascending bits per character (of the first model).")
+@option("--context", default="\n", show_default="a newline", help="Text the model reads before each scored text.")
+@option("--unknown", type=click.Choice(["error", "skip"]), default="error",
+        help="Characters outside the vocabulary: fail, or leave them out and count them as skipped.")
+@option("--explain", is_flag=True,
+        help="Each character coloured by its surprisal (bits), and the model's top 3 guesses where it was most "
+             "surprised; a table when stdout is not a terminal or NO_COLOR is set.")
+@option("--per-char", is_flag=True, help="One row per character: bits, rank of the true character, top 3 guesses "
+                                         "(with --json: one object per character).")
+@option("--json", "as_json", is_flag=True, help="One JSON object per text and model.")
+def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, as_json):
+    """How probable TEXT is under a model: log-probability, bits per character, perplexity.
+
+    Each character is scored given the context and every character before it.
+    """
+    given = [x is not None for x in (text, file_, lines)]
+    if sum(given) != 1:
+        raise click.UsageError("give exactly one of TEXT, --file or --lines")
+    try:
+        if file_ is not None:
+            texts = [file_.read()]
+        elif lines is not None:
+            texts = [ln.rstrip("\r\n") for ln in lines]
+            texts = [t for t in texts if t]
+        else:
+            texts = [text]
+    except UnicodeDecodeError as e:
+        raise CharlmError(f"{(file_ or lines).name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    if not texts:
+        raise CharlmError("no text to score (the input has no non-empty lines)")
+    if explain or per_char:
+        if len(checkpoints) > 1:
+            raise click.UsageError("--explain and --per-char show one model: give one --checkpoint")
+        ck = open_model(checkpoints[0] if checkpoints else None)
+        model = ck.build_model()
+        for i, t in enumerate(texts):
+            _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json)
+        return
+    columns = []  # per model: (name, [Score])
+    for path in checkpoints or [None]:
+        ck = open_model(path)
+        columns.append((ck.meta["path"], score_texts(ck.build_model(), ck.vocab, texts, context=context, unknown=unknown)))
+    order = list(range(len(texts)))
+    if sort:
+        first = columns[0][1]
+        order.sort(key=lambda i: math.inf if first[i].bits_per_char is None else first[i].bits_per_char)
+    if as_json:
+        for i in order:
+            for name, scores in columns:
+                click.echo(dumps({**scores[i].to_dict(), "checkpoint": name}))
+        return
+    if len(columns) == 1 and not sort:
+        for i in order:
+            s = columns[0][1][i]
+            skipped = f", {s.skipped} skipped" if s.skipped else ""
+            click.echo(f"log p = {s.log_prob_nats:.4f} nats ({s.log_prob_bits:.4f} bits), "
+                       f"{_num(s.bits_per_char)} bits/char, perplexity {_num(s.perplexity)}, "
+                       f"{s.chars} chars{skipped}: {_shown(s.text)}")
+        return
+    names = [_model_name(name) for name, _ in columns]
+    widths = [max(9, len(n)) for n in names]
+    click.echo("  ".join(f"{n:>{w}}" for n, w in zip(names, widths)) + "  text (bits/char)")
+    for i in order:
+        cells = [f"{_num(scores[i].bits_per_char):>{w}}" for (_, scores), w in zip(columns, widths)]
+        click.echo("  ".join(cells) + f"  {_shown(texts[i])}")
+
+
+SURPRISE = [(1.0, "green"), (3.0, None), (6.0, "yellow"), (math.inf, "red")]  # bits -> colour
+
+
+def _explained(chars, text_index: int, coloured: bool, as_json: bool) -> None:
+    """A text character by character: coloured by surprisal on a terminal, else a table."""
+    if as_json:
+        for c in chars:
+            click.echo(dumps({"text": text_index + 1, **c.to_dict()}))
+        return
+    color = coloured and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    if color:
+        line = "".join(click.style(c.char, fg=next(col for lim, col in SURPRISE if c.bits <= lim)) for c in chars)
+        click.echo(line)
+        click.echo("(" + ", ".join(click.style(f"<= {lim:g} bits" if lim < math.inf else "more", fg=col)
+                                   for lim, col in SURPRISE) + ")")
+    else:
+        click.echo(f"{'char':>6}  {'bits':>6}  {'rank':>4}  top 3 guesses")
+        for c in chars:
+            top = ", ".join(f"{show_char(ch)} {p:.2f}" for ch, p in c.top)
+            click.echo(f"{show_char(c.char):>6}  {c.bits:6.2f}  {c.rank:>4}  {top}")
+    total = sum(c.bits for c in chars)
+    click.echo(f"{total:.2f} bits, {total / len(chars):.3f} bits/char over {len(chars)} characters")
+    if coloured:
+        click.echo("most surprising:")
+        for c in sorted(chars, key=lambda c: -c.bits)[:5]:
+            top = ", ".join(f"{show_char(ch)} {p:.2f}" for ch, p in c.top)
+            click.echo(f"  {show_char(c.char)} at {c.index}: {c.bits:.2f} bits (rank {c.rank}); expected {top}")
+
+
+def _num(x) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _shown(text: str) -> str:
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
+
+
+def _model_name(path: str) -> str:
+    """runs/lstm/best.npz -> lstm/best"""
+    p = Path(path)
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
+

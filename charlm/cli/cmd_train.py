@@ -1,0 +1,246 @@
+"""``charlm train``: the progress reporter, signals, --minutes and --dry-run."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ..audit import audit, show_char
+from ..autoconfig import choose
+from ..baseline import MAX_BASELINE_CHARS, corpus_baseline
+from ..checkpoint import load_checkpoint
+from ..config import load_config
+from ..data import describe_fingerprint, load_corpus
+from ..memory import available_memory, format_bytes
+from ..score import LN2
+from ..train import Reporter, Trainer, run_checkpoint
+from . import Finite, dumps, main, option
+
+
+class TqdmReporter(Reporter):
+    """Prints the resolved config and parameter counts, then a progress bar and one line per
+    eval (stderr); with ``as_json``, one JSON object per evaluation and at the end (stdout)."""
+
+    def __init__(self, quiet: bool = False, as_json: bool = False):
+        self.quiet, self.as_json = quiet or as_json, as_json
+        self.bar, self._ema, self._shown = None, None, 0.0
+        self.baseline = None  # the n-gram Baseline, when the CLI computed one
+
+    def start(self, info):
+        if not self.quiet:
+            click.echo(f"# config {info.config.name} (resolved)\n{info.config.to_yaml().rstrip()}")
+            total = sum(n for _, n in info.param_counts)
+            click.echo(f"parameters: {total:,} ({', '.join(f'{g} {n:,}' for g, n in info.param_counts)})")
+            click.echo(f"corpus: {info.train_chars:,} training and {info.val_chars:,} validation characters, "
+                       f"vocabulary {info.vocab_size}, {info.windows_per_epoch:,} windows per epoch")
+            click.echo(f"output: {info.out_dir}" + (f" (resuming at step {info.step})" if info.step else ""))
+            b = self.baseline
+            if b is not None:
+                click.echo(f"baseline on the validation split: {b.order}-gram Kneser-Ney {b.kneser_ney_bpc:.4f} "
+                           f"bits/char ({b.kneser_ney_bpc * LN2:.4f} nats), unigram {b.unigram_bpc:.4f} bits/char")
+        elif self.as_json and self.baseline is not None:
+            click.echo(dumps({"event": "baseline", **self.baseline.to_dict()}))
+        self.windows, self.cpw = info.windows_per_epoch, info.chars_per_window
+        self.bar = tqdm(total=info.total_steps, initial=info.step, unit="step", dynamic_ncols=True,
+                        disable=self.quiet, desc="train", file=sys.stderr)
+        self.val = info.last_val
+
+    def step(self, p):
+        self._ema = p.loss if self._ema is None else 0.95 * self._ema + 0.05 * p.loss
+        self.bar.update(1)
+        now = time.monotonic()
+        if self.quiet or now - self._shown < 0.5:  # formatting the postfix costs more than a tiny model's step
+            return
+        self._shown = now
+        rate = self.bar.format_dict.get("rate") or 0.0
+        post = {"epoch": f"{p.epoch:.2f}", "loss": f"{self._ema:.3f}",
+                "val": "-" if self.val is None else f"{self.val:.3f}", "chars/s": f"{rate * self.cpw:,.0f}"}
+        self.bar.set_postfix(post, refresh=False)
+
+    def evaluated(self, r):
+        self.val = r["val_loss"]
+        if self.as_json:
+            click.echo(dumps({"event": "eval", **r}))
+            return
+        train = "-" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+        b = self.baseline
+        passed = " (below the n-gram baseline)" if b and r["val_loss"] < b.kneser_ney_bpc * LN2 else ""
+        self._say(f"step {r['step']} epoch {r['epoch']:.2f}: train {train}, val {r['val_loss']:.4f} nats "
+                  f"({r['val_bpc']:.4f} bits) per char{passed}, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
+
+    def sampled(self, s):
+        if self.as_json:
+            click.echo(dumps({"event": "sample", **s}))
+            return
+        self._say(f"sample at step {s['step']}: {s['text'][:200].replace(chr(10), ' / ')}")
+
+    def stopped(self, result):
+        if self.as_json:
+            click.echo(dumps({"event": "stopped", **result.to_dict()}))
+
+    def _say(self, text):
+        if not self.quiet:
+            tqdm.write(text, file=sys.stderr)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the trainer to stop after the current step (and write last.npz)."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second signal: stop now (checkpoints are written atomically)
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def __call__(self):
+        return self.signum is not None
+
+
+STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of at least train.min_delta "
+                                  "in train.patience evaluations; best.npz holds the best model"}
+
+
+@main.command()
+@click.argument("corpus", type=click.Path(path_type=str))
+@option("--config", "config_path", type=click.Path(path_type=str), default=None,
+        show_default="built-in defaults", help="YAML config with sections model, data, train (every key optional).")
+@option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+        help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
+@option("--out", "out_dir", type=click.Path(path_type=str), default=None,
+        show_default="runs/<config name>, or the resumed run's directory",
+        help="Run directory for last.npz, best.npz and metrics.jsonl.")
+@option("--resume", default=None, metavar="CHECKPOINT|RUN_DIR|auto",
+        help="Continue a run: its last.npz, its directory, or 'auto' (the run in the output directory, "
+             "if there is one; otherwise start it).")
+@option("--overwrite", is_flag=True, help="Replace the run already in the output directory.")
+@option("--allow-new-corpus", is_flag=True,
+        help="With --resume: continue on a different corpus (fine-tuning); logged in metrics.jsonl.")
+@option("--minutes", type=Finite(0, 10080, lo_open=True), default=None, metavar="N",
+        help="Train for N minutes with the model and schedule charlm chooses for that budget on this machine "
+             "(it times the candidates first); --config and --set still override any choice.")
+@option("--dry-run", is_flag=True,
+        help="Show the resolved config, a corpus and vocabulary audit, parameters, memory and time per epoch; "
+             "train nothing, write nothing.")
+@option("--json", "as_json", is_flag=True,
+        help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
+@option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
+def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_corpus, minutes, dry_run, as_json,
+          quiet):
+    """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
+
+    A directory that holds a run is never overwritten unless --overwrite is given.
+    Every config key and its default: charlm keys.
+    """
+    if resume and overwrite:
+        raise click.UsageError("--resume continues a run and --overwrite replaces it: give one")
+    if allow_new_corpus and not resume:
+        raise click.UsageError("--allow-new-corpus applies to --resume")
+    if minutes is not None and resume:
+        raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
+                               "--set train.max_minutes=...)")
+    reporter = TqdmReporter(quiet, as_json)
+    if resume == "auto":  # the same command line starts the run, and continues it after a crash
+        last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
+        resume = str(last) if last.is_file() else None
+    if minutes is not None:
+        trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
+                                    as_json)
+    elif resume:
+        ck = load_checkpoint(run_checkpoint(resume))
+        cfg = load_config(config_path, list(overrides), base=ck.config)
+        trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus)
+    else:
+        cfg = load_config(config_path, list(overrides))
+        trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+    if dry_run:
+        return _dry_run(trainer, as_json)
+    if not quiet and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
+        reporter.baseline = corpus_baseline(trainer.corpus, trainer.config.data.val_fraction)
+    with _StopFlag() as stop:
+        result = trainer.run(should_stop=stop)
+    if not as_json:
+        best = "-" if result.best_val is None else f"{result.best_val:.4f}"
+        reason = STOP_REASONS.get(result.reason, result.reason)
+        click.echo(f"stopped ({reason}) at step {result.step}, epoch {result.epoch}; best val {best} nats/char; "
+                   f"checkpoints in {result.out_dir}")
+    if stop.signum is not None:
+        sys.exit(128 + stop.signum)
+
+
+def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet, as_json):
+    corpus = load_corpus(corpus_path)
+    if not quiet and not as_json:
+        click.echo(f"timing the candidate models for a {minutes:g}-minute budget...", err=True)
+    choice = choose(corpus, minutes)
+    if as_json:
+        click.echo(dumps({"event": "plan", "chose": choice.name, "steps": choice.steps, "measured": [
+            {"model": n, "seconds_per_step": s, "steps": k} for n, s, k in choice.measured]}))
+    elif not quiet:
+        click.echo(choice.reason(minutes))
+    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{minutes:g}min")
+    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+
+
+def _dry_run(tr: Trainer, as_json: bool) -> None:
+    chars = audit(tr.corpus)
+    counts = tr.model.param_counts()
+    spe = tr.batches.num_windows
+    sec = tr.seconds_per_step()
+    avail = available_memory()
+    report = {
+        "config": tr.config.to_dict(), "corpus": tr.corpus.fingerprint,
+        "train_chars": tr.train_chars, "val_chars": len(tr.val_ids),
+        "vocabulary": [c.to_dict() for c in chars],
+        "parameters": sum(n for _, n in counts), "parameters_by_group": dict(counts),
+        "steps_per_epoch": spe, "total_steps": tr.budget.total_steps,
+        "memory_bytes": tr.memory.total, "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
+        "seconds_per_step": sec, "seconds_per_epoch": sec * spe, "output_dir": str(tr.out_dir),
+    }
+    if as_json:
+        click.echo(dumps(report))
+        return
+    click.echo(f"# config {tr.config.name} (resolved)\n{tr.config.to_yaml().rstrip()}")
+    fp = tr.corpus.fingerprint
+    click.echo(f"corpus: {describe_fingerprint(fp)}: {tr.train_chars:,} training and {len(tr.val_ids):,} "
+               f"validation characters")
+    flagged = [c for c in chars if c.flags]
+    click.echo(f"vocabulary: {len(chars)} characters, {len(flagged)} flagged")
+    cells = [f"{show_char(c.char):>6} {c.count:>9,}" for c in sorted(chars, key=lambda c: -c.count)]
+    for i in range(0, len(cells), 5):
+        click.echo("  " + "   ".join(cells[i : i + 5]))
+    for c in flagged:
+        click.echo(f"  flagged: {show_char(c.char)} (U+{ord(c.char):04X}), seen {c.count:,}x: {'; '.join(c.flags)}")
+    click.echo(f"parameters: {report['parameters']:,} ({', '.join(f'{g} {n:,}' for g, n in counts)})")
+    total = tr.budget.total_steps
+    click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
+    parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in tr.memory.parts.items())
+    avail_s = "unknown" if avail is None else format_bytes(avail)
+    click.echo(f"memory: about {format_bytes(tr.memory.total)} ({parts}); available {avail_s}")
+    eta = f"; the budget about {_minutes(sec * total)}" if total else ""
+    click.echo(f"time: {sec * 1000:,.1f} ms per step (timed), about {_minutes(sec * spe)} per epoch{eta}")
+    click.echo(f"dry run: nothing trained, nothing written (a run would write to {tr.out_dir})")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:,.1f} s" if seconds < 120 else f"{seconds / 60:,.1f} min"
+
+
