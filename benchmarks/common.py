@@ -47,6 +47,8 @@ def machine_info() -> dict:
 
     import numpy as np
 
+    from charlm.blas import core
+
     cpu = platform.processor() or "unknown"
     try:
         for line in open("/proc/cpuinfo"):
@@ -62,7 +64,8 @@ def machine_info() -> dict:
         blas = f"{b.get('name')} {b.get('version')}"
     except Exception:  # older NumPy has no mode="dicts"; the name is informative only
         pass
-    info = {"cpu": cpu, "numpy": np.__version__, "blas": blas, "python": platform.python_version()}
+    info = {"cpu": cpu, "numpy": np.__version__, "blas": blas, "blas_core": core(),
+            "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "python": platform.python_version()}
     if have_torch():
         import torch
 

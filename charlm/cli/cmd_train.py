@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..audit import audit, show_char
 from ..autoconfig import choose
 from ..baseline import MAX_BASELINE_CHARS, corpus_baseline
+from ..blas import core, forced_core_note
 from ..checkpoint import load_checkpoint
 from ..config import load_config
 from ..data import describe_fingerprint, load_corpus
@@ -158,6 +159,9 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
         raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
                                "--set train.max_minutes=...)")
     reporter = TqdmReporter(quiet, as_json)
+    blas_note = forced_core_note()  # before --minutes times the candidates: it explains slow steps
+    if blas_note and not (quiet or as_json):
+        click.echo(blas_note, err=True)
     if resume == "auto":  # the same command line starts the run, and continues it after a crash
         last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
         resume = str(last) if last.is_file() else None
@@ -172,7 +176,7 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
         cfg = load_config(config_path, list(overrides))
         trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
     if dry_run:
-        return _dry_run(trainer, as_json)
+        return _dry_run(trainer, as_json, blas_note)
     if not quiet and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
         reporter.baseline = corpus_baseline(trainer.corpus, trainer.config.data.val_fraction)
     with _StopFlag() as stop:
@@ -200,7 +204,7 @@ def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, rep
     return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
 
 
-def _dry_run(tr: Trainer, as_json: bool) -> None:
+def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
     chars = audit(tr.corpus)
     counts = tr.model.param_counts()
     spe = tr.batches.num_windows
@@ -214,6 +218,7 @@ def _dry_run(tr: Trainer, as_json: bool) -> None:
         "steps_per_epoch": spe, "total_steps": tr.budget.total_steps,
         "memory_bytes": tr.memory.total, "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
         "seconds_per_step": sec, "seconds_per_epoch": sec * spe, "output_dir": str(tr.out_dir),
+        "blas_core": core(), "blas_note": blas_note,
     }
     if as_json:
         click.echo(dumps(report))
