@@ -5,8 +5,10 @@ The rule (the data behind it: docs/performance.md, "Best model for a time budget
 ``python -m benchmarks.sweep``): on tiny Shakespeare, with Adam and a cosine schedule that ends
 at the budget, the best model for a budget is the largest candidate that still makes at least
 MIN_STEPS optimizer steps in it; a larger one is still under-trained when time runs out, a
-smaller one stops improving. Short budgets also get a higher learning rate and no dropout. So each candidate's step time is measured here (3 steps after a
-warm-up one), and the largest that reaches MIN_STEPS wins, or the smallest if none does.
+smaller one stops improving. Short budgets (up to 3 minutes) get a higher learning rate and no
+dropout; long ones (30 minutes and more) a larger candidate, more dropout and a lower learning
+rate. So each candidate's step time is measured here (3 steps after a warm-up one), and the
+largest that reaches MIN_STEPS wins, or the smallest if none does.
 """
 
 from __future__ import annotations
@@ -34,10 +36,25 @@ BASE = {
 # 3e-3 1.731 nats/char; dropout 0 1.709 vs 0.2 1.731); the model barely fits the data by then.
 SHORT_MINUTES = 3.0
 SHORT = {"model": {"dropout": 0.0}, "train": {"lr": 0.005}}
+# Long budgets: an hour is ~45 passes over tiny Shakespeare, and the 10-minute models start to
+# overfit after ~12 without dropout, so the larger LSTM 2x512 joins the candidates with heavier
+# dropout and a lower learning rate (configs/lstm-60min.yaml: one 60-minute run).
+LONG_MINUTES = 30.0
+LONG = {"model": {"dropout": 0.4}, "train": {"lr": 0.002}}
+LONG_CANDIDATES = [("lstm 2x512", {"model": {"num_layers": 2, "hidden_size": 512}})]
 # The best model at each measured budget made 1,500-5,500 steps; a model making fewer lost to a
 # smaller one (1 minute: 1x256 in 1,786 steps beat 1x128 in 3,708; 2 minutes: 2x256 in 1,450
 # steps beat 2x384 in 717, 3x256 in 911 and 1x512 in 1,125).
 MIN_STEPS = 1500
+
+
+def tier(minutes: float) -> tuple[dict, list]:
+    """The overrides and the candidates for a budget of ``minutes``."""
+    if minutes <= SHORT_MINUTES:
+        return SHORT, CANDIDATES
+    if minutes >= LONG_MINUTES:
+        return LONG, CANDIDATES + LONG_CANDIDATES
+    return {}, CANDIDATES
 
 
 @dataclass
@@ -54,7 +71,7 @@ class Choice:
                 f"steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}")
 
 
-def _merge(*dicts) -> dict:
+def merge(*dicts) -> dict:
     out: dict = {}
     for d in dicts:
         for section, keys in d.items():
@@ -62,29 +79,30 @@ def _merge(*dicts) -> dict:
     return out
 
 
-def choose(corpus: Corpus, minutes: float, measure=None, candidates=CANDIDATES) -> Choice:
-    """Time every candidate on ``corpus`` (``measure(raw config) -> seconds per step``, by
-    default a few real training steps) and apply the rule."""
+def choose(corpus: Corpus, minutes: float, measure=None) -> Choice:
+    """Time every candidate for the budget on ``corpus`` (``measure(raw config) -> seconds per
+    step``, by default a few real training steps) and apply the rule."""
     measure = measure or _seconds_per_step(corpus)
+    tier_overrides, candidates = tier(minutes)
     budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
     measured = []
     for name, overrides in candidates:
-        sec = measure(_merge(BASE, overrides))  # dropout and lr do not change the step time much
+        sec = measure(merge(BASE, overrides))  # dropout and lr do not change the step time much
         measured.append((name, sec, max(1, int(budget_s / sec))))
     fits = [m for m in measured if m[2] >= MIN_STEPS]
     name, sec, steps = fits[-1] if fits else measured[0]
-    overrides = _merge(dict(candidates)[name], SHORT if minutes <= SHORT_MINUTES else {})
+    overrides = merge(dict(candidates)[name], tier_overrides)
     evals = max(1, steps // 20)  # about 20 evaluations (and samples) over the run
     train = {"max_steps": steps, "max_minutes": minutes, "warmup_steps": min(100, steps // 10),
              "eval_every": evals, "checkpoint_every": evals}
-    return Choice(name, _merge(BASE, overrides, {"train": train}), sec, steps, measured)
+    return Choice(name, merge(BASE, overrides, {"train": train}), sec, steps, measured)
 
 
 def _seconds_per_step(corpus: Corpus):
     from .train import Trainer
 
     def measure(raw: dict) -> float:
-        cfg = Config.from_dict(_merge(raw, {"train": {"max_steps": 100000}}), name="probe")
+        cfg = Config.from_dict(merge(raw, {"train": {"max_steps": 100000}}), name="probe")
         return Trainer(cfg, corpus).seconds_per_step()
 
     return measure

@@ -1,5 +1,6 @@
 """Smoke tests so the benchmarks cannot rot: one tiny row, both backends where torch is installed."""
 
+import json
 import os
 
 from .conftest import HAVE_TORCH
@@ -63,3 +64,18 @@ def test_gemm_floor_makes_the_same_products_as_a_charlm_step(monkeypatch):
         ours = _products(monkeypatch, lambda: m.loss_and_grad(x, y, m.zero_state(B)))
         floor = GemmFloor(kind, 2, 8, V, batches)
         assert _products(monkeypatch, floor.step) == ours, kind
+
+
+def test_sweep_runs_a_grid_point_to_its_budget(shakespeare, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import sweep
+
+    out = tmp_path / "sweep.jsonl"
+    [r] = sweep.main(["--grid", "short", "--only", "1x128-lr5e-3", "--minutes", "0.02", "--out", str(out)])
+    assert r["run"] == "1x128-lr5e-3" and r["params"] == 107_713  # LSTM 1x128 over 65 characters
+    assert r["planned_steps"] >= 1 and 0 < r["steps"] <= r["planned_steps"] and r["final_val_loss"] < 4.2
+    lines = [json.loads(l) for l in out.read_text().splitlines()]
+    assert lines[0]["grid"] == "short" and lines[-1] == r
+    evals = [l for l in lines if "val_loss" in l]
+    assert 1 <= len(evals) <= 4 and all(0 < a["minutes"] <= b["minutes"] for a, b in zip(evals, evals[1:]))
+    assert "1x128-lr5e-3" in capsys.readouterr().out

@@ -73,7 +73,7 @@ def test_shipped_configs_load():
 
     configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     names = {p.stem for p in configs}
-    assert {"rnn-tiny", "lstm-shakespeare", "gru-shakespeare", "min-char-rnn"} <= names
+    assert {"rnn-tiny", "lstm-shakespeare", "lstm-bundled", "gru-shakespeare", "min-char-rnn", "lstm-1min", "lstm-60min"} <= names
     for p in configs:
         load_config(p)
     mcr = load_config(Path(__file__).parents[1] / "configs" / "min-char-rnn.yaml")

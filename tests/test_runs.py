@@ -244,7 +244,7 @@ def test_kneser_ney_is_a_distribution_and_beats_unigram():
 
 
 def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(corpus_file):
-    from charlm.autoconfig import CANDIDATES, MIN_STEPS, choose
+    from charlm.autoconfig import CANDIDATES, LONG_CANDIDATES, MIN_STEPS, choose, tier
     from charlm.data import load_corpus
 
     corpus = load_corpus(corpus_file)
@@ -254,20 +254,22 @@ def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(co
         return times[raw["model"]["hidden_size"]]
 
     def expected(minutes):
-        steps = {n: int(60 * minutes * 0.95 / fake({"model": o["model"]})) for n, o in CANDIDATES}
-        fits = [n for n, _ in CANDIDATES if steps[n] >= MIN_STEPS]
-        return fits[-1] if fits else CANDIDATES[0][0]
+        candidates = tier(minutes)[1]
+        steps = {n: int(60 * minutes * 0.95 / fake({"model": o["model"]})) for n, o in candidates}
+        fits = [n for n, _ in candidates if steps[n] >= MIN_STEPS]
+        return fits[-1] if fits else candidates[0][0]
 
-    for minutes in (0.5, 2, 5, 10, 30, 120):
+    for minutes in (0.5, 2, 5, 10, 20, 30, 120):
         c = choose(corpus, minutes, measure=fake)
         assert c.name == expected(minutes) and c.steps == int(60 * minutes * 0.95 / c.seconds_per_step)
         cfg = Config.from_dict(c.config)
         assert cfg.train.max_steps == c.steps and cfg.train.lr_schedule == "cosine" and cfg.train.max_minutes == minutes
-    short, long = Config.from_dict(choose(corpus, 2, measure=fake).config), Config.from_dict(
-        choose(corpus, 10, measure=fake).config)
-    assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (long.train.lr, long.model.dropout) == (0.003, 0.2)
+    short, mid, long = (Config.from_dict(choose(corpus, m, measure=fake).config) for m in (2, 10, 60))
+    assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (mid.train.lr, mid.model.dropout) == (0.003, 0.2)
+    assert (long.train.lr, long.model.dropout, long.model.hidden_size) == (0.002, 0.4, 512)
     assert choose(corpus, 0.01, measure=fake).name == CANDIDATES[0][0]  # nothing fits: the smallest
-    assert choose(corpus, 1000, measure=fake).name == CANDIDATES[-1][0]
+    assert choose(corpus, 20, measure=fake).name == CANDIDATES[-1][0]  # 2x512 only joins from 30 minutes
+    assert choose(corpus, 1000, measure=fake).name == LONG_CANDIDATES[-1][0]
 
 
 def test_a_config_file_and_set_override_the_chosen_config(tmp_path):
