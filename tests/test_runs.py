@@ -248,10 +248,10 @@ def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(co
     from charlm.data import load_corpus
 
     corpus = load_corpus(corpus_file)
-    times = {1: 0.01, 128: 0.02, 256: 0.05, 384: 0.1, 512: 0.2}  # seconds per step by hidden size
+    times = {128: 0.02, 256: 0.05, 384: 0.1, 512: 0.2}  # seconds per step by hidden size, per layer
 
     def fake(raw):
-        return times[raw["model"]["hidden_size"]]
+        return times[raw["model"]["hidden_size"]] * raw["model"]["num_layers"]
 
     def expected(minutes):
         candidates = tier(minutes)[1]
@@ -266,9 +266,9 @@ def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(co
         assert cfg.train.max_steps == c.steps and cfg.train.lr_schedule == "cosine" and cfg.train.max_minutes == minutes
     short, mid, long = (Config.from_dict(choose(corpus, m, measure=fake).config) for m in (2, 10, 60))
     assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (mid.train.lr, mid.model.dropout) == (0.003, 0.2)
-    assert (long.train.lr, long.model.dropout, long.model.hidden_size) == (0.002, 0.4, 512)
+    assert (long.train.lr, long.model.dropout, long.model.num_layers, long.model.hidden_size) == (0.002, 0.5, 3, 512)
     assert choose(corpus, 0.01, measure=fake).name == CANDIDATES[0][0]  # nothing fits: the smallest
-    assert choose(corpus, 20, measure=fake).name == CANDIDATES[-1][0]  # 2x512 only joins from 30 minutes
+    assert choose(corpus, 20, measure=fake).name == CANDIDATES[-1][0]  # 3x512 only joins from 30 minutes
     assert choose(corpus, 1000, measure=fake).name == LONG_CANDIDATES[-1][0]
 
 
