@@ -265,7 +265,7 @@ def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(co
         cfg = Config.from_dict(c.config)
         assert cfg.train.max_steps == c.steps and cfg.train.lr_schedule == "cosine" and cfg.train.max_minutes == minutes
     short, mid, long = (Config.from_dict(choose(corpus, m, measure=fake).config) for m in (2, 10, 60))
-    assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (mid.train.lr, mid.model.dropout) == (0.002, 0.4)
+    assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (mid.train.lr, mid.model.dropout) == (0.003, 0.3)
     assert (long.train.lr, long.model.dropout, long.model.num_layers, long.model.hidden_size) == (0.002, 0.5, 3, 512)
     assert choose(corpus, 0.01, measure=fake).name == CANDIDATES[0][0]  # nothing fits: the smallest
     assert choose(corpus, 20, measure=fake).name == CANDIDATES[-1][0]  # 3x512 only joins from 30 minutes
