@@ -3,8 +3,8 @@ training time, so that charlm's time-budget rule and shipped configs come from d
 
     python -m benchmarks.sweep --minutes 2 [--grid sizes|variants|all] [--out sweep.jsonl] [--threads 2]
 
-Every run starts from LSTM 2x256 with the settings --minutes starts from (charlm/autoconfig.py's
-BASE: dropout 0.2, B=50, T=50, Adam 3e-3, cosine) and the grid point's overrides, measures
+Every run starts from configs/lstm-bundled.yaml (LSTM 2x256, dropout 0.2, B=50, T=50, Adam 3e-3,
+cosine: the recipe the sweep was first run around) with the grid point's overrides, measures
 its own step time (3 steps after a warm-up one), sizes its cosine schedule to end at the budget,
 and trains for --minutes of training time, evaluating the whole validation split at each
 quarter of the budget (evaluation not counted). One JSON line per evaluation and one per run
@@ -21,15 +21,13 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 
-from charlm.autoconfig import BASE as AUTO_BASE  # noqa: E402
-from charlm.autoconfig import merge  # noqa: E402
 from charlm.config import load_config  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
 from charlm.train import Trainer  # noqa: E402
 
-from .common import corpus_path, machine_info  # noqa: E402
+from .common import ROOT, corpus_path, machine_info  # noqa: E402
 
-BASE = merge(AUTO_BASE, {"model": {"num_layers": 2, "hidden_size": 256}, "train": {"warmup_steps": 100}})
+BASE = ROOT / "configs" / "lstm-bundled.yaml"
 SIZES = {  # model width and depth; B=50, T=50, adam 3e-3, cosine, dropout 0.2
     "lstm-1x128": ["model.num_layers=1", "model.hidden_size=128", "model.dropout=0"],
     "lstm-1x256": ["model.num_layers=1", "model.hidden_size=256", "model.dropout=0"],
@@ -56,11 +54,10 @@ GRIDS = {"sizes": SIZES, "variants": VARIANTS, "short": SHORT, "all": {**SIZES, 
 
 def budgeted(overrides, minutes, corpus, steps_scale=1.0):
     """A Trainer whose cosine schedule ends after ``minutes`` of training on this machine."""
-    probe = Trainer(load_config(None, overrides + ["train.max_steps=100000"], under=BASE, name="sweep"), corpus)
+    probe = Trainer(load_config(BASE, overrides + ["train.max_steps=100000"]), corpus)
     sec = probe.seconds_per_step()
     steps = max(50, int(minutes * 60 / sec * steps_scale))
-    cfg = load_config(None, overrides + [f"train.max_steps={steps}", "train.max_minutes=null", "train.sample_length=0"],
-                      under=BASE, name="sweep")
+    cfg = load_config(BASE, overrides + [f"train.max_steps={steps}", "train.max_minutes=null", "train.sample_length=0"])
     return Trainer(cfg, corpus), sec
 
 

@@ -24,7 +24,6 @@ CANDIDATES = [
     ("lstm 1x256", {"model": {"num_layers": 1, "hidden_size": 256}}),
     ("lstm 2x256", {"model": {"num_layers": 2, "hidden_size": 256}}),
     ("lstm 2x384", {"model": {"num_layers": 2, "hidden_size": 384}}),
-    ("lstm 2x384", {"model": {"num_layers": 2, "hidden_size": 384}}),
 ]
 # Budgets between 3 and 30 minutes. At 10 minutes on 2 cores LSTM 2x384 makes ~12 passes over tiny
 # Shakespeare: with dropout 0.2 it was past its best after ~9 (1.473 nats/char), so dropout 0.3

@@ -259,6 +259,9 @@ def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(co
         fits = [n for n, _ in candidates if steps[n] >= MIN_STEPS]
         return fits[-1] if fits else candidates[0][0]
 
+    for minutes in (2, 10, 60):  # each candidate once, from the smallest to the largest
+        names, secs = zip(*[(n, fake(o)) for n, o in tier(minutes)[1]])
+        assert len(set(names)) == len(names) and list(secs) == sorted(secs)
     for minutes in (0.5, 2, 5, 10, 20, 30, 120):
         c = choose(corpus, minutes, measure=fake)
         assert c.name == expected(minutes) and c.steps == int(60 * minutes * 0.95 / c.seconds_per_step)
