@@ -74,7 +74,7 @@ class Choice:
                 f"steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}")
 
 
-def merge(*dicts) -> dict:
+def _merge(*dicts) -> dict:
     out: dict = {}
     for d in dicts:
         for section, keys in d.items():
@@ -90,22 +90,22 @@ def choose(corpus: Corpus, minutes: float, measure=None) -> Choice:
     budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
     measured = []
     for name, overrides in candidates:
-        sec = measure(merge(BASE, overrides))  # dropout and lr do not change the step time much
+        sec = measure(_merge(BASE, overrides))  # dropout and lr do not change the step time much
         measured.append((name, sec, max(1, int(budget_s / sec))))
     fits = [m for m in measured if m[2] >= MIN_STEPS]
     name, sec, steps = fits[-1] if fits else measured[0]
-    overrides = merge(dict(candidates)[name], tier_overrides)
+    overrides = _merge(dict(candidates)[name], tier_overrides)
     evals = max(1, steps // 20)  # about 20 evaluations (and samples) over the run
     train = {"max_steps": steps, "max_minutes": minutes, "warmup_steps": min(100, steps // 10),
              "eval_every": evals, "checkpoint_every": evals}
-    return Choice(name, merge(BASE, overrides, {"train": train}), sec, steps, measured)
+    return Choice(name, _merge(BASE, overrides, {"train": train}), sec, steps, measured)
 
 
 def _seconds_per_step(corpus: Corpus):
     from .train import Trainer
 
     def measure(raw: dict) -> float:
-        cfg = Config.from_dict(merge(raw, {"train": {"max_steps": 100000}}), name="probe")
+        cfg = Config.from_dict(_merge(raw, {"train": {"max_steps": 100000}}), name="probe")
         return Trainer(cfg, corpus).seconds_per_step()
 
     return measure

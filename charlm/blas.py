@@ -14,6 +14,7 @@ import ctypes
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 _GETTERS = ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
             "openblas_get_corename")
@@ -42,11 +43,6 @@ def core() -> str | None:
     return None
 
 
-# Runs this file as a script, without its folder on sys.path: charlm/inspect.py would shadow the
-# standard library's inspect, which NumPy imports.
-_CHILD = "import sys; p = sys.argv[1]; exec(compile(open(p).read(), p, 'exec'), {'__name__': '__main__'})"
-
-
 def forced_core_note() -> str | None:
     """One line when OPENBLAS_CORETYPE makes OpenBLAS run other kernels than it picks for this
     CPU by itself (asked of a child process without the variable); otherwise None."""
@@ -56,8 +52,10 @@ def forced_core_note() -> str | None:
         return None
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     try:
-        out = subprocess.run([sys.executable, "-c", _CHILD, __file__], env=env, capture_output=True, text=True,
-                             timeout=60)
+        # As a module from the folder that holds the package (not as a script, whose folder on
+        # sys.path would let charlm/inspect.py shadow the standard library's inspect).
+        out = subprocess.run([sys.executable, "-m", "charlm.blas"], env=env, cwd=Path(__file__).parents[1],
+                             capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     own = out.stdout.strip()
