@@ -6,6 +6,11 @@ Trains the config's model with charlm, then the same model in PyTorch (same init
 batch, seq, optimizer, lr schedule, clipping, data order), each for the same training-time
 budget on the same cores, one after the other. The whole validation split is evaluated after
 every minute of training; evaluation time is not counted as training time.
+
+A cosine schedule ends where each side's budget ends, as with `charlm train --minutes N`: its
+length in steps is re-estimated after every step from that side's own pace, so the side that
+steps faster gets more steps inside the schedule (instead of extra steps at the minimum
+learning rate after a schedule sized in steps for someone else's speed).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .common import ROOT, TorchTwin, corpus_path, have_torch, machine_info  # no
 
 def run_charlm(cfg, minutes, log):
     tr = Trainer(cfg, corpus_path(), out_dir=None)
-    return _curve("charlm", minutes, tr.train_step, lambda: tr.evaluate()["val_loss"], log)
+    return _curve("charlm", minutes, tr.train_step, lambda: tr.evaluate()["val_loss"], log, tr.schedule)
 
 
 def run_torch(cfg, minutes, log):
@@ -60,23 +65,32 @@ def run_torch(cfg, minutes, log):
         tw.rnn.eval()
         return float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))
 
-    return _curve("torch", minutes, step, evaluate, log)
+    return _curve("torch", minutes, step, evaluate, log, sched)
 
 
-def _curve(name, minutes, step, evaluate, log):
-    """Train until ``minutes`` of training time; evaluate after each whole minute."""
+def _curve(name, minutes, step, evaluate, log, schedule):
+    """Train until ``minutes`` of training time; evaluate after each whole minute. The
+    schedule's last step is kept at the end of the budget (``fit_to_budget``)."""
     trained, next_eval, steps, points = 0.0, 60.0, 0, []
     while trained < 60.0 * minutes:
         t = time.perf_counter()
         step()
         trained += time.perf_counter() - t
         steps += 1
+        fit_to_budget(schedule, steps, trained, 60.0 * minutes)
         if trained >= next_eval or trained >= 60.0 * minutes:
             val = evaluate()
             points.append({"backend": name, "minutes": round(trained / 60, 2), "steps": steps, "val_loss": val})
             log(points[-1])
             next_eval += 60.0
     return points
+
+
+def fit_to_budget(schedule, steps: int, trained_s: float, budget_s: float) -> None:
+    """Set the schedule's length to the steps done plus the steps the rest of the budget holds
+    at the pace so far (the first 10 steps, which include allocation, only start the estimate)."""
+    if steps >= 10:
+        schedule.total = steps + round((budget_s - trained_s) * steps / trained_s)
 
 
 def chart(curves, width=50, lo=None, hi=None):

@@ -99,31 +99,37 @@ class GemmFloor:
         self.layers = []
         for l in range(layers):
             D = U if l == 0 else H
-            self.layers.append(dict(Wx=a(G, D), Wh=a(G, H), WhT=a(H, G), X=a(D, T, B),
+            self.layers.append(dict(Wx=a(G, D), Wh=a(G, H), WhT=a(H, G), X=a(D, T, B), A_fm=a(G, N),
                                     A=a(T, G, B), Hs=a(T, H, B), HT=a(H, T, B), dA=a(G, N), gWh=a(G, H), gWx=a(G, D),
-                                    dx=a(D, N), rec=a(H, B), onehot=(l == 0)))
+                                    gb=a(G), dx=a(D, N), rec=a(H, B), onehot=(l == 0)))
         self.W, self.L, self.Hout, self.gW, self.dH = a(V, H), a(V, N), a(H, N), a(V, H), a(H, N)
-        self.T = T
+        self.gb, self.gbhn = a(V), a(H) if kind == "gru" else None  # the GRU's extra bias sums H rows
+        self.T, self.N = T, N
 
     def forward(self):
         for c in self.layers:
             if not c["onehot"]:  # the one-hot layer's projection is a gather, not a product
-                np.matmul(c["Wx"], c["X"].transpose(1, 0, 2), out=c["A"])
+                np.matmul(c["Wx"], c["X"].reshape(-1, self.N), out=c["A_fm"])
             for t in range(self.T):
                 np.matmul(c["Wh"], c["Hs"][t], out=c["A"][t])
         np.matmul(self.W, self.Hout, out=self.L)
 
     def step(self):
         self.forward()
+        ones = np.ones(self.N, np.float32)  # bias gradients are row sums, A @ 1 (cells/base.py)
         np.matmul(self.L, self.Hout.T, out=self.gW)
+        np.matmul(self.L, ones, out=self.gb)
         np.matmul(self.W.T, self.L, out=self.dH)
         for c in reversed(self.layers):
             for t in range(self.T - 1, -1, -1):  # down to t=0: backward returns dh0 too
                 np.matmul(c["WhT"], c["A"][t], out=c["rec"])
             N = c["dA"].shape[1]
             np.matmul(c["dA"], c["HT"].reshape(-1, N).T, out=c["gWh"])
+            if self.gbhn is not None:
+                np.matmul(c["dA"][: len(self.gbhn)], ones, out=self.gbhn)
             np.matmul(c["dA"], c["X"].reshape(-1, N).T, out=c["gWx"])
-            if not c["onehot"]:
+            if not c["onehot"]:  # (the one-hot layer's bias sums gWx's columns, no product)
+                np.matmul(c["dA"], ones, out=c["gb"])
                 np.matmul(c["Wx"].T, c["dA"], out=c["dx"])
 
 

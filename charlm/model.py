@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .cells import CELLS, RNN
-from .cells.base import Buffers, cached_buffers, init_weights
+from .cells.base import Buffers, cached_buffers, init_weights, row_sums
 from .config import ModelConfig
 
 
@@ -111,7 +111,7 @@ class Model:
         loss = self._softmax_xent(inp, y, hb)  # hb.L now holds dloss/dlogits (V, T*B)
         h2 = inp.reshape(self.cfg.hidden_size, T * B)
         np.matmul(hb.L, h2.T, out=self.grads["head/W"])
-        np.sum(hb.L, axis=1, out=self.grads["head/b"])
+        row_sums(hb.L, out=self.grads["head/b"])
         dh = hb.dH
         np.matmul(self.params["head/W"].T, hb.L, out=dh.reshape(-1, T * B))
         for l in range(len(self.layers) - 1, -1, -1):

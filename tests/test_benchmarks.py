@@ -36,7 +36,7 @@ def _products(monkeypatch, fn):
 
     def spy(a, b, *args, **kw):
         batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
-        seen.extend([(a.shape[-2], a.shape[-1], b.shape[-1])] * batch)
+        seen.extend([(a.shape[-2], a.shape[-1], b.shape[-1] if b.ndim > 1 else 1)] * batch)  # A @ vector: n = 1
         return real(a, b, *args, **kw)
 
     monkeypatch.setattr(np, "matmul", spy)
@@ -79,3 +79,33 @@ def test_sweep_runs_a_grid_point_to_its_budget(shakespeare, monkeypatch, tmp_pat
     evals = [l for l in lines if "val_loss" in l]
     assert 1 <= len(evals) <= 4 and all(0 < a["minutes"] <= b["minutes"] for a, b in zip(evals, evals[1:]))
     assert "1x128-lr5e-3" in capsys.readouterr().out
+
+
+def test_quality_schedule_ends_at_each_sides_budget():
+    """At 0.1 s a step a 60 s budget holds 600 steps: the cosine is fitted to end there, and a
+    side twice as fast gets twice the steps inside its schedule."""
+    from benchmarks.quality import fit_to_budget
+    from charlm.config import TrainConfig
+    from charlm.schedule import Schedule
+
+    cfg = TrainConfig(lr=1.0, min_lr=0.0, lr_schedule="cosine", warmup_steps=0, max_steps=5000)
+    slow, fast = Schedule(cfg, 5000), Schedule(cfg, 5000)
+    fit_to_budget(slow, 5, 0.5, 60.0)
+    assert slow.total == 5000  # too few steps to estimate a pace yet
+    fit_to_budget(slow, 100, 10.0, 60.0)
+    fit_to_budget(fast, 100, 5.0, 60.0)
+    assert (slow.total, fast.total) == (600, 1200)
+    assert slow(599, 0) < 1e-4 < slow(300, 0) and abs(fast(600, 0) - 0.5) < 1e-3
+
+
+def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys):
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import quality
+
+    curves = quality.main(["--minutes", "0.01", "--json", "--set", "model.hidden_size=16", "--set", "model.num_layers=1",
+                           "--set", "model.dropout=0"])
+    assert set(curves) == ({"charlm", "torch"} if HAVE_TORCH else {"charlm"})
+    for points in curves.values():
+        assert len(points) == 1 and points[0]["minutes"] >= 0.01 and points[0]["steps"] > 0
+        assert 0 < points[0]["val_loss"] < 4.5
+    assert '"config": "lstm-shakespeare"' in capsys.readouterr().out

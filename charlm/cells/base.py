@@ -39,8 +39,9 @@ class Layer:
     Outputs are views of reused buffers: valid until the next call of the same shape.
 
     Every cell's forward buffers include ``pre`` (T, G, B), the input projection
-    Wx x_t + b of every step, ``h`` (T+1, H, B) with h[0] the initial state, and ``h_fm``
-    (H, T+1, B), the same sequence feature-major for the window-wide products.
+    Wx x_t + b of every step, ``gates`` (T, G, B), the time loop's per-step work (free until
+    ``recur`` runs, so the projection may use it), ``h`` (T+1, H, B) with h[0] the initial
+    state, and ``h_fm`` (H, T+1, B), the same sequence feature-major for the window-wide products.
     """
 
     gates = 1
@@ -108,7 +109,7 @@ class Layer:
         T, B = self.window_shape(x)
         fw = self.buffers("fwd", T, B)
         self.x, self.fw = x, fw
-        self.project(x, fw.pre)
+        self.project(x, fw.pre, fw.gates)
         for name, s in zip(self.state_names, state):
             getattr(fw, name)[0] = s
         self.recur(fw)
@@ -193,25 +194,29 @@ class Layer:
         transpose_into(W, self.p["Wh"])
         return W
 
-    def project(self, x: np.ndarray, out: np.ndarray) -> None:
-        """out (T, G, B) = scale * (Wx x_t + b) for every step.
+    def project(self, x: np.ndarray, out: np.ndarray, work: np.ndarray) -> None:
+        """out (T, G, B) = scale * (Wx x_t + b) for every step; work: a free buffer as large.
 
         One-hot x (T, B): a column gather from (Wx + b) per step (each one-hot column has a
-        single 1, so the bias folds into the table). Dense x (D, T, B): one batched GEMM.
+        single 1, so the bias folds into the table). mode="wrap" because ids are always in
+        range and numpy's wrap loop is the fastest (1x128: 0.42 ms a window, clip 0.66).
+        Dense x (D, T, B): one GEMM over all T*B columns into ``work`` feature-major, then one
+        transposing add of the bias: 10-20% faster than T GEMMs of B columns (2x512: 14.5
+        against 16.7 ms a window).
         """
-        T = out.shape[0]
+        T, G, B = out.shape
         W = self._input_weights()
         if self.onehot:
             for t in range(T):
-                np.take(W, x[t], axis=1, out=out[t], mode="clip")
-        else:
-            np.matmul(W, x.transpose(1, 0, 2), out=out)
-            b = self.p["b"] if self._scale is None else self.p["b"] * self._scale
-            out += b[:, None]
+                np.take(W, x[t], axis=1, out=out[t], mode="wrap")
+            return
+        fm = work.reshape(G, T, B)
+        np.matmul(W, x.reshape(self.D, T * B), out=fm.reshape(G, T * B))
+        b = self.p["b"] if self._scale is None else self.p["b"] * self._scale
+        np.add(fm.transpose(1, 0, 2), b[:, None], out=out)
 
     def project_backward(self, x: np.ndarray, dA: np.ndarray, dx: np.ndarray | None):
         """dA (G, T*B) gradient of the pre-activations -> fills gWx, gb; returns dx (D, T, B)."""
-        np.sum(dA, axis=1, out=self.g["b"])
         if self.onehot:
             # d Wx = dA onehot(x)^T (10x cheaper than np.add.at), with the one-hot over only the
             # U distinct ids of the window, found in O(N) by a bincount: a large vocabulary
@@ -227,13 +232,23 @@ class Layer:
             self.g["Wx"].fill(0.0)
             self.g["Wx"][:, present] = np.matmul(dA, onehot.T)
             onehot[rows, np.arange(N)] = 0.0  # leave the buffer all zeros for the next window
+            # Every column of dA is one id's: gWx's columns already sum them by id, so the
+            # bias, which every column feeds, takes the sum of gWx's (V columns, not T*B).
+            np.sum(self.g["Wx"], axis=1, out=self.g["b"])
             return None
+        row_sums(dA, out=self.g["b"])
         T, B = x.shape[1:]
         x2 = x.reshape(self.D, T * B)
         np.matmul(dA, x2.T, out=self.g["Wx"])
         # No contiguous copy of Wx^T here: for a product this large OpenBLAS is as fast on the view.
         np.matmul(self.p["Wx"].T, dA, out=dx.reshape(self.D, T * B))
         return dx
+
+
+def row_sums(A: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (n,) = the sum of each row of A (n, N), as the product A @ 1: OpenBLAS's GEMV is
+    ~5x np.sum(axis=1) on these shapes ((512, 2500): 35 against 178 us)."""
+    return np.matmul(A, np.ones(A.shape[1], A.dtype), out=out)
 
 
 def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:

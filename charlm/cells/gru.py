@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Layer
+from .base import Layer, row_sums
 
 
 def gate_views(a, H):
@@ -95,5 +95,5 @@ class GRU(Layer):
         projection (Wx, b) gets d pre_n instead."""
         H = self.H
         T, B = d_pre.shape[1:]
-        np.sum(d_pre[2 * H :].reshape(H, T * B), axis=1, out=self.g["bhn"])
+        row_sums(d_pre[2 * H :].reshape(H, T * B), out=self.g["bhn"])
         np.copyto(d_pre[2 * H :], bw.d_pre_n.transpose(1, 0, 2))

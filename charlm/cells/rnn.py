@@ -22,16 +22,16 @@ class RNN(Layer):
     def buffer_shapes(self, kind, T, B):
         H = self.H
         if kind == "fwd":
-            return dict(pre=(T, H, B), h=(T + 1, H, B), h_fm=(H, T + 1, B), z=(H, B))
+            return dict(pre=(T, H, B), gates=(T, H, B), h=(T + 1, H, B), h_fm=(H, T + 1, B))
         return dict(d_pre=(T, H, B), dh_out=(T, H, B), dh=(H, B), dh_next=(H, B), dx=self.dx_shape(T, B))
 
     def recur(self, fw):
-        Wh, pre, h, z = self.p["Wh"], fw.pre, fw.h, fw.z
+        Wh, pre, z, h = self.p["Wh"], fw.pre, fw.gates, fw.h
         act = (lambda v, out: np.maximum(v, 0.0, out=out)) if self.activation == "relu" else np.tanh
         for t in range(pre.shape[0]):
-            np.matmul(Wh, h[t], out=z)
-            z += pre[t]
-            act(z, out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
+            np.matmul(Wh, h[t], out=z[t])
+            z[t] += pre[t]
+            act(z[t], out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
 
     def bptt(self, fw, bw):
         h, d_pre, dh, dh_next = fw.h, bw.d_pre, bw.dh, bw.dh_next
