@@ -6,7 +6,8 @@ The rule (the data behind it: docs/performance.md, "Best model for a time budget
 at the budget, the best model for a budget is the largest candidate that still makes at least
 MIN_STEPS optimizer steps in it; a larger one is still under-trained when time runs out, a
 smaller one stops improving. Short budgets (up to 3 minutes) get a higher learning rate and no
-dropout; long ones (30 minutes and more) a deeper candidate and more dropout. So each candidate's step time is measured here (3 steps after a warm-up one), and the
+dropout; long ones (30 minutes and more) a deeper candidate, more dropout and a lower learning
+rate. So each candidate's step time is measured here (3 steps after a warm-up one), and the
 largest that reaches MIN_STEPS wins, or the smallest if none does.
 """
 
