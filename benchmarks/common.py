@@ -106,6 +106,10 @@ class TorchTwin:
         self.eye = torch.eye(vocab)
         self.state = None
 
+    def load(self, model) -> None:
+        """Start from a charlm Model's weights instead of this twin's own draw."""
+        load_charlm_weights(model, self.rnn, self.head)
+
     def step(self, x, y, carry=True):
         """x, y (T, B) int arrays -> loss; the hidden state carries between calls if ``carry``."""
         torch = self.torch
@@ -143,6 +147,39 @@ class TorchTwin:
             total += nll.sum()
             count += nll.size
         return total / count
+
+
+def load_charlm_weights(model, rnn, head):
+    """Copy a charlm Model's weights into nn.LSTM/GRU/RNN + nn.Linear (in their dtype) ->
+    the row order taking charlm's gate blocks to PyTorch's (LSTM [o,i,f,g] -> [i,f,g,o]).
+
+    charlm has one bias per gate row where PyTorch adds bias_ih and bias_hh: bias_hh is zero,
+    except the GRU's candidate rows, where PyTorch's b_hn sits inside r * (...) as charlm's bhn.
+    """
+    import numpy as np
+    import torch
+
+    cfg, H = model.cfg, model.cfg.hidden_size
+    perm = {"lstm": [1, 2, 3, 0], "gru": [0, 1, 2], "rnn": [0]}[cfg.type]
+    order = np.concatenate([np.arange(g * H, (g + 1) * H) for g in perm])
+    dtype = head.weight.dtype
+
+    def put(param, value):
+        param.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(dtype))
+
+    with torch.no_grad():
+        for l in range(cfg.num_layers):
+            P = {k.split("/")[1]: v for k, v in model.params.items() if k.startswith(f"l{l}/")}
+            put(getattr(rnn, f"weight_ih_l{l}"), P["Wx"][order])
+            put(getattr(rnn, f"weight_hh_l{l}"), P["Wh"][order])
+            put(getattr(rnn, f"bias_ih_l{l}"), P["b"][order])
+            bhh = np.zeros(len(perm) * H)
+            if cfg.type == "gru":
+                bhh[2 * H :] = P["bhn"]
+            put(getattr(rnn, f"bias_hh_l{l}"), bhh)
+        put(head.weight, model.params["head/W"])
+        put(head.bias, model.params["head/b"])
+    return order
 
 
 def status_kb(key: str) -> int:

@@ -2,7 +2,7 @@
 
     python -m benchmarks.quality --minutes 10 [--config configs/lstm-shakespeare.yaml] [--threads 2]
 
-Trains the config's model with charlm, then the same model in PyTorch (same init scheme,
+Trains the config's model with charlm, then the same model in PyTorch (same initial weights,
 batch, seq, optimizer, lr schedule, clipping, data order), each for the same training-time
 budget on the same cores, one after the other. The whole validation split is evaluated after
 every minute of training; evaluation time is not counted as training time.
@@ -41,12 +41,8 @@ def run_torch(cfg, minutes, log):
     corpus = load_corpus(corpus_path())
     train_ids, val = split(corpus.ids, cfg.data.val_fraction)
     b = Batches(train_ids, cfg.data.batch_size, cfg.data.seq_length)
-    m, t = cfg.model, cfg.train
-    tw = TorchTwin(m.type, m.num_layers, m.hidden_size, len(corpus.vocab), lr=t.lr, clip=t.grad_clip,
-                   init=m.init, seed=t.seed)
-    tw.torch.set_num_threads(THREADS)
-    if m.dropout:
-        tw.rnn.dropout = m.dropout
+    t = cfg.train
+    tw = torch_twin(cfg)
     sched = Schedule(t, Budget(t, b.num_windows).total_steps)
     pos = {"step": 0}
 
@@ -66,6 +62,19 @@ def run_torch(cfg, minutes, log):
         return float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))
 
     return _curve("torch", minutes, step, evaluate, log, sched)
+
+
+def torch_twin(cfg):
+    """The PyTorch model of the config, starting from the very weights charlm starts from for
+    this seed (a fresh Trainer's), so the initial draw is not one of the differences measured;
+    train.seed also seeds PyTorch's dropout masks."""
+    m, t = cfg.model, cfg.train
+    start = Trainer(cfg, corpus_path(), out_dir=None).model
+    tw = TorchTwin(m.type, m.num_layers, m.hidden_size, start.V, lr=t.lr, clip=t.grad_clip, seed=t.seed)
+    tw.load(start)
+    tw.torch.set_num_threads(THREADS)
+    tw.rnn.dropout = m.dropout
+    return tw
 
 
 def _curve(name, minutes, step, evaluate, log, schedule):

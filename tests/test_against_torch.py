@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from benchmarks.common import load_charlm_weights
 from charlm.config import ModelConfig, TrainConfig
 from charlm.model import Model
 from charlm.optim import clip_grad_norm, make_optimizer
@@ -15,7 +16,7 @@ V, H = 11, 6
 
 
 def torch_model(m: Model):
-    """A PyTorch model with charlm's weights (gate order [o,i,f,g] -> PyTorch's [i,f,g,o])."""
+    """A float64 PyTorch model with charlm's weights, and the row order of its gate blocks."""
     import torch
 
     cfg = m.cfg
@@ -23,22 +24,7 @@ def torch_model(m: Model):
     kw = {"nonlinearity": cfg.activation} if cfg.type == "rnn" else {}
     rnn = cls(V, H, num_layers=cfg.num_layers, **kw).double()
     head = torch.nn.Linear(H, V).double()
-    perm = {"lstm": [1, 2, 3, 0], "gru": [0, 1, 2], "rnn": [0]}[cfg.type]
-    G = len(perm)
-    order = np.concatenate([np.arange(g * H, (g + 1) * H) for g in perm])
-    with torch.no_grad():
-        for l in range(cfg.num_layers):
-            P = {k.split("/")[1]: v for k, v in m.params.items() if k.startswith(f"l{l}/")}
-            getattr(rnn, f"weight_ih_l{l}").copy_(torch.tensor(P["Wx"][order]))
-            getattr(rnn, f"weight_hh_l{l}").copy_(torch.tensor(P["Wh"][order]))
-            getattr(rnn, f"bias_ih_l{l}").copy_(torch.tensor(P["b"][order]))
-            bhh = np.zeros(G * H)
-            if cfg.type == "gru":
-                bhh[2 * H :] = P["bhn"]
-            getattr(rnn, f"bias_hh_l{l}").copy_(torch.tensor(bhh))
-        head.weight.copy_(torch.tensor(m.params["head/W"]))
-        head.bias.copy_(torch.tensor(m.params["head/b"]))
-    return rnn, head, order
+    return rnn, head, load_charlm_weights(m, rnn, head)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

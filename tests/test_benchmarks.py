@@ -3,7 +3,9 @@
 import json
 import os
 
-from .conftest import HAVE_TORCH
+import pytest
+
+from .conftest import HAVE_TORCH, needs_torch
 
 
 def test_throughput_tiny_row(shakespeare, monkeypatch, capsys):
@@ -109,3 +111,24 @@ def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys)
         assert len(points) == 1 and points[0]["minutes"] >= 0.01 and points[0]["steps"] > 0
         assert 0 < points[0]["val_loss"] < 4.5
     assert '"config": "lstm-shakespeare"' in capsys.readouterr().out
+
+
+@needs_torch
+def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch):
+    """Both sides of the quality benchmark start from one draw of the weights: at step 0 they
+    assign the same probability to the same text (a twin with its own draw: 4.172 against 4.177 here)."""
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import quality
+    from charlm.config import load_config
+    from charlm.score import evaluate
+    from charlm.train import Trainer
+
+    cfg = load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml",
+                      ["model.hidden_size=16", "model.dropout=0.3", "train.seed=3"])
+    tw = quality.torch_twin(cfg)
+    tr = Trainer(cfg, shakespeare, out_dir=None)
+    ids = tr.val_ids[:4000]
+    ours = evaluate(tr.model, ids, 8, 50)
+    tw.rnn.eval()
+    assert float(tw.evaluate(ids, 8, 50)) == pytest.approx(ours, rel=1e-5)
+    assert tw.rnn.dropout == 0.3
