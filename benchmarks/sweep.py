@@ -45,9 +45,13 @@ VARIANTS = {  # batch, window, learning rate and dropout around lstm-2x256
     "2x256-lr5e-3": ["train.lr=0.005"],
     "2x256-dropout0": ["model.dropout=0"],
 }
-SHORT = {  # what --minutes picks for short budgets: lr 5e-3, no dropout
+SHORT = {  # what --minutes picks for short budgets: lr 5e-3, no dropout; and a smaller batch, longer window
     "1x256-lr5e-3": ["model.num_layers=1", "model.hidden_size=256", "model.dropout=0", "train.lr=0.005"],
     "1x128-lr5e-3": ["model.num_layers=1", "model.hidden_size=128", "model.dropout=0", "train.lr=0.005"],
+    "1x256-lr5e-3-B32-T64": ["model.num_layers=1", "model.hidden_size=256", "model.dropout=0", "train.lr=0.005",
+                             "data.batch_size=32", "data.seq_length=64"],
+    "2x256-lr5e-3-d0": ["model.dropout=0", "train.lr=0.005"],
+    "2x256-lr5e-3-d0-B32-T64": ["model.dropout=0", "train.lr=0.005", "data.batch_size=32", "data.seq_length=64"],
 }
 GRIDS = {"sizes": SIZES, "variants": VARIANTS, "short": SHORT, "all": {**SIZES, **VARIANTS}}
 

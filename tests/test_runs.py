@@ -244,31 +244,35 @@ def test_kneser_ney_is_a_distribution_and_beats_unigram():
 
 
 def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(corpus_file):
-    from charlm.autoconfig import CANDIDATES, LONG_CANDIDATES, MIN_STEPS, choose, tier
+    from charlm.autoconfig import BASE, CANDIDATES, LONG_CANDIDATES, MIN_STEPS, _merge, choose, tier
     from charlm.data import load_corpus
 
     corpus = load_corpus(corpus_file)
     times = {128: 0.02, 256: 0.05, 384: 0.1, 512: 0.2}  # seconds per step by hidden size, per layer
 
-    def fake(raw):
-        return times[raw["model"]["hidden_size"]] * raw["model"]["num_layers"]
+    def fake(raw):  # and proportional to the characters in a batch, so the tier's batch and window count
+        chars = raw["data"]["batch_size"] * raw["data"]["seq_length"] / 2500
+        return times[raw["model"]["hidden_size"]] * raw["model"]["num_layers"] * chars
 
     def expected(minutes):
-        candidates = tier(minutes)[1]
-        steps = {n: int(60 * minutes * 0.95 / fake({"model": o["model"]})) for n, o in candidates}
+        overrides, candidates = tier(minutes)
+        steps = {n: int(60 * minutes * 0.95 / fake(_merge(BASE, overrides, o))) for n, o in candidates}
         fits = [n for n, _ in candidates if steps[n] >= MIN_STEPS]
         return fits[-1] if fits else candidates[0][0]
 
     for minutes in (2, 10, 60):  # each candidate once, from the smallest to the largest
-        names, secs = zip(*[(n, fake(o)) for n, o in tier(minutes)[1]])
+        names, secs = zip(*[(n, fake(_merge(BASE, o))) for n, o in tier(minutes)[1]])
         assert len(set(names)) == len(names) and list(secs) == sorted(secs)
     for minutes in (0.5, 2, 5, 10, 20, 30, 120):
         c = choose(corpus, minutes, measure=fake)
+        overrides, candidates = tier(minutes)  # timed with the batch and window it will train with
+        assert [s for _, s, _ in c.measured] == [fake(_merge(BASE, overrides, o)) for _, o in candidates]
         assert c.name == expected(minutes) and c.steps == int(60 * minutes * 0.95 / c.seconds_per_step)
         cfg = Config.from_dict(c.config)
         assert cfg.train.max_steps == c.steps and cfg.train.lr_schedule == "cosine" and cfg.train.max_minutes == minutes
     short, mid, long = (Config.from_dict(choose(corpus, m, measure=fake).config) for m in (2, 10, 60))
-    assert (short.train.lr, short.model.dropout) == (0.005, 0.0) and (mid.train.lr, mid.model.dropout) == (0.003, 0.3)
+    assert (short.train.lr, short.model.dropout, short.data.batch_size, short.data.seq_length) == (0.005, 0.0, 32, 64)
+    assert (mid.train.lr, mid.model.dropout, mid.data.batch_size, mid.data.seq_length) == (0.003, 0.4, 50, 50)
     assert (long.train.lr, long.model.dropout, long.model.num_layers, long.model.hidden_size) == (0.002, 0.5, 3, 512)
     assert choose(corpus, 0.01, measure=fake).name == CANDIDATES[0][0]  # nothing fits: the smallest
     assert choose(corpus, 20, measure=fake).name == CANDIDATES[-1][0]  # 3x512 only joins from 30 minutes
