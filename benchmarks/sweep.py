@@ -45,13 +45,15 @@ VARIANTS = {  # batch, window, learning rate and dropout around lstm-2x256
     "2x256-lr5e-3": ["train.lr=0.005"],
     "2x256-dropout0": ["model.dropout=0"],
 }
-SHORT = {  # what --minutes picks for short budgets: lr 5e-3, no dropout; and a smaller batch, longer window
-    "1x256-lr5e-3": ["model.num_layers=1", "model.hidden_size=256", "model.dropout=0", "train.lr=0.005"],
-    "1x128-lr5e-3": ["model.num_layers=1", "model.hidden_size=128", "model.dropout=0", "train.lr=0.005"],
-    "1x256-lr5e-3-B32-T64": ["model.num_layers=1", "model.hidden_size=256", "model.dropout=0", "train.lr=0.005",
-                             "data.batch_size=32", "data.seq_length=64"],
-    "2x256-lr5e-3-d0": ["model.dropout=0", "train.lr=0.005"],
-    "2x256-lr5e-3-d0-B32-T64": ["model.dropout=0", "train.lr=0.005", "data.batch_size=32", "data.seq_length=64"],
+SHORT_TIER = ["model.dropout=0", "train.lr=0.005"]  # the lr and dropout --minutes picks for short budgets
+SMALL_BATCH = ["data.batch_size=32", "data.seq_length=64"]
+ONE_LAYER = ["model.num_layers=1"]
+SHORT = {  # the short tier's settings, and with a smaller batch of longer windows
+    "1x256-lr5e-3": ONE_LAYER + ["model.hidden_size=256"] + SHORT_TIER,
+    "1x128-lr5e-3": ONE_LAYER + ["model.hidden_size=128"] + SHORT_TIER,
+    "1x256-lr5e-3-B32-T64": ONE_LAYER + ["model.hidden_size=256"] + SHORT_TIER + SMALL_BATCH,
+    "2x256-lr5e-3-d0": SHORT_TIER,
+    "2x256-lr5e-3-d0-B32-T64": SHORT_TIER + SMALL_BATCH,
 }
 GRIDS = {"sizes": SIZES, "variants": VARIANTS, "short": SHORT, "all": {**SIZES, **VARIANTS}}
 
