@@ -6,6 +6,7 @@ Keys read like a table of contents:
     param/l0/Wx ...        model parameters
     optim/m/l0/Wx ...      optimizer state, slot/parameter
     state/l0/h ...         the hidden state carried into the next training window
+    ngram/ids              the training split the n-gram of a mixture is counted on (model.ngram_order > 0)
 
 Loading checks every array's header (dtype, shape, size against the file) before it
 allocates, so a crafted or damaged file gives a ``CheckpointError``, never a huge allocation,
@@ -27,7 +28,9 @@ from .cells import CELLS
 from .config import Config
 from .errors import CharlmError, CheckpointError
 from .files import atomic_write
+from .mixture import Mixture
 from .model import Model, param_shapes
+from .ngram import KneserNey
 from .optim import OPTIMIZERS
 from .vocab import Vocab
 
@@ -46,9 +49,18 @@ class Checkpoint:
     meta: dict
     optim: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     state: list[tuple[np.ndarray, ...]] | None = None
+    ngram_ids: np.ndarray | None = None  # (N,) ids of the n-gram's text, for a mixture
 
     def build_model(self) -> Model:
+        """The network alone."""
         return self.load_params(Model(self.config.model, len(self.vocab)))
+
+    def build_predictor(self) -> Model | Mixture:
+        """What sample and score use: the network, mixed with its n-gram once a weight was fitted."""
+        model, w = self.build_model(), self.meta.get("mix_weight")
+        if self.ngram_ids is None or not isinstance(w, float):
+            return model
+        return Mixture(model, KneserNey(self.ngram_ids, self.config.model.ngram_order, len(self.vocab)), w)
 
     def load_params(self, model: Model) -> Model:
         """Copy the saved weights into ``model`` (built from this checkpoint's config)."""
@@ -58,13 +70,15 @@ class Checkpoint:
 
 
 def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict,
-                    optimizer=None, state=None) -> None:
+                    optimizer=None, state=None, ngram_ids: np.ndarray | None = None) -> None:
     """Write atomically (``files.atomic_write``): a crash leaves the old file or the new one."""
     path = Path(path)
     full_meta = {"format": FORMAT, "version": FORMAT_VERSION, "vocab": list(vocab.chars),
                  "config": config.to_dict(), "config_name": config.name, **meta}
     if optimizer is not None:
         full_meta["optimizer_t"] = optimizer.t
+    if ngram_ids is not None:
+        full_meta["ngram_chars"] = len(ngram_ids)
     arrays = {"meta_json": np.frombuffer(json.dumps(full_meta).encode("utf-8"), dtype=np.uint8)}
     for name, p in model.params.items():
         arrays[f"param/{name}"] = p
@@ -76,17 +90,19 @@ def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict
         for l, (layer, tensors) in enumerate(zip(model.layers, state)):
             for sname, a in zip(layer.state_names, tensors):
                 arrays[f"state/l{l}/{sname}"] = a
+    if ngram_ids is not None:
+        arrays["ngram/ids"] = np.asarray(ngram_ids, dtype=vocab.dtype)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-SUMMARY_KEYS = ("step", "epoch", "elapsed_s", "best_val", "last_val", "train_chars", "corpus")
+SUMMARY_KEYS = ("step", "epoch", "elapsed_s", "best_val", "last_val", "train_chars", "corpus", "mix_weight", "lineage")
 
 
 def export_weights(ck: Checkpoint, path) -> None:
     """Write the model alone (weights, vocabulary, config, a summary of its training): for
     sampling, scoring and sharing; a third of a training checkpoint's size, and not resumable."""
     meta = {k: ck.meta[k] for k in SUMMARY_KEYS if k in ck.meta}
-    save_checkpoint(path, ck.build_model(), ck.vocab, ck.config, meta)
+    save_checkpoint(path, ck.build_model(), ck.vocab, ck.config, meta, ngram_ids=ck.ngram_ids)
 
 
 def describe(ck: Checkpoint) -> dict:
@@ -101,6 +117,8 @@ def describe(ck: Checkpoint) -> dict:
         "vocabulary": "".join(ck.vocab.chars), "vocabulary_size": len(ck.vocab),
         **{k: m.get(k) for k in SUMMARY_KEYS},
         "resumable": bool(ck.optim), "config_name": ck.config.name, "config": ck.config.to_dict(),
+        "ngram": ({"order": ck.config.model.ngram_order, "chars": len(ck.ngram_ids), "weight": m.get("mix_weight")}
+                  if ck.ngram_ids is not None else None),
     }
 
 
@@ -224,6 +242,11 @@ def _read(r: _Reader, with_training_state: bool) -> Checkpoint:
             raise CheckpointError(f"{path}: parameter {name} has non-finite values")
     meta["path"] = str(path)  # where it was read from (not stored in the file)
     ck = Checkpoint(config=config, vocab=vocab, params=params, meta=meta)
+    n = meta.get("ngram_chars")
+    if config.model.ngram_order and isinstance(n, int) and not isinstance(n, bool) and 0 < n <= file_size:
+        ck.ngram_ids = r.array("ngram/ids", (n,), vocab.dtype)
+        if int(ck.ngram_ids.max()) >= len(vocab):
+            raise CheckpointError(f"{path}: ngram/ids holds ids outside the vocabulary")
     if with_training_state:
         slots = OPTIMIZERS[config.train.optimizer].slots
         if all(r.has(f"optim/{slot}/{name}") for slot in slots for name in shapes):

@@ -50,6 +50,9 @@ class ModelConfig:
     )
     forget_bias: float = _opt(1.0, "initial LSTM forget-gate bias", lo=-100.0, hi=100.0)
     dtype: str = _opt("float32", "float type of weights and activations", choices=("float32", "float64"))
+    ngram_order: int = _opt(0, "order of a Kneser-Ney n-gram model of the training split mixed with the network "
+                            "(0: none); the mixture's weight is fitted on the validation split at every evaluation, "
+                            "and sample and score use the mixture", lo=0, hi=8)
 
 
 @dataclass
@@ -136,6 +139,9 @@ def _check_across_keys(c: Config, where: str) -> None:
         raise ConfigError(f"{where}: train.lr_schedule cosine needs train.max_steps or train.epochs to know where it ends")
     if t.lr_schedule == "cosine" and t.min_lr > t.lr:
         raise ConfigError(f"{where}: train.min_lr {t.min_lr} is above train.lr {t.lr}; the cosine schedule decays to min_lr")
+    if c.model.ngram_order and c.data.val_fraction == 0:
+        raise ConfigError(f"{where}: model.ngram_order {c.model.ngram_order} needs a validation split to fit the "
+                          "mixture's weight on: set data.val_fraction above 0")
     if t.max_steps is None and t.epochs is None and t.max_minutes is None and t.patience is None:
         raise ConfigError(f"{where}: no budget: set train.max_steps, train.epochs, train.max_minutes or train.patience")
 

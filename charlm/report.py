@@ -55,7 +55,7 @@ def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, g
     model = ck.build_model()
     val = validation_ids(ck, corpus)
     text = held_out_text(ck, val, chars)
-    explained = explain(model, ck.vocab, text)
+    explained = explain(ck.build_predictor(), ck.vocab, text)  # as charlm score --explain shows it
     acts = activations(model, ck.vocab, text)
     units = {}
     for key, a in acts.items():

@@ -19,17 +19,25 @@ LN2 = math.log(2.0)
 TINY = np.finfo(np.float64).tiny  # a probability that underflowed: ~1022 bits, not infinity
 
 
-def evaluate(model: Model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
-    """Mean nats per character over (nearly) all of ``ids``, streamed one window at a time."""
-    total, count, state = 0.0, 0, None
+def char_nats(model, ids: np.ndarray, batch_size: int, seq_length: int) -> np.ndarray:
+    """-ln p of ids[1 .. M] (M,) float64, each given the characters before it in its stream:
+    (nearly) all of ``ids``, in up to ``batch_size`` streams, one window at a time."""
+    streams, at, state = np.empty((0, 0)), 0, None
     with model.inference():
         for x, y, first in eval_windows(ids, batch_size, seq_length):
             if first:
                 state = model.zero_state(x.shape[1])
+                streams, at = np.empty((x.shape[1], (len(ids) - 1) // x.shape[1])), 0  # (B', stream length)
             nll, state = model.nll(x, y, state)
-            total += float(nll.sum())
-            count += nll.size
-    return total / count if count else float("nan")
+            streams[:, at : at + len(nll)] = nll.T
+            at += len(nll)
+    return streams.reshape(-1)
+
+
+def evaluate(model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
+    """Mean nats per character over (nearly) all of ``ids`` (``char_nats``)."""
+    nats = char_nats(model, ids, batch_size, seq_length)
+    return float(nats.mean()) if len(nats) else float("nan")
 
 
 @dataclass

@@ -26,14 +26,17 @@ from .data import Batches, Corpus, describe_fingerprint, load_corpus, split
 from .errors import CharlmError, CheckpointError, CorpusError, RunExistsError, TrainingError
 from .files import atomic_write_text, remove_stale_temporaries
 from .memory import check_fits, training_memory
+from .mixture import Mixture, cross_fitted_nats
 from .model import Model
+from .ngram import KneserNey
 from .optim import clip_grad_norm, make_optimizer
 from .runlock import RunLock
 from .sample import generate
 from .schedule import Budget, Schedule
-from .score import LN2, evaluate
+from .score import LN2, char_nats, evaluate
 
 RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "samples.jsonl")
+MAX_NGRAM_CHARS = 20_000_000  # the n-gram of a mixture is stored in every checkpoint; beyond this a network wins anyway
 LOGS = ("metrics.jsonl", "samples.jsonl")  # JSON Lines with a step each, cut back to the checkpoint on resume
 
 
@@ -101,12 +104,17 @@ class Trainer:
     """Everything one run needs; ``run()`` trains until a budget is spent or ``should_stop()``."""
 
     def __init__(self, config: Config, corpus, out_dir=None, reporter: Reporter | None = None,
-                 overwrite: bool = False):
+                 overwrite: bool = False, start=None):
         """A new run of ``config`` on ``corpus`` (a path or a ``Corpus``) into ``out_dir``
-        (default runs/<config name>)."""
+        (default runs/<config name>). ``start`` (a ``finetune.Start``) gives the initial weights
+        and the lineage of a fine-tuned run; without it the weights are drawn at random."""
         self._build(config, corpus, out_dir or Path("runs") / config.name, reporter, vocab=None)
         self.overwrite, self.resumed_from, self.events = overwrite, None, []
         self.model.init(self.rng)
+        if start is not None:
+            for name, a in start.params.items():
+                self.model.params[name][...] = a
+            self.lineage = start.lineage
 
     @classmethod
     def resume(cls, checkpoint, corpus, config: Config | None = None, out_dir=None,
@@ -141,6 +149,7 @@ class Trainer:
         check_fits(self.memory)  # before the model, optimizer or buffers are allocated
         d = config.data
         train_ids, self.val_ids = split(self.corpus.ids, d.val_fraction)
+        self.train_ids = train_ids
         self.batches = Batches(train_ids, d.batch_size, d.seq_length, name=self.corpus.fingerprint["path"])
         self.train_chars = len(train_ids)
         self.model = Model(config.model, len(self.vocab))
@@ -148,6 +157,9 @@ class Trainer:
         self.budget = Budget(config.train, self.batches.num_windows)
         self.schedule = Schedule(config.train, self.budget.total_steps)
         self.rng = np.random.default_rng(config.train.seed)
+        self.ngram = self._ngram(train_ids) if config.model.ngram_order else None
+        self.mix_weight, self._val_kn_nats = None, None
+        self.lineage = None  # for a fine-tuned run: where its first weights came from
         self.step = self.epoch = self.batch = 0
         self.elapsed = 0.0
         self.best_val = self.last_val = None
@@ -155,6 +167,12 @@ class Trainer:
         self.loss_sum, self.loss_count = 0.0, 0
         self.lr = None  # the learning rate of the last step
         self.state = None
+
+    def _ngram(self, train_ids) -> KneserNey:
+        if len(train_ids) > MAX_NGRAM_CHARS:
+            raise CorpusError(f"{self.corpus.fingerprint['path']}: {len(train_ids):,} training characters; the n-gram "
+                              f"mixture (model.ngram_order) counts at most {MAX_NGRAM_CHARS:,}: set model.ngram_order=0")
+        return KneserNey(train_ids, self.config.model.ngram_order, len(self.vocab))
 
     # ---- checkpoint state -------------------------------------------------------------
     def _restore(self, ck: Checkpoint, allow_new_corpus: bool) -> None:
@@ -173,6 +191,7 @@ class Trainer:
             self.loss_sum, self.loss_count = float(m["loss_sum"]), int(m["loss_count"])
             self.plateau_ref, self.stale_evals = m.get("plateau_ref"), int(m.get("stale_evals", 0))
             self.lr = m.get("lr")
+            self.mix_weight, self.lineage = m.get("mix_weight"), m.get("lineage")
             self.rng.bit_generator.state = m["rng"]
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint lacks training progress ({e}); it cannot be resumed") from None
@@ -193,13 +212,14 @@ class Trainer:
                 "best_val": self.best_val, "last_val": self.last_val, "loss_sum": self.loss_sum,
                 "loss_count": self.loss_count, "rng": self.rng.bit_generator.state, "lr": self.lr,
                 "plateau_ref": self.plateau_ref, "stale_evals": self.stale_evals,
-                "train_chars": self.train_chars, "corpus": self.corpus.fingerprint}
+                "train_chars": self.train_chars, "corpus": self.corpus.fingerprint,
+                "mix_weight": self.mix_weight, "lineage": self.lineage}
 
     def save(self, name: str) -> None:
         path = self.out_dir / name
         try:
-            save_checkpoint(path, self.model, self.vocab, self.config, self.meta(),
-                            optimizer=self.optimizer, state=self.state)
+            save_checkpoint(path, self.model, self.vocab, self.config, self.meta(), optimizer=self.optimizer,
+                            state=self.state, ngram_ids=None if self.ngram is None else self.train_ids)
         except OSError as e:
             raise TrainingError(
                 f"cannot write checkpoint {path} at step {self.step} ({e.strerror or e}); "
@@ -249,12 +269,20 @@ class Trainer:
 
     def evaluate(self) -> dict:
         d = self.config.data
-        val = evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)
+        mixed = {}
+        if self.ngram is None:
+            val = evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)
+        else:
+            net = char_nats(self.model, self.val_ids, d.batch_size, d.seq_length)  # of val_ids[1 .. M]
+            if self._val_kn_nats is None:
+                self._val_kn_nats = self.ngram.nats(self.val_ids[1 : len(net) + 1], before=self.val_ids[:1])
+            val, self.mix_weight = cross_fitted_nats(net, self._val_kn_nats)
+            mixed = {"val_loss_net": float(net.mean()), "mix_weight": self.mix_weight}
         self.last_val = val
         record = {"step": self.step, "epoch": round(self.epoch + self.batch / self.batches.num_windows, 4),
                   "elapsed_s": round(self.elapsed, 3),
                   "train_loss": self.loss_sum / self.loss_count if self.loss_count else None,
-                  "val_loss": val, "val_bpc": val / LN2, "lr": self.lr}
+                  "val_loss": val, "val_bpc": val / LN2, "lr": self.lr, **mixed}
         self.loss_sum, self.loss_count = 0.0, 0
         t = self.config.train
         if self.plateau_ref is None or val < self.plateau_ref - t.min_delta:
@@ -336,10 +364,16 @@ class Trainer:
         """A sample from the model as it is now, with the same seed and temperature at every
         evaluation (so samples from one run, or from two runs, compare)."""
         t = self.config.train
-        [s] = generate(self.model, self.vocab, "\n", t.sample_length, temperature=t.sample_temperature, seed=t.seed)
+        [s] = generate(self.predictor(), self.vocab, "\n", t.sample_length, temperature=t.sample_temperature, seed=t.seed)
         return {"step": self.step, "epoch": round(self.epoch + self.batch / self.batches.num_windows, 4),
                 "temperature": t.sample_temperature, "seed": t.seed, "prime": "\n", "text": s.text,
                 "bits_per_char": s.bits_per_char}
+
+    def predictor(self):
+        """The model as sample and score will use it: mixed with the n-gram once a weight is fitted."""
+        if self.ngram is None or self.mix_weight is None:
+            return self.model
+        return Mixture(self.model, self.ngram, self.mix_weight)
 
     def _append(self, name: str, record: dict) -> None:
         path = self.out_dir / name

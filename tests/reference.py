@@ -179,3 +179,45 @@ def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh"):
         dhs, _, g = layer_backward(kind, dhs, caches[l], layer_p[l], activation)
         grads.update({f"l{l}/{k}": v for k, v in g.items()})
     return loss / (T * B), grads
+
+
+# ---- interpolated Kneser-Ney, on strings ---------------------------------------------------
+class KneserNeyReference:
+    """charlm/ngram.py's model written with dictionaries of strings, one context at a time:
+    fit(text) counts n-grams up to ``order``; prob(w, h) is P(w | the last order-1 characters of h)."""
+
+    def __init__(self, text: str, order: int = 5, vocab_size: int | None = None):
+        from collections import Counter
+
+        self.n = order
+        self.V = vocab_size or len(set(text))
+        grams = [Counter(text[i : i + n] for i in range(len(text) - n + 1)) for n in range(1, order + 1)]
+        counts = [None] * order
+        counts[-1] = grams[-1]  # occurrences at the top order
+        for n in range(order - 1, 0, -1):  # continuation counts below: distinct characters before
+            cont = Counter()
+            for g in grams[n]:
+                cont[g[1:]] += 1
+            counts[n - 1] = cont
+        self.orders = []
+        for c in counts:
+            totals, types = Counter(), Counter()
+            for g, k in c.items():
+                totals[g[:-1]] += k
+                types[g[:-1]] += 1
+            n1 = sum(1 for k in c.values() if k == 1)
+            n2 = sum(1 for k in c.values() if k == 2)
+            self.orders.append((c, totals, types, n1 / (n1 + 2 * n2) if n1 + n2 else 0.5))
+
+    def prob(self, w: str, h: str) -> float:
+        p = 1.0 / self.V
+        for k in range(self.n):  # unigram level first, then longer contexts interpolate on top
+            ctx = h[len(h) - k :] if k else ""
+            if len(ctx) < k:
+                break
+            counts, totals, types, D = self.orders[k]
+            total = totals.get(ctx, 0)
+            if total == 0:
+                break  # an unseen context: the shorter one's estimate stands
+            p = max(counts.get(ctx + w, 0) - D, 0.0) / total + D * types[ctx] / total * p
+        return p

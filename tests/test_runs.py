@@ -230,16 +230,26 @@ def test_config_errors_echo_a_short_prefix(tmp_path):
 
 
 def test_kneser_ney_is_a_distribution_and_beats_unigram():
-    from charlm.baseline import KneserNey, baseline
+    from charlm.baseline import baseline
+    from charlm.ngram import KneserNey
 
     text = ("the cat sat on the mat. the dog sat on the log. " * 40) + random_text(500, seed=3)
     V = sorted(set(text) | {"Q"})  # a character never seen still gets probability
-    kn = KneserNey(text, 5, len(V))
-    for h in ["the c", "sat o", "zzzz", "", "Q"]:
-        assert sum(kn.prob(w, h) for w in V) == pytest.approx(1.0, abs=1e-12)
-        assert kn.prob("Q", h) > 0
-    assert kn.prob("a", "the c") > 0.9  # "the c" is always followed by "a"
-    b = baseline(text[:1200], text[1200:1900], 5, len(V))  # the repeated sentences: predictable
+    enc = lambda s: np.array([V.index(c) for c in s], dtype=np.int64)
+    kn = KneserNey(enc(text), 5, len(V))
+
+    def prob(w, h):
+        hist = np.full((1, 4), -1)
+        if h:
+            hist[0, 4 - len(h[-4:]) :] = enc(h[-4:])
+        return float(kn.probs(hist, enc(w))[0])
+
+    for h in ["the c", "sat o", "QQQQ", "", "Q"]:  # QQQQ: a context never seen
+        assert sum(prob(w, h) for w in V) == pytest.approx(1.0, abs=1e-12)
+        assert prob("Q", h) > 0
+    assert prob("a", "the c") > 0.9  # "the c" is always followed by "a"
+    ids = enc(text)
+    b = baseline(ids[:1200], ids[1200:1900], 5, len(V))  # the repeated sentences: predictable
     assert b.kneser_ney_bpc < 0.5 < b.unigram_bpc < math.log2(len(V))
 
 

@@ -73,7 +73,7 @@ class _SampleJob:
 
     def __init__(self, ck, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop,
                  check_novel):
-        self.ck, self.model = ck, ck.build_model()
+        self.ck, self.model = ck, ck.build_predictor()
         self.length, self.temperature, self.top_k, self.top_p = length, temperature, top_k, top_p
         self.seed, self.greedy, self.n, self.best_of, self.beam, self.stop = seed, greedy, num_samples, best_of, beam, stop
         self.novel_path = check_novel

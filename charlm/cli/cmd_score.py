@@ -59,14 +59,14 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
         if len(checkpoints) > 1:
             raise click.UsageError("--explain and --per-char show one model: give one --checkpoint")
         ck = open_model(checkpoints[0] if checkpoints else None)
-        model = ck.build_model()
+        model = ck.build_predictor()
         for i, t in enumerate(texts):
             _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json)
         return
     columns = []  # per model: (name, [Score])
     for path in checkpoints or [None]:
         ck = open_model(path)
-        columns.append((ck.meta["path"], score_texts(ck.build_model(), ck.vocab, texts, context=context, unknown=unknown)))
+        columns.append((ck.meta["path"], score_texts(ck.build_predictor(), ck.vocab, texts, context=context, unknown=unknown)))
     order = list(range(len(texts)))
     if sort:
         first = columns[0][1]
