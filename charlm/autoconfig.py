@@ -10,11 +10,20 @@ dropout and a smaller batch of longer windows; long ones (30 minutes and more) a
 candidate, more dropout and a lower learning rate. So each candidate's step time is measured
 here with its tier's batch and window (3 steps after a warm-up one), and the largest that
 reaches MIN_STEPS wins, or the smallest if none does.
+
+The corpus counts too (docs/own-text.md has the runs on five corpora the rule comes from): a
+budget that allows more than MAX_PASSES passes over the training split is spent on a schedule
+of MAX_PASSES passes with dropout 0.5 and early stopping, and a candidate only has to complete
+that schedule to qualify. A corpus of up to MIX_MAX_CHARS characters gets a 5-gram mixed in
+(model.ngram_order): on a small corpus the network alone loses to it.
+
+``finetune_recipe`` is the recipe for ``--from``: the source's model, a lower learning rate, and a
+schedule of FINETUNE_PASSES passes, or what the budget holds if that is less.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Config
 from .data import Corpus
@@ -55,6 +64,19 @@ LONG_CANDIDATES = [("lstm 3x512", {"model": {"num_layers": 3, "hidden_size": 512
 # smaller one (1 minute: 1x256 in 1,786 steps beat 1x128 in 3,708; 2 minutes: 2x256 in 1,450
 # steps beat 2x384 in 717, 3x256 in 911 and 1x512 in 1,125).
 MIN_STEPS = 1500
+# Past ~30 passes the 10- and 60-minute Shakespeare models had stopped improving even with
+# dropout 0.4-0.5; a small corpus reaches that in a fraction of the budget.
+MAX_PASSES = 30
+MANY_PASSES = {"model": {"dropout": 0.5}, "train": {"patience": 3}}
+MIX_MAX_CHARS = 5_000_000  # a 5-gram of up to 5M characters fits in a checkpoint and counts in seconds
+MIX = {"model": {"ngram_order": 5}}
+# Fine-tuning (--from): the source's weights need far fewer steps than a new model.
+FINETUNE = {
+    "data": {"batch_size": 32, "seq_length": 64},
+    "train": {"optimizer": "adam", "lr": 0.001, "grad_clip": 5.0, "lr_schedule": "cosine", "min_lr": 0.0001,
+              "epochs": None, "patience": 3},
+}
+FINETUNE_PASSES = 10
 
 
 def tier(minutes: float) -> tuple[dict, list]:
@@ -73,12 +95,15 @@ class Choice:
     seconds_per_step: float
     steps: int
     measured: list[tuple[str, float, int]]  # every candidate: (name, seconds per step, steps in the budget)
+    notes: list[str] = field(default_factory=list)  # what the corpus changed
+    need: int = MIN_STEPS  # the steps a candidate had to make in the budget
 
     def reason(self, minutes: float) -> str:
         table = ", ".join(f"{n} {s * 1000:.0f} ms/step -> {k:,} steps" for n, s, k in self.measured)
         unit = "minute" if minutes == 1 else "minutes"
-        return (f"chose {self.name} for {minutes:g} {unit}: the largest model that makes at least {MIN_STEPS:,} "
-                f"steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}")
+        return (f"chose {self.name} for {minutes:g} {unit}: the largest model that makes at least "
+                f"{self.need:,} steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}"
+                + "".join(f"; {n}" for n in self.notes))
 
 
 def _merge(*dicts) -> dict:
@@ -89,23 +114,65 @@ def _merge(*dicts) -> dict:
     return out
 
 
-def choose(corpus: Corpus, minutes: float, measure=None) -> Choice:
+def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0.1) -> Choice:
     """Time every candidate for the budget on ``corpus`` (``measure(raw config) -> seconds per
     step``, by default a few real training steps) and apply the rule."""
     measure = measure or _seconds_per_step(corpus)
     tier_overrides, candidates = tier(minutes)
     budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
+    cap = _pass_steps(corpus, val_fraction, _merge(BASE, tier_overrides)["data"], MAX_PASSES)
     measured = []
     for name, overrides in candidates:
         sec = measure(_merge(BASE, tier_overrides, overrides))
         measured.append((name, sec, max(1, int(budget_s / sec))))
-    fits = [m for m in measured if m[2] >= MIN_STEPS]
+    need = min(MIN_STEPS, cap)
+    fits = [m for m in measured if m[2] >= need]
     name, sec, steps = fits[-1] if fits else measured[0]
-    overrides = _merge(dict(candidates)[name], tier_overrides)
+    notes = []
+    if steps > cap:
+        notes.append(f"the budget holds more than {MAX_PASSES} passes over this corpus: {MAX_PASSES} passes "
+                     "with dropout 0.5 and early stopping")
+    if _small(corpus, val_fraction):
+        notes.append("a 5-gram mixed in (model.ngram_order 5)")
+    corpus_overrides = _merge(MANY_PASSES if steps > cap else {}, MIX if _small(corpus, val_fraction) else {})
+    steps = min(steps, cap)
+    overrides = _merge(dict(candidates)[name], tier_overrides, corpus_overrides)
+    return Choice(name, _merge(BASE, overrides, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes,
+                  need)
+
+
+def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None, measure=None,
+             val_fraction: float = 0.1) -> Choice:
+    """The fine-tuning recipe for ``source``'s model on ``corpus``: FINETUNE_PASSES passes, or
+    the steps that ``minutes`` holds if fewer (timed as ``choose`` times its candidates)."""
+    model = {**source.to_dict()["model"], **(MIX["model"] if _small(corpus, val_fraction) else {"ngram_order": 0})}
+    raw = _merge(FINETUNE, {"model": model})
+    steps = _pass_steps(corpus, val_fraction, raw["data"], FINETUNE_PASSES)
+    sec, measured = 0.0, []
+    if minutes is not None:
+        sec = (measure or _seconds_per_step(corpus))(raw)
+        budget = max(1, int(60.0 * minutes * 0.95 / sec))
+        measured = [("source model", sec, budget)]
+        steps = min(steps, budget)
+    name = f"{source.model.type} {source.model.num_layers}x{source.model.hidden_size}"
+    notes = [f"fine-tuning: lr {FINETUNE['train']['lr']:g}, cosine over {steps:,} steps (at most "
+             f"{FINETUNE_PASSES} passes), early stopping"] + (["a 5-gram mixed in"] if model["ngram_order"] else [])
+    return Choice(name, _merge(raw, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes)
+
+
+def _schedule(steps: int, minutes: float | None) -> dict:
     evals = max(1, steps // 20)  # about 20 evaluations (and samples) over the run
-    train = {"max_steps": steps, "max_minutes": minutes, "warmup_steps": min(100, steps // 10),
-             "eval_every": evals, "checkpoint_every": evals}
-    return Choice(name, _merge(BASE, overrides, {"train": train}), sec, steps, measured)
+    return {"max_steps": steps, "max_minutes": minutes, "warmup_steps": min(100, steps // 10),
+            "eval_every": evals, "checkpoint_every": evals}
+
+
+def _small(corpus: Corpus, val_fraction: float) -> bool:
+    return len(corpus) * (1 - val_fraction) <= MIX_MAX_CHARS
+
+
+def _pass_steps(corpus: Corpus, val_fraction: float, data: dict, passes: float) -> int:
+    """Steps that make ``passes`` passes over the training split with ``data``'s batch shape."""
+    return max(1, int(passes * len(corpus) * (1 - val_fraction) / (data["batch_size"] * data["seq_length"])))
 
 
 def _seconds_per_step(corpus: Corpus):

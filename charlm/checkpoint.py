@@ -35,6 +35,7 @@ from .optim import OPTIMIZERS
 from .vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
+BUNDLED = Path(__file__).parent / "models" / "tiny-shakespeare.npz"  # the model that ships with charlm
 FORMAT_VERSION = 1
 MAX_META_BYTES = 64 << 20
 

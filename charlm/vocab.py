@@ -1,4 +1,5 @@
-"""Character vocabulary: the sorted set of a corpus's characters.
+"""Character vocabulary: the sorted set of a corpus's characters; a fine-tuned model's is its
+source's, in the source's order, with the characters new in its corpus appended (sorted).
 
 Character ``i`` of the vocabulary is the one-hot unit vector e_i; the model gathers rows of its
 first weight matrix by id instead of multiplying by one-hot vectors (the same numbers, see
@@ -46,8 +47,6 @@ class Vocab:
             raise VocabError("a vocabulary needs at least one character")
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise VocabError("a vocabulary must be distinct single characters")
-        if chars != sorted(chars):
-            raise VocabError("a vocabulary must be sorted by code point")
         self.chars = tuple(chars)
         self.dtype = token_dtype(len(chars))
         codes = np.fromiter((ord(c) for c in chars), dtype=np.int64, count=len(chars))
@@ -64,6 +63,12 @@ class Vocab:
     @classmethod
     def from_text(cls, text: str) -> Vocab:
         return cls.from_counts(np.bincount(code_points(text)))
+
+    def extended(self, chars) -> Vocab:
+        """This vocabulary with the characters of ``chars`` it lacks appended in code-point
+        order: every id it had keeps its character."""
+        new = sorted(set(chars) - set(self.chars))
+        return self if not new else Vocab(self.chars + tuple(new))
 
     def __len__(self) -> int:
         return len(self.chars)

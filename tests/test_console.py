@@ -451,11 +451,12 @@ def test_train_minutes_chooses_times_and_stops_at_the_budget(corpus, tmp_path):
                "--set", "data.seq_length=16", timeout=300)
     assert r.returncode == 0, r.stderr
     assert "timing the candidate models for a 0.05-minute budget" in r.stderr
-    assert "chose lstm 1x128 for 0.05 minutes: the largest model that makes at least 1,500 steps" in r.stdout
+    assert "chose lstm 1x128 for 0.05 minutes: the largest model that makes at least " in r.stdout
+    assert "more than 30 passes over this corpus" in r.stdout and "a 5-gram mixed in" in r.stdout  # 9 KB of text
     assert "its cosine schedule ends at step" in r.stdout
     last = load_checkpoint(out / "last.npz")
     assert last.config.train.max_minutes == 0.05 and last.config.data.batch_size == 8  # --set still wins
     assert last.config.train.lr_schedule == "cosine"
-    assert "stopped (max_minutes)" in r.stdout or "stopped (max_steps)" in r.stdout
+    assert any(f"stopped ({why}" in r.stdout for why in ("max_minutes", "max_steps", "early stopping"))
     line = one_error_line(charlm("train", corpus, "--minutes", "1", "--resume", "auto"), 2)
     assert "--minutes chooses a new run's model" in line

@@ -255,9 +255,10 @@ def test_kneser_ney_is_a_distribution_and_beats_unigram():
 
 def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(corpus_file):
     from charlm.autoconfig import BASE, CANDIDATES, LONG_CANDIDATES, MIN_STEPS, _merge, choose, tier
-    from charlm.data import load_corpus
+    from charlm.data import Corpus, load_corpus
 
-    corpus = load_corpus(corpus_file)
+    small = load_corpus(corpus_file)  # the fake timings never train: a corpus of Shakespeare's size
+    corpus = Corpus(np.zeros(1_115_394, small.ids.dtype), small.vocab, small.fingerprint)
     times = {128: 0.02, 256: 0.05, 384: 0.1, 512: 0.2}  # seconds per step by hidden size, per layer
 
     def fake(raw):  # and proportional to the characters in a batch, so the tier's batch and window count
@@ -297,3 +298,39 @@ def test_a_config_file_and_set_override_the_chosen_config(tmp_path):
     assert cfg.model.hidden_size == 64 and cfg.model.num_layers == 2  # the file's key wins, the rest is chosen
     assert cfg.train.lr == 0.01 and cfg.train.max_steps == 4000 and cfg.name == "mine"
     assert load_config(None, [], under=chosen, name="10min").name == "10min"
+
+
+def test_the_time_budget_rule_fits_the_corpus(corpus_file):
+    """Many passes: a schedule of MAX_PASSES passes, dropout 0.5, early stopping; a small corpus
+    gets a 5-gram mixed in, a large one does not."""
+    from charlm.autoconfig import MAX_PASSES, MIX_MAX_CHARS, choose
+    from charlm.data import Corpus, load_corpus
+
+    small = load_corpus(corpus_file)
+
+    def sized(n):
+        return Corpus(np.zeros(n, small.ids.dtype), small.vocab, small.fingerprint)
+
+    fake = lambda raw: 0.01 * raw["model"]["num_layers"] * raw["model"]["hidden_size"] / 128
+    tiny = Config.from_dict(choose(sized(40_000), 10, measure=fake).config)
+    steps = int(MAX_PASSES * 36_000 / (tiny.data.batch_size * tiny.data.seq_length))
+    assert tiny.train.max_steps == steps and tiny.model.dropout == 0.5 and tiny.train.patience == 3
+    assert tiny.model.ngram_order == 5 and tiny.model.hidden_size == 384  # 2x384 makes its few steps in time
+    big = Config.from_dict(choose(sized(int(MIX_MAX_CHARS / 0.9) + 100), 10, measure=fake).config)
+    assert big.model.ngram_order == 0 and big.train.patience is None and big.model.dropout == 0.4
+    assert big.train.max_steps == int(600 * 0.95 / fake({"model": {"num_layers": 2, "hidden_size": 384}}))
+
+
+def test_the_finetuning_recipe_keeps_the_source_model_and_fits_passes_and_budget(corpus_file):
+    from charlm.autoconfig import FINETUNE_PASSES, finetune_recipe
+    from charlm.data import Corpus, load_corpus
+
+    small = load_corpus(corpus_file)
+    corpus = Corpus(np.zeros(200_000, small.ids.dtype), small.vocab, small.fingerprint)
+    source = Config.from_dict({"model": {"hidden_size": 96, "num_layers": 3, "dropout": 0.1}})
+    free = Config.from_dict(finetune_recipe(source, corpus).config)
+    assert (free.model.hidden_size, free.model.num_layers, free.model.dropout) == (96, 3, 0.1)
+    assert free.train.max_steps == int(FINETUNE_PASSES * 180_000 / (free.data.batch_size * free.data.seq_length))
+    assert free.train.max_minutes is None and free.train.lr < source.train.lr and free.model.ngram_order == 5
+    timed = Config.from_dict(finetune_recipe(source, corpus, minutes=1, measure=lambda raw: 0.5).config)
+    assert timed.train.max_steps == int(60 * 0.95 / 0.5) and timed.train.max_minutes == 1

@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 
 from ..baseline import corpus_baseline
-from ..checkpoint import describe, export_weights, load_checkpoint
+from ..checkpoint import BUNDLED, describe, export_weights, load_checkpoint
 from ..config import SECTIONS
 from ..data import describe_fingerprint, load_corpus
 from ..errors import CharlmError
+from ..finetune import describe_lineage
 from ..score import LN2
 from . import Finite, dumps, main, option
 
@@ -79,7 +80,6 @@ def keys(as_json):
 
 
 # ---- the bundled model, info, export ---------------------------------------------------
-BUNDLED = Path(__file__).parent.parent / "models" / "tiny-shakespeare.npz"
 CHECKPOINT_HELP = ("A .npz checkpoint, or a run directory (then its best.npz); without it, the tiny-Shakespeare "
                    "model that ships with charlm.")
 
@@ -123,6 +123,12 @@ def info(checkpoint, as_json):
     click.echo(f"training: step {d['step']}, epoch {d['epoch']}, {minutes}; validation best {best}, last {last} nats/char")
     if d["corpus"]:
         click.echo(f"corpus: {describe_fingerprint(d['corpus'])}")
+    if d["lineage"]:
+        click.echo(describe_lineage(d["lineage"]))
+    if d["ngram"]:
+        g = d["ngram"]
+        weight = "not fitted yet" if g["weight"] is None else f"weight {g['weight']:.3f} on the network"
+        click.echo(f"mixture: a {g['order']}-gram of its {g['chars']:,} training characters, {weight}")
     click.echo(f"# config {d['config_name']} (resolved)\n{ck.config.to_yaml().rstrip()}")
 
 

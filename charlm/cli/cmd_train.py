@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from .. import finetune
 from ..audit import audit, show_char
-from ..autoconfig import choose
+from ..autoconfig import choose, finetune_recipe
 from ..baseline import MAX_BASELINE_CHARS, corpus_baseline
 from ..blas import core, forced_core_note
 from ..checkpoint import load_checkpoint
@@ -133,6 +134,11 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
         help="Continue a run: its last.npz, its directory, or 'auto' (the run in the output directory, "
              "if there is one; otherwise start it).")
 @option("--overwrite", is_flag=True, help="Replace the run already in the output directory.")
+@option("--from", "source", default=None, metavar="CHECKPOINT|RUN_DIR|bundled",
+        help="Fine-tune: start a new run from a trained model's weights (a checkpoint, a run directory, or 'bundled' "
+             "for the model that ships with charlm), which is only read. The model keeps its size (dropout may "
+             "change), the vocabulary grows by the corpus's new characters, and the learning rate and schedule "
+             "follow a fine-tuning recipe (sized by --minutes when given).")
 @option("--allow-new-corpus", is_flag=True,
         help="With --resume: continue on a different corpus (fine-tuning); logged in metrics.jsonl.")
 @option("--minutes", type=Finite(0, 10080, lo_open=True), default=None, metavar="N",
@@ -144,13 +150,15 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--json", "as_json", is_flag=True,
         help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
-def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_corpus, minutes, dry_run, as_json,
-          quiet):
+def train(corpus, config_path, overrides, out_dir, resume, overwrite, source, allow_new_corpus, minutes, dry_run,
+          as_json, quiet):
     """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
 
     A directory that holds a run is never overwritten unless --overwrite is given.
     Every config key and its default: charlm keys.
     """
+    if source and resume:
+        raise click.UsageError("--from starts a new run from a model and --resume continues a run: give one")
     if resume and overwrite:
         raise click.UsageError("--resume continues a run and --overwrite replaces it: give one")
     if allow_new_corpus and not resume:
@@ -165,7 +173,10 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
     if resume == "auto":  # the same command line starts the run, and continues it after a crash
         last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
         resume = str(last) if last.is_file() else None
-    if minutes is not None:
+    if source:
+        trainer = _finetune_trainer(corpus, source, minutes, config_path, overrides, out_dir, reporter, overwrite,
+                                    quiet, as_json)
+    elif minutes is not None:
         trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
                                     as_json)
     elif resume:
@@ -186,6 +197,11 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, allow_new_
         reason = STOP_REASONS.get(result.reason, result.reason)
         click.echo(f"stopped ({reason}) at step {result.step}, epoch {result.epoch}; best val {best} nats/char; "
                    f"checkpoints in {result.out_dir}")
+        b = reporter.baseline
+        if b is not None and result.best_val is not None and result.best_val > b.kneser_ney_bpc * LN2:
+            click.echo(f"the best validation loss ({result.best_val:.4f} nats/char) is above the {b.order}-gram "
+                       f"baseline's ({b.kneser_ney_bpc * LN2:.4f}): try --from bundled (English text), a longer "
+                       "--minutes, or more text")
     if stop.signum is not None:
         sys.exit(128 + stop.signum)
 
@@ -202,6 +218,24 @@ def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, rep
         click.echo(choice.reason(minutes))
     cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{minutes:g}min")
     return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+
+
+def _finetune_trainer(corpus_path, source, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
+                      as_json):
+    ck = finetune.open_source(source)
+    corpus = load_corpus(corpus_path)
+    if minutes is not None and not quiet and not as_json:
+        click.echo(f"timing the source model for a {minutes:g}-minute budget...", err=True)
+    choice = finetune_recipe(ck.config, corpus, minutes)
+    label = "bundled" if source == "bundled" else Path(source).stem if Path(source).is_file() else Path(source).name
+    if as_json:
+        click.echo(dumps({"event": "plan", "from": ck.meta["path"], "chose": choice.name, "steps": choice.steps}))
+    elif not quiet:
+        click.echo(f"fine-tuning {choice.name} from {ck.meta['path']}: " + "; ".join(choice.notes))
+    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{Path(corpus_path).stem}-from-{label}")
+    finetune.check_same_size(cfg, ck)
+    corpus = finetune.encode_for(ck, corpus)
+    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, start=finetune.start(ck, corpus, cfg))
 
 
 def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
