@@ -17,6 +17,7 @@ import numpy as np
 from .checkpoint import load_checkpoint, resolve_checkpoint_path
 from .data import load_corpus, split
 from .errors import CharlmError
+from .finetune import describe_lineage
 from .inspect import activations, correlations, features, gradient_flow
 from .plot import read_run
 from .score import explain
@@ -75,6 +76,7 @@ def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, g
         "name": run.name, "checkpoint": ck.meta["path"],
         "model": f"{m.type.upper()} {m.num_layers}x{m.hidden_size}",
         "best_val": ck.meta.get("best_val"), "step": ck.meta.get("step"),
+        "lineage": describe_lineage(ck.meta.get("lineage")), "mixture": _mixture_line(ck),
         "metrics": [{k: r.get(k) for k in ("step", "elapsed_s", "train_loss", "val_loss", "lr")} for r in run.records],
         "samples": [{"step": s.get("step"), "text": s.get("text", "")} for s in samples],
         "text": text,
@@ -83,6 +85,13 @@ def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, g
         "correlations": correlations(acts, features(text)),
         "gradient_flow": flow,
     }
+
+
+def _mixture_line(ck) -> str | None:
+    w = ck.meta.get("mix_weight")
+    if ck.ngram_ids is None or not isinstance(w, float):
+        return None
+    return f"mixed with a {ck.config.model.ngram_order}-gram of its training text (weight {w:.3f} on the network)"
 
 
 def render(data: dict) -> str:

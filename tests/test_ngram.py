@@ -124,3 +124,15 @@ def test_a_run_with_a_mixture_records_both_losses_and_its_checkpoints_carry_the_
     again = load_checkpoint(tmp_path / "model.npz").build_predictor()
     ids = np.concatenate([ck.ngram_ids[-300:], ck.ngram_ids[:300]])
     assert evaluate(again, ids, cfg.batch_size, cfg.seq_length) == evaluate(mix, ids, cfg.batch_size, cfg.seq_length)
+
+
+def test_training_says_plainly_when_it_ends_above_the_ngram_baseline(tmp_path):
+    from .test_console import SETS, charlm
+
+    corpus = tmp_path / "rhymes.txt"
+    corpus.write_text("hero hell hole hello\n" * 400, encoding="utf-8")  # a 5-gram predicts nearly all of it
+    short = [x if x != "train.max_steps=30" else "train.max_steps=3" for x in SETS]
+    r = charlm("train", corpus, "--out", tmp_path / "run", *short)
+    assert r.returncode == 0, r.stderr
+    line = [l for l in r.stdout.splitlines() if "above the 5-gram baseline" in l]
+    assert len(line) == 1 and "try --from bundled (English text), a longer --minutes, or more text" in line[0], r.stdout

@@ -51,7 +51,8 @@ function summary() {
   document.getElementById("title").textContent = `charlm report: ${D.name}`;
   const best = D.best_val === null ? "-" : `${D.best_val.toFixed(4)} nats/char (${(D.best_val / Math.LN2).toFixed(3)} bits)`;
   document.getElementById("summary").textContent =
-    `${D.model}, step ${D.step}, best validation ${best}; checkpoint ${D.checkpoint}`;
+    `${D.model}, step ${D.step}, best validation ${best}; checkpoint ${D.checkpoint}` +
+    (D.mixture ? `; ${D.mixture}` : "") + (D.lineage ? `; ${D.lineage}` : "");
 }
 
 function lossChart() {
