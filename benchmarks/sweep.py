@@ -70,18 +70,18 @@ def budgeted(overrides, minutes, corpus, steps_scale=1.0):
 def run(name, overrides, minutes, corpus, log):
     tr, sec = budgeted(overrides, minutes, corpus)
     trained, checkpoints, points = 0.0, [minutes * 60 * q / 4 for q in (1, 2, 3, 4)], []
-    while checkpoints and tr.step < tr.budget.total_steps:
+    while checkpoints and tr.state.step < tr.budget.total_steps:
         t = time.perf_counter()
         tr.train_step()
         trained += time.perf_counter() - t
-        if trained >= checkpoints[0] or tr.step >= tr.budget.total_steps:
+        if trained >= checkpoints[0] or tr.state.step >= tr.budget.total_steps:
             checkpoints.pop(0)
             val = tr.evaluate()["val_loss"]
-            points.append({"run": name, "minutes": round(trained / 60, 3), "step": tr.step, "val_loss": val})
+            points.append({"run": name, "minutes": round(trained / 60, 3), "step": tr.state.step, "val_loss": val})
             log(points[-1])
     params = sum(n for _, n in tr.model.param_counts())
     result = {"run": name, "overrides": overrides, "minutes": minutes, "params": params, "seconds_per_step": sec,
-              "planned_steps": tr.budget.total_steps, "steps": tr.step, "final_val_loss": points[-1]["val_loss"]}
+              "planned_steps": tr.budget.total_steps, "steps": tr.state.step, "final_val_loss": points[-1]["val_loss"]}
     log(result)
     return result
 

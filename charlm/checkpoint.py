@@ -32,6 +32,7 @@ from .mixture import Mixture
 from .model import Model, param_shapes
 from .ngram import KneserNey
 from .optim import OPTIMIZERS
+from .rundir import checkpoint_path
 from .vocab import Vocab
 
 FORMAT = "charlm-checkpoint"
@@ -123,22 +124,10 @@ def describe(ck: Checkpoint) -> dict:
     }
 
 
-def resolve_checkpoint_path(path) -> Path:
-    """A checkpoint file, or a run directory (then its best.npz, else last.npz)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best.npz", "last.npz"):
-            if (p / name).is_file():
-                return p / name
-        raise CheckpointError(f"{p}: run directory has no best.npz or last.npz")
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint not found")
-    return p
-
-
 def load_checkpoint(path, with_training_state: bool = True) -> Checkpoint:
-    """Read and validate a checkpoint; ``CheckpointError`` for anything charlm did not write."""
-    return _with_reader(resolve_checkpoint_path(path), lambda r: _read(r, with_training_state))
+    """Read and validate a checkpoint (a file, or a run directory's: ``rundir.checkpoint_path``);
+    ``CheckpointError`` for anything charlm did not write."""
+    return _with_reader(checkpoint_path(path), lambda r: _read(r, with_training_state))
 
 
 def read_meta(path) -> dict:

@@ -10,7 +10,28 @@ import reprlib
 
 
 class CharlmError(Exception):
-    """A problem with the user's input (file, config, checkpoint, text), not a bug in charlm."""
+    """A problem with the user's input (file, config, checkpoint, text), not a bug in charlm.
+
+    A message that tells the user which parameter to use names it as a ``{field}`` and gives
+    its value as a keyword (None: the parameter alone, True: a switch). ``render(spell)``
+    writes each the way the caller's interface spells it: str() as the library's keyword
+    (``resume='runs/x'``), the CLI as its flag (``--resume runs/x``). So rewording a message
+    never loses the flag, and the CLI needs no knowledge of the wording.
+    """
+
+    def __init__(self, message: str, **params):
+        self.message, self.params = message, params
+        super().__init__(self.render())
+
+    def render(self, spell=None) -> str:
+        spell, message = spell or _keyword, self.message
+        for name, value in self.params.items():  # not str.format: the rest may quote a user's braces
+            message = message.replace("{" + name + "}", spell(name, value))
+        return message
+
+
+def _keyword(name: str, value) -> str:
+    return name if value is None else f"{name}={value!r}"
 
 
 class ConfigError(CharlmError):

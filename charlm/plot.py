@@ -4,12 +4,12 @@ learning rate. matplotlib is an optional dependency (pip install 'charlm[plot]')
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CharlmError
+from .rundir import evaluations
 
 
 @dataclass
@@ -19,21 +19,15 @@ class RunCurves:
 
 
 def read_run(run_dir) -> RunCurves:
+    """A run directory's evaluations (or those of a metrics.jsonl file named directly)."""
     p = Path(run_dir)
     path = p / "metrics.jsonl" if p.is_dir() else p
     if not path.is_file():
         raise CharlmError(f"{p}: no metrics.jsonl (is it a run directory?)")
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line torn by a killed run
-        if isinstance(r, dict) and isinstance(r.get("val_loss"), (int, float)) and "event" not in r:
-            records.append(r)
+    records = evaluations(path)
     if not records:
         raise CharlmError(f"{path}: no evaluations yet; nothing to plot")
-    return RunCurves(p.name if p.is_dir() else p.parent.name, records)
+    return RunCurves(path.parent.name, records)
 
 
 def figure(runs: list[RunCurves]):

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, resolve_checkpoint_path
+from .checkpoint import load_checkpoint
 from .data import load_corpus, split
 from .errors import CharlmError
 from .finetune import describe_lineage
 from .inspect import activations, correlations, features, gradient_flow
 from .plot import read_run
+from .rundir import RunDir
 from .score import explain
 
 ASSETS = Path(__file__).parent / "report_assets"
@@ -52,7 +53,7 @@ def _quantised(a: np.ndarray) -> tuple[str, list[float]]:
 
 def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, grad_streams: int = 48) -> dict:
     run = read_run(run_dir)
-    ck = load_checkpoint(resolve_checkpoint_path(run_dir), with_training_state=False)
+    ck = load_checkpoint(run_dir, with_training_state=False)
     model = ck.build_model()
     val = validation_ids(ck, corpus)
     text = held_out_text(ck, val, chars)
@@ -62,14 +63,7 @@ def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, g
     for key, a in acts.items():
         data, scale = _quantised(a)
         units[key] = {"data": data, "scale": scale, "H": a.shape[1]}
-    samples_path = Path(run_dir) / "samples.jsonl"
-    samples = []
-    if samples_path.is_file():
-        for line in samples_path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                samples.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    samples = RunDir(run_dir).samples()
     flow = gradient_flow(model, val, K=min(grad_steps, (len(val) - 2) // 3), streams=grad_streams)
     m = ck.config.model
     return {

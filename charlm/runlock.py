@@ -48,7 +48,7 @@ class RunLock:
                 if owner is not None and owner[0] != os.getpid() and _alive(*owner):
                     raise TrainingError(
                         f"{self.path.parent}: another charlm train (pid {owner[0]}) is using this output "
-                        "directory; wait for it to finish or write to another out_dir"
+                        "directory; wait for it to finish or write to another {out_dir}", out_dir=None
                     ) from None
                 try:  # stale: left by a run that crashed or was killed
                     self.path.unlink()

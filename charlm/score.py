@@ -86,7 +86,7 @@ def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n
         if missing and unknown != "skip":
             where = f"text {i + 1}" if len(texts) > 1 else "text"
             raise VocabError(f"{where} has character(s) not in the model's vocabulary: {describe_chars(missing)}; "
-                             "unknown='skip' leaves them out")
+                             "{unknown} leaves them out", unknown="skip")
         if missing:
             unknown_chars = set(missing)
             kept = "".join(c for c in text if c not in unknown_chars)

@@ -1,9 +1,10 @@
 """The training loop: stateful truncated BPTT over char-rnn batches, evaluation, checkpoints,
 exact resume, early stopping.
 
-Two ways in: ``Trainer(config, corpus, out_dir)`` starts a new run, ``Trainer.resume(checkpoint,
-corpus)`` continues one. A run directory holds ``last.npz``, ``best.npz`` and ``metrics.jsonl``;
-a new run never replaces them unless asked to (``overwrite=True``).
+Two ways in: ``Trainer(config, corpus, out_dir)`` starts a new run (from random weights, or
+from a trained model's with ``start``), ``Trainer.resume(checkpoint, corpus)`` continues one.
+What the run directory holds, and how it is read and written: rundir.py. A run's progress is
+one ``TrainState``, saved in every checkpoint and restored from it.
 
 The library never prints: it reports through a ``Reporter`` the caller hands it (the CLI
 passes a tqdm one; tests and notebooks pass none).
@@ -11,33 +12,30 @@ passes a tqdm one; tests and notebooks pass none).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_checkpoint, read_meta, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import SECTIONS, Config
 from .data import Batches, Corpus, describe_fingerprint, load_corpus, split
-from .errors import CharlmError, CheckpointError, CorpusError, RunExistsError, TrainingError
-from .files import atomic_write_text, remove_stale_temporaries
+from .errors import CheckpointError, CorpusError, TrainingError
 from .memory import check_fits, training_memory
 from .mixture import Mixture, cross_fitted_nats
 from .model import Model
 from .ngram import KneserNey
 from .optim import clip_grad_norm, make_optimizer
+from .rundir import RunDir, checkpoint_path
 from .runlock import RunLock
 from .sample import generate
 from .schedule import Budget, Schedule
 from .score import LN2, char_nats, evaluate
 
-RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "samples.jsonl")
 MAX_NGRAM_CHARS = 20_000_000  # the n-gram of a mixture is stored in every checkpoint; beyond this a network wins anyway
-LOGS = ("metrics.jsonl", "samples.jsonl")  # JSON Lines with a step each, cut back to the checkpoint on resume
 
 
 @dataclass
@@ -100,44 +98,66 @@ class CorpusMismatchError(CorpusError):
     """Resuming on another corpus than the run was trained on (``allow_new_corpus`` permits it)."""
 
 
+@dataclass
+class TrainState:
+    """A run's progress: everything a checkpoint saves besides arrays (weights, optimizer
+    moments, hidden state), under the same names in its metadata, and restores exactly."""
+
+    step: int = 0  # optimizer updates done
+    epoch: int = 0  # passes finished
+    batch: int = 0  # the next window of this pass
+    elapsed_s: float = 0.0  # training and evaluation time, without start-up
+    best_val: float | None = None
+    last_val: float | None = None
+    loss_sum: float = 0.0  # training loss since the last evaluation
+    loss_count: int = 0
+    plateau_ref: float | None = None  # early stopping: the best validation loss that counted
+    stale_evals: int = 0  # evaluations since it did
+    lr: float | None = None  # the learning rate of the last step
+    mix_weight: float | None = None  # the n-gram mixture's weight on the network, from the last evaluation
+    lineage: dict | None = None  # for a fine-tuned run: where its first weights came from
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)  # dropout masks and samples
+
+    def epochs(self, windows_per_epoch: int) -> float:
+        """Passes done, with the fraction of the current one."""
+        return self.epoch + self.batch / windows_per_epoch
+
+    def to_meta(self) -> dict:
+        meta = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rng"}
+        return {**meta, "rng": self.rng.bit_generator.state}
+
+    @classmethod
+    def from_meta(cls, m: dict) -> TrainState:
+        """``CheckpointError`` when a field is missing or of the wrong kind."""
+        st = cls()
+        try:
+            for f in fields(cls):
+                if f.name == "rng":
+                    st.rng.bit_generator.state = m["rng"]
+                elif f.name in ("step", "epoch", "batch", "loss_count", "stale_evals"):
+                    setattr(st, f.name, int(m.get(f.name, 0) if f.name == "stale_evals" else m[f.name]))
+                elif f.name in ("elapsed_s", "loss_sum"):
+                    setattr(st, f.name, float(m[f.name]))
+                else:
+                    setattr(st, f.name, m.get(f.name))
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint lacks training progress ({e}); it cannot be resumed") from None
+        return st
+
+
 class Trainer:
     """Everything one run needs; ``run()`` trains until a budget is spent or ``should_stop()``."""
 
     def __init__(self, config: Config, corpus, out_dir=None, reporter: Reporter | None = None,
-                 overwrite: bool = False, start=None):
-        """A new run of ``config`` on ``corpus`` (a path or a ``Corpus``) into ``out_dir``
-        (default runs/<config name>). ``start`` (a ``finetune.Start``) gives the initial weights
-        and the lineage of a fine-tuned run; without it the weights are drawn at random."""
-        self._build(config, corpus, out_dir or Path("runs") / config.name, reporter, vocab=None)
-        self.overwrite, self.resumed_from, self.events = overwrite, None, []
-        self.model.init(self.rng)
-        if start is not None:
-            for name, a in start.params.items():
-                self.model.params[name][...] = a
-            self.lineage = start.lineage
-
-    @classmethod
-    def resume(cls, checkpoint, corpus, config: Config | None = None, out_dir=None,
-               reporter: Reporter | None = None, allow_new_corpus: bool = False) -> Trainer:
-        """Continue the run saved in ``checkpoint`` (a Checkpoint, a last.npz, or a run directory):
-        same step, optimizer state, schedule, data position, hidden state and RNG. ``config`` may
-        change train.* keys only."""
-        ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(run_checkpoint(checkpoint))
-        path = Path(ck.meta.get("path", "last.npz"))
-        config = config or ck.config
-        _check_resumable(ck, config, path)
-        config = Config.from_dict(config.to_dict(), name=ck.config.name)
-        tr = cls.__new__(cls)
-        # The corpus is encoded with the checkpoint's vocabulary; a character it lacks is a
-        # CorpusError naming it.
-        tr._build(config, corpus, out_dir or path.parent, reporter, vocab=ck.vocab)
-        tr.overwrite, tr.resumed_from, tr.events = False, path, []
-        tr._restore(ck, allow_new_corpus)
-        return tr
-
-    def _build(self, config: Config, corpus, out_dir, reporter, vocab) -> None:
+                 overwrite: bool = False, start=None, vocab=None):
+        """A new run of ``config`` on ``corpus`` (a path or a ``Corpus``; a path is encoded with
+        ``vocab`` when given) into ``out_dir`` (default runs/<config name>). ``start`` (a
+        ``finetune.Start``) gives the first weights and the lineage of a fine-tuned run;
+        without it they are drawn at random."""
         self.reporter = reporter or Reporter()
-        self.config, self.out_dir = config, Path(out_dir)
+        self.config, self.out_dir = config, Path(out_dir or Path("runs") / config.name)
+        self.run_dir = RunDir(self.out_dir)
+        self.overwrite, self.resumed_from, self.events = overwrite, None, []
         self.corpus = corpus if isinstance(corpus, Corpus) else load_corpus(corpus, vocab=vocab)
         self.vocab = self.corpus.vocab
         if len(self.vocab) < 2:
@@ -148,31 +168,47 @@ class Trainer:
         self.memory = training_memory(config, len(self.vocab), len(self.corpus))
         check_fits(self.memory)  # before the model, optimizer or buffers are allocated
         d = config.data
-        train_ids, self.val_ids = split(self.corpus.ids, d.val_fraction)
-        self.train_ids = train_ids
-        self.batches = Batches(train_ids, d.batch_size, d.seq_length, name=self.corpus.fingerprint["path"])
-        self.train_chars = len(train_ids)
+        self.train_ids, self.val_ids = split(self.corpus.ids, d.val_fraction)
+        self.batches = Batches(self.train_ids, d.batch_size, d.seq_length, name=self.corpus.fingerprint["path"])
+        self.train_chars = len(self.train_ids)
         self.model = Model(config.model, len(self.vocab))
         self.optimizer = make_optimizer(self.model.flat, config.train)
         self.budget = Budget(config.train, self.batches.num_windows)
         self.schedule = Schedule(config.train, self.budget.total_steps)
-        self.rng = np.random.default_rng(config.train.seed)
-        self.ngram = self._ngram(train_ids) if config.model.ngram_order else None
-        self.mix_weight, self._val_kn_nats = None, None
-        self.lineage = None  # for a fine-tuned run: where its first weights came from
-        self.step = self.epoch = self.batch = 0
-        self.elapsed = 0.0
-        self.best_val = self.last_val = None
-        self.plateau_ref, self.stale_evals = None, 0  # early stopping: best val that counted, evals since
-        self.loss_sum, self.loss_count = 0.0, 0
-        self.lr = None  # the learning rate of the last step
-        self.state = None
+        self.ngram = self._ngram() if config.model.ngram_order else None
+        self._val_kn_nats = None  # the n-gram's nats on the validation split: fixed, computed once
+        self.state = TrainState(rng=np.random.default_rng(config.train.seed))
+        self.hidden = None  # the hidden state carried into the next window
+        self.model.init(self.state.rng)
+        if start is not None:
+            for name, a in start.params.items():
+                self.model.params[name][...] = a
+            self.state.lineage = start.lineage
 
-    def _ngram(self, train_ids) -> KneserNey:
-        if len(train_ids) > MAX_NGRAM_CHARS:
-            raise CorpusError(f"{self.corpus.fingerprint['path']}: {len(train_ids):,} training characters; the n-gram "
-                              f"mixture (model.ngram_order) counts at most {MAX_NGRAM_CHARS:,}: set model.ngram_order=0")
-        return KneserNey(train_ids, self.config.model.ngram_order, len(self.vocab))
+    @classmethod
+    def resume(cls, checkpoint, corpus, config: Config | None = None, out_dir=None,
+               reporter: Reporter | None = None, allow_new_corpus: bool = False) -> Trainer:
+        """Continue the run saved in ``checkpoint`` (a Checkpoint, a last.npz, or a run directory):
+        same step, optimizer state, schedule, data position, hidden state and RNG. ``config`` may
+        change train.* keys only."""
+        ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint_path(checkpoint, resume=True))
+        path = Path(ck.meta.get("path", "last.npz"))
+        config = config or ck.config
+        _check_resumable(ck, config, path)
+        config = Config.from_dict(config.to_dict(), name=ck.config.name)
+        # The corpus is encoded with the checkpoint's vocabulary; a character it lacks is a
+        # CorpusError naming it.
+        tr = cls(config, corpus, out_dir or path.parent, reporter, vocab=ck.vocab)
+        tr.resumed_from = path
+        tr._restore(ck, allow_new_corpus)
+        return tr
+
+    def _ngram(self) -> KneserNey:
+        if self.train_chars > MAX_NGRAM_CHARS:
+            raise CorpusError(f"{self.corpus.fingerprint['path']}: {self.train_chars:,} training characters; the "
+                              f"n-gram mixture (model.ngram_order) counts at most {MAX_NGRAM_CHARS:,}: set "
+                              "model.ngram_order=0")
+        return KneserNey(self.train_ids, self.config.model.ngram_order, len(self.vocab))
 
     # ---- checkpoint state -------------------------------------------------------------
     def _restore(self, ck: Checkpoint, allow_new_corpus: bool) -> None:
@@ -182,80 +218,73 @@ class Trainer:
         for slot, arrays in ck.optim.items():
             for name, a in arrays.items():
                 self.optimizer.state[slot][self.model.slices[name]] = a.reshape(-1)
-        m = ck.meta
         try:
-            self.optimizer.t = int(m["optimizer_t"])
-            self.step, self.epoch, self.batch = int(m["step"]), int(m["epoch"]), int(m["batch"])
-            self.elapsed = float(m["elapsed_s"])
-            self.best_val, self.last_val = m["best_val"], m["last_val"]
-            self.loss_sum, self.loss_count = float(m["loss_sum"]), int(m["loss_count"])
-            self.plateau_ref, self.stale_evals = m.get("plateau_ref"), int(m.get("stale_evals", 0))
-            self.lr = m.get("lr")
-            self.mix_weight, self.lineage = m.get("mix_weight"), m.get("lineage")
-            self.rng.bit_generator.state = m["rng"]
+            self.optimizer.t = int(ck.meta["optimizer_t"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"checkpoint lacks training progress ({e}); it cannot be resumed") from None
-        old, new = m.get("corpus"), self.corpus.fingerprint
+        self.state = st = TrainState.from_meta(ck.meta)
+        old, new = ck.meta.get("corpus"), self.corpus.fingerprint
         if isinstance(old, dict) and (old.get("chars"), old.get("sha256")) != (new["chars"], new["sha256"]):
             if not allow_new_corpus:
                 raise CorpusMismatchError(f"{describe_fingerprint(new)} is not the corpus this run was trained on, "
-                                          f"{describe_fingerprint(old)}; allow_new_corpus=True fine-tunes on it")
+                                          f"{describe_fingerprint(old)}; {{allow_new_corpus}} fine-tunes on it",
+                                          allow_new_corpus=True)
             # Fine-tuning: the old data position means nothing in the new text; start its first epoch.
-            self.batch = 0
-            self.events.append({"step": self.step, "event": "new_corpus", "corpus": new, "previous": old})
-        if not 0 <= self.batch < self.batches.num_windows:
-            raise CheckpointError(f"checkpoint data position {self.batch} is outside this corpus's {self.batches.num_windows} windows")
-        self.state = ck.state if self.batch > 0 else None
+            st.batch = 0
+            self.events.append({"step": st.step, "event": "new_corpus", "corpus": new, "previous": old})
+        if not 0 <= st.batch < self.batches.num_windows:
+            raise CheckpointError(f"checkpoint data position {st.batch} is outside this corpus's {self.batches.num_windows} windows")
+        self.hidden = ck.state if st.batch > 0 else None
 
     def meta(self) -> dict:
-        return {"step": self.step, "epoch": self.epoch, "batch": self.batch, "elapsed_s": self.elapsed,
-                "best_val": self.best_val, "last_val": self.last_val, "loss_sum": self.loss_sum,
-                "loss_count": self.loss_count, "rng": self.rng.bit_generator.state, "lr": self.lr,
-                "plateau_ref": self.plateau_ref, "stale_evals": self.stale_evals,
-                "train_chars": self.train_chars, "corpus": self.corpus.fingerprint,
-                "mix_weight": self.mix_weight, "lineage": self.lineage}
+        return {**self.state.to_meta(), "train_chars": self.train_chars, "corpus": self.corpus.fingerprint}
 
     def save(self, name: str) -> None:
         path = self.out_dir / name
         try:
             save_checkpoint(path, self.model, self.vocab, self.config, self.meta(), optimizer=self.optimizer,
-                            state=self.state, ngram_ids=None if self.ngram is None else self.train_ids)
+                            state=self.hidden, ngram_ids=None if self.ngram is None else self.train_ids)
         except OSError as e:
             raise TrainingError(
-                f"cannot write checkpoint {path} at step {self.step} ({e.strerror or e}); "
+                f"cannot write checkpoint {path} at step {self.state.step} ({e.strerror or e}); "
                 f"the previous {name}, if any, is intact"
             ) from None
 
     # ---- the loop ---------------------------------------------------------------------
     def info(self) -> RunInfo:
         return RunInfo(self.config, self.model.param_counts(), self.train_chars, len(self.val_ids), len(self.vocab),
-                       self.batches.num_windows, self.batches.chars_per_window, self.out_dir, self.step,
-                       self.budget.total_steps, self.last_val)
+                       self.batches.num_windows, self.batches.chars_per_window, self.out_dir, self.state.step,
+                       self.budget.total_steps, self.state.last_val)
 
     def _spent(self) -> str | None:
-        return self.budget.spent(self.step, self.elapsed, self.stale_evals)
+        st = self.state
+        return self.budget.spent(st.step, st.elapsed_s, st.stale_evals)
+
+    def epochs(self) -> float:
+        return self.state.epochs(self.batches.num_windows)
 
     def train_step(self) -> float:
         """One window: forward, BPTT, clipping, update. Advances the data position."""
-        if self.batch == 0 or self.state is None:
-            self.state = self.model.zero_state(self.batches.B)  # reset at each epoch
-        x, y = self.batches.window(self.batch)
-        loss, state = self.model.loss_and_grad(x, y, self.state, self.rng)
+        st = self.state
+        if st.batch == 0 or self.hidden is None:
+            self.hidden = self.model.zero_state(self.batches.B)  # reset at each epoch
+        x, y = self.batches.window(st.batch)
+        loss, hidden = self.model.loss_and_grad(x, y, self.hidden, st.rng)
         norm = clip_grad_norm(self.model.grad, self.config.train.grad_clip)
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise TrainingError(
-                f"step {self.step + 1}: {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite; "
+                f"step {st.step + 1}: {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite; "
                 "lower train.lr or set a stronger train.grad_clip (best.npz and the last good last.npz are kept)"
             )
-        self.lr = self.schedule(self.step, self.epoch)
-        self.optimizer.step(self.model.grad, self.lr)
-        self.state = state
-        self.step += 1
-        self.batch += 1
-        if self.batch == self.batches.num_windows:
-            self.batch, self.epoch = 0, self.epoch + 1
-        self.loss_sum += loss
-        self.loss_count += 1
+        st.lr = self.schedule(st.step, st.epoch)
+        self.optimizer.step(self.model.grad, st.lr)
+        self.hidden = hidden
+        st.step += 1
+        st.batch += 1
+        if st.batch == self.batches.num_windows:
+            st.batch, st.epoch = 0, st.epoch + 1
+        st.loss_sum += loss
+        st.loss_count += 1
         return loss
 
     def seconds_per_step(self, steps: int = 3) -> float:
@@ -268,7 +297,7 @@ class Trainer:
         return (time.perf_counter() - t0) / steps
 
     def evaluate(self) -> dict:
-        d = self.config.data
+        d, st = self.config.data, self.state
         mixed = {}
         if self.ngram is None:
             val = evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)
@@ -276,52 +305,31 @@ class Trainer:
             net = char_nats(self.model, self.val_ids, d.batch_size, d.seq_length)  # of val_ids[1 .. M]
             if self._val_kn_nats is None:
                 self._val_kn_nats = self.ngram.nats(self.val_ids[1 : len(net) + 1], before=self.val_ids[:1])
-            val, self.mix_weight = cross_fitted_nats(net, self._val_kn_nats)
-            mixed = {"val_loss_net": float(net.mean()), "mix_weight": self.mix_weight}
-        self.last_val = val
-        record = {"step": self.step, "epoch": round(self.epoch + self.batch / self.batches.num_windows, 4),
-                  "elapsed_s": round(self.elapsed, 3),
-                  "train_loss": self.loss_sum / self.loss_count if self.loss_count else None,
-                  "val_loss": val, "val_bpc": val / LN2, "lr": self.lr, **mixed}
-        self.loss_sum, self.loss_count = 0.0, 0
+            val, st.mix_weight = cross_fitted_nats(net, self._val_kn_nats)
+            mixed = {"val_loss_net": float(net.mean()), "mix_weight": st.mix_weight}
+        st.last_val = val
+        record = {"step": st.step, "epoch": round(self.epochs(), 4), "elapsed_s": round(st.elapsed_s, 3),
+                  "train_loss": st.loss_sum / st.loss_count if st.loss_count else None,
+                  "val_loss": val, "val_bpc": val / LN2, "lr": st.lr, **mixed}
+        st.loss_sum, st.loss_count = 0.0, 0
         t = self.config.train
-        if self.plateau_ref is None or val < self.plateau_ref - t.min_delta:
-            self.plateau_ref, self.stale_evals = val, 0
+        if st.plateau_ref is None or val < st.plateau_ref - t.min_delta:
+            st.plateau_ref, st.stale_evals = val, 0
         else:
-            self.stale_evals += 1
+            st.stale_evals += 1
         return record
 
     def run(self, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrainingError(f"{self.out_dir}: cannot create the output directory ({e.strerror})") from None
+        self.run_dir.create()
         with RunLock(self.out_dir):
-            self._claim_directory()
-            remove_stale_temporaries(self.out_dir, ".*.npz.*.tmp")
-            for log in LOGS:
-                _truncate_log(self.out_dir / log, self.step)
+            self.run_dir.claim(self.overwrite, self.resumed_from)
+            self.run_dir.prepare(self.state.step)
             for event in self.events:
-                self._append("metrics.jsonl", event)
+                self.run_dir.append("metrics.jsonl", event, self.state.step)
             return self._loop(should_stop)
 
-    def _claim_directory(self) -> None:
-        """A new run never replaces another run's files unless ``overwrite``; a resumed run
-        writes into its own directory, or into one that holds no run."""
-        if self.resumed_from is not None and self.resumed_from.parent.resolve() == self.out_dir.resolve():
-            return
-        found = [self.out_dir / f for f in RUN_FILES if (self.out_dir / f).exists()]
-        if not found:
-            return
-        if not self.overwrite:
-            raise RunExistsError(f"{self.out_dir} already holds a run ({describe_run(self.out_dir)}): continue it "
-                                 f"with resume={self.out_dir}, write to another out_dir, or replace it with "
-                                 "overwrite=True")
-        for p in found:
-            p.unlink()
-
     def _loop(self, should_stop) -> TrainResult:
-        t_cfg, has_val = self.config.train, len(self.val_ids) >= 2
+        t_cfg, has_val, st = self.config.train, len(self.val_ids) >= 2, self.state
         self.reporter.start(self.info())
         reason = self._spent()
         chars_since, t_since = 0, time.perf_counter()
@@ -329,32 +337,32 @@ class Trainer:
             while reason is None:
                 t0 = time.perf_counter()
                 loss = self.train_step()
-                self.elapsed += time.perf_counter() - t0
+                st.elapsed_s += time.perf_counter() - t0
                 chars_since += self.batches.chars_per_window
-                self.reporter.step(Progress(self.step, self.epoch + self.batch / self.batches.num_windows, loss))
+                self.reporter.step(Progress(st.step, self.epochs(), loss))
                 reason = self._spent()
-                if has_val and (self.step % t_cfg.eval_every == 0 or reason is not None):
+                if has_val and (st.step % t_cfg.eval_every == 0 or reason is not None):
                     t0 = time.perf_counter()
                     record = self.evaluate()
-                    self.elapsed += time.perf_counter() - t0
+                    st.elapsed_s += time.perf_counter() - t0
                     record["chars_per_s"] = round(chars_since / max(1e-9, time.perf_counter() - t_since), 1)
                     chars_since, t_since = 0, time.perf_counter()
-                    self._append("metrics.jsonl", record)
+                    self.run_dir.append("metrics.jsonl", record, st.step)
                     self.reporter.evaluated(record)
                     if t_cfg.sample_length:
                         sample = self.sample()
-                        self._append("samples.jsonl", sample)
+                        self.run_dir.append("samples.jsonl", sample, st.step)
                         self.reporter.sampled(sample)
-                    if self.best_val is None or record["val_loss"] < self.best_val:
-                        self.best_val = record["val_loss"]
+                    if st.best_val is None or record["val_loss"] < st.best_val:
+                        st.best_val = record["val_loss"]
                         self.save("best.npz")
                     reason = reason or self._spent()
-                if self.step % t_cfg.checkpoint_every == 0 or reason is not None:
+                if st.step % t_cfg.checkpoint_every == 0 or reason is not None:
                     self.save("last.npz")
                 if reason is None and should_stop():
                     reason = "interrupted"
                     self.save("last.npz")
-            result = TrainResult(self.out_dir, self.step, self.epoch, self.best_val, self.last_val, reason)
+            result = TrainResult(self.out_dir, st.step, st.epoch, st.best_val, st.last_val, reason)
             self.reporter.stopped(result)
         finally:
             self.reporter.close()
@@ -364,62 +372,16 @@ class Trainer:
         """A sample from the model as it is now, with the same seed and temperature at every
         evaluation (so samples from one run, or from two runs, compare)."""
         t = self.config.train
-        [s] = generate(self.predictor(), self.vocab, "\n", t.sample_length, temperature=t.sample_temperature, seed=t.seed)
-        return {"step": self.step, "epoch": round(self.epoch + self.batch / self.batches.num_windows, 4),
-                "temperature": t.sample_temperature, "seed": t.seed, "prime": "\n", "text": s.text,
-                "bits_per_char": s.bits_per_char}
+        [s] = generate(self.predictor(), self.vocab, "\n", t.sample_length, temperature=t.sample_temperature,
+                       seed=t.seed)
+        return {"step": self.state.step, "epoch": round(self.epochs(), 4), "temperature": t.sample_temperature,
+                "seed": t.seed, "prime": "\n", "text": s.text, "bits_per_char": s.bits_per_char}
 
     def predictor(self):
         """The model as sample and score will use it: mixed with the n-gram once a weight is fitted."""
-        if self.ngram is None or self.mix_weight is None:
+        if self.ngram is None or self.state.mix_weight is None:
             return self.model
-        return Mixture(self.model, self.ngram, self.mix_weight)
-
-    def _append(self, name: str, record: dict) -> None:
-        path = self.out_dir / name
-        try:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, allow_nan=False) + "\n")
-        except OSError as e:
-            raise TrainingError(f"cannot append to {path} at step {self.step} ({e.strerror or e})") from None
-
-
-def run_checkpoint(path) -> Path:
-    """What resuming from ``path`` reads: a checkpoint file, or a run directory's last.npz."""
-    p = Path(path)
-    if p.is_dir():
-        if not (p / "last.npz").is_file():
-            raise CheckpointError(f"{p}: run directory has no last.npz to resume")
-        return p / "last.npz"
-    if not p.exists():
-        raise CheckpointError(f"{p}: checkpoint not found")
-    return p
-
-
-def describe_run(out_dir: Path) -> str:
-    """'step 5,400, best val 1.4973 nats/char' for the run found in ``out_dir``."""
-    for name in ("last.npz", "best.npz"):
-        try:
-            m = read_meta(out_dir / name)
-            best = m.get("best_val")
-            return f"step {int(m.get('step', 0)):,}" + (f", best val {best:.4f} nats/char" if isinstance(best, float) else "")
-        except (CharlmError, OSError, TypeError, ValueError):
-            continue
-    try:
-        lines = (out_dir / "metrics.jsonl").read_text(encoding="utf-8", errors="replace").splitlines()
-        vals = [r for r in map(_json_or_none, lines) if isinstance(r, dict) and isinstance(r.get("val_loss"), float)]
-        if vals:
-            return f"step {vals[-1].get('step', 0):,}, best val {min(r['val_loss'] for r in vals):.4f} nats/char"
-    except OSError:
-        pass
-    return "files " + ", ".join(f for f in RUN_FILES if (out_dir / f).exists())
-
-
-def _json_or_none(line: str):
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
+        return Mixture(self.model, self.ngram, self.state.mix_weight)
 
 
 def _check_resumable(ck: Checkpoint, config: Config, path) -> None:
@@ -430,22 +392,6 @@ def _check_resumable(ck: Checkpoint, config: Config, path) -> None:
                 f"{path}: cannot resume with a different {section} section; only train.* keys may change "
                 "(resume without a config to use the checkpoint's)"
             )
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the records up to ``step`` (a resumed run rewrites what came after its checkpoint)
-    and drop a torn last line left by a killed run."""
-    if not path.exists():
-        return
-    kept, changed = [], False
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
-        record = _json_or_none(line)
-        ok = line.endswith("\n") and isinstance(record, dict) and record.get("step", 0) <= step
-        if ok:
-            kept.append(line)
-        changed |= not ok
-    if changed:
-        atomic_write_text(path, "".join(kept))
 
 
 def train(config: Config, corpus_path, out_dir=None, reporter=None, should_stop: Callable[[], bool] = lambda: False,

@@ -109,7 +109,7 @@ def test_disk_full_keeps_previous_checkpoint(corpus_file, tmp_path, monkeypatch)
     real = ckmod.np.savez
 
     def savez(f, **arrays):
-        if tr.step >= 20:
+        if tr.state.step >= 20:
             f.write(b"partial bytes")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(f, **arrays)

@@ -98,7 +98,7 @@ def test_fine_tuning_on_a_new_corpus_starts_its_first_window(corpus_file, tmp_pa
     with pytest.raises(CorpusMismatchError, match="allow_new_corpus=True"):
         Trainer.resume(tmp_path / "r", other)
     tr = Trainer.resume(tmp_path / "r", other, allow_new_corpus=True)
-    assert tr.batch == 0 and tr.state is None and tr.step == 13
+    assert tr.state.batch == 0 and tr.hidden is None and tr.state.step == 13
     assert tr.events[0]["previous"]["path"] == str(corpus_file) and tr.events[0]["corpus"]["chars"] == 16 * 300
 
 

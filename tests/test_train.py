@@ -94,7 +94,7 @@ def test_non_finite_loss_stops_with_step_and_advice(corpus_file, tmp_path):
 
     def poisoned(*a, **k):
         loss, st = real(*a, **k)
-        if tr.step == 14:
+        if tr.state.step == 14:
             tr.model.grad[3] = np.inf
         return loss, st
 

@@ -60,21 +60,23 @@ class CharlmGroup(click.Group):
         except BrokenPipeError:
             _quiet_broken_pipe()
         except CharlmError as e:
-            _fail(str(e))
+            _fail(e.render(_flag))
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             _fail(f"{where}{e.strerror or e}")
 
 
-# The library names its parameters; only the CLI knows their flags. Each library phrase that
-# names one, and how a user of the command line writes it.
-FLAGS = {"resume=": "--resume ", "another out_dir": "another --out", "overwrite=True": "--overwrite",
-         "allow_new_corpus=True": "--allow-new-corpus", "unknown='skip'": "--unknown skip"}
+# The library's errors name its parameters (errors.CharlmError); only the CLI knows their flags.
+FLAGS = {"resume": "--resume", "out_dir": "--out", "overwrite": "--overwrite", "allow_new_corpus": "--allow-new-corpus",
+         "unknown": "--unknown"}
+
+
+def _flag(name: str, value) -> str:
+    flag = FLAGS[name]
+    return flag if value is None or value is True else f"{flag} {value}"
 
 
 def _fail(message: str):
-    for phrase, flag in FLAGS.items():
-        message = message.replace(phrase, flag)
     line = " ".join(message.split())  # one line, whatever the message held
     if len(line) > MAX_MESSAGE:
         line = line[: MAX_MESSAGE - 3] + "..."

@@ -19,8 +19,9 @@ from ..checkpoint import load_checkpoint
 from ..config import load_config
 from ..data import describe_fingerprint, load_corpus
 from ..memory import available_memory, format_bytes
+from ..rundir import checkpoint_path
 from ..score import LN2
-from ..train import Reporter, Trainer, run_checkpoint
+from ..train import Reporter, Trainer
 from . import Finite, dumps, main, option
 
 
@@ -180,7 +181,7 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, source, al
         trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
                                     as_json)
     elif resume:
-        ck = load_checkpoint(run_checkpoint(resume))
+        ck = load_checkpoint(checkpoint_path(resume, resume=True))
         cfg = load_config(config_path, list(overrides), base=ck.config)
         trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus)
     else:
