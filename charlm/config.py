@@ -82,7 +82,8 @@ class TrainConfig:
     max_minutes: float | None = _opt(None, "stop after this much wall-clock training time", lo=0.0, lo_open=True, optional=True)
     eval_every: int = _opt(500, "steps between validation passes", lo=1)
     patience: int | None = _opt(None, "early stopping: stop after this many evaluations without an improvement "
-                                "of at least min_delta (null: off)", lo=1, optional=True)
+                                "of at least min_delta in the network's validation loss (null: off)", lo=1,
+                                optional=True)
     min_delta: float = _opt(0.0, "early stopping: the smallest drop in validation loss (nats/char) that counts "
                             "as an improvement", lo=0.0)
     checkpoint_every: int = _opt(500, "steps between writes of last.npz", lo=1)

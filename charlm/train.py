@@ -313,8 +313,11 @@ class Trainer:
                   "val_loss": val, "val_bpc": val / LN2, "lr": st.lr, **mixed}
         st.loss_sum, st.loss_count = 0.0, 0
         t = self.config.train
-        if st.plateau_ref is None or val < st.plateau_ref - t.min_delta:
-            st.plateau_ref, st.stale_evals = val, 0
+        # Early stopping watches the network: while it is worse than the n-gram, the mixture's
+        # loss stays near the n-gram's and would look like a plateau.
+        ref = mixed.get("val_loss_net", val)
+        if st.plateau_ref is None or ref < st.plateau_ref - t.min_delta:
+            st.plateau_ref, st.stale_evals = ref, 0
         else:
             st.stale_evals += 1
         return record

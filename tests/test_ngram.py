@@ -136,3 +136,21 @@ def test_training_says_plainly_when_it_ends_above_the_ngram_baseline(tmp_path):
     assert r.returncode == 0, r.stderr
     line = [l for l in r.stdout.splitlines() if "above the 5-gram baseline" in l]
     assert len(line) == 1 and "try --from bundled (English text), a longer --minutes, or more text" in line[0], r.stdout
+
+
+def test_early_stopping_watches_the_network_not_the_mixture(corpus_file, tmp_path):
+    """While the network is worse than the n-gram the mixture's loss barely moves: judged on it,
+    a run would stop before the network had learned anything."""
+    from charlm.config import load_config
+    from charlm.train import Trainer
+
+    from .conftest import tiny_overrides
+
+    tr = Trainer(load_config(None, tiny_overrides(**{"model.ngram_order": 4, "train.patience": 2})), corpus_file,
+                 tmp_path / "run")
+    first = tr.evaluate()
+    assert tr.state.plateau_ref == first["val_loss_net"] != first["val_loss"]
+    for _ in range(60):
+        tr.train_step()
+    second = tr.evaluate()
+    assert second["val_loss_net"] < first["val_loss_net"] and tr.state.stale_evals == 0
