@@ -84,7 +84,10 @@ class GemmFloor:
 
     Mirrors cells/base.py (project, project_backward), the per-step products of the cells and
     Model.loss_and_grad. torch_time / floor_time is therefore the best ratio charlm could reach
-    on this row if every elementwise pass, copy and Python call were free.
+    on this row if every elementwise pass, copy and Python call were free. It mirrors products,
+    not arrays, so it cannot read the cells' buffer declarations; instead
+    tests/test_benchmarks.py records every matrix product of a real step and holds this list to
+    it, so a kernel change the floor does not follow fails a test.
     """
 
     def __init__(self, kind, layers, hidden, V, batches):

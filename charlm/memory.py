@@ -5,7 +5,7 @@ The estimate sums the arrays a run holds at its peak: the corpus ids and the bat
 the training split, parameters, gradients, optimizer slots and its scratch vector, each
 layer's forward and backward buffers (cells declare them in ``buffer_shapes``; forward and
 head buffers are counted twice because evaluation windows keep a second set), dropout masks,
-the weight copies the cells prepare, and the head's logits. tests/test_memory.py checks it
+the layers' work arrays (``scratch_shapes``), and the head's logits. tests/test_memory.py checks it
 against tracemalloc's peak for real runs.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Config
 from .errors import TrainingError
-from .model import make_layers, param_shapes
+from .model import make_layers, param_shapes, window_shapes
 from .optim import OPTIMIZERS
 from .vocab import token_dtype
 
@@ -39,20 +39,17 @@ def _nbytes(shapes, itemsize) -> int:
 def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> MemoryEstimate:
     m, d = config.model, config.data
     item = np.dtype(m.dtype).itemsize
-    T, B, V, H = d.seq_length, d.batch_size, vocab_size, m.hidden_size
+    T, B, V = d.seq_length, d.batch_size, vocab_size
     n_params = _nbytes(param_shapes(m, V).values(), 1)
     slots = len(OPTIMIZERS[config.train.optimizer].slots)
     acts = 0
     for layer in make_layers(m, V):  # the layers' shapes, without their weights
         shapes = layer.buffer_shapes("fwd", T, B)
         acts += 2 * _nbytes(shapes.values(), item) + _nbytes(layer.buffer_shapes("bwd", T, B).values(), item)
-        G = layer.gates * H
-        scaled = layer._scale is not None  # the weight copies Layer prepares (cells/base.py)
-        scratch = [(H, G)] + [(G, H)] * scaled + [(G, layer.D)] * (scaled or layer.onehot)
-        scratch += [(min(layer.D, T * B), T * B)] if layer.onehot else []
-        acts += _nbytes(scratch, item)
-    dropout = 2 * (m.num_layers - 1) * H * T * B * item if m.dropout > 0 else 0
-    head = 2 * (V * T * B + H * T * B) * item
+        acts += _nbytes(layer.scratch_shapes(T, B).values(), item)
+    head_shapes, dropout_shapes = window_shapes(m, V, T, B)
+    dropout = (m.num_layers - 1) * _nbytes(dropout_shapes.values(), item) if m.dropout > 0 else 0
+    head = 2 * _nbytes(head_shapes.values(), item)
     ids = corpus_chars * token_dtype(V).itemsize * 2  # the ids, and the (stream, B) copy of the training split
     return MemoryEstimate({
         "parameters and gradients": 2 * n_params * item,

@@ -26,6 +26,15 @@ def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]
     return {name: shape for name, shape in _named_shapes(make_layers(cfg, vocab_size), cfg, vocab_size)}
 
 
+def window_shapes(cfg: ModelConfig, V: int, T: int, B: int) -> tuple[dict, dict]:
+    """The model's own buffers for a (T, B) window, beside its layers': (the head's, each
+    dropout site's). Allocation and memory.py's estimate both read them here."""
+    H = cfg.hidden_size
+    head = {"L": (V, T * B), "dH": (H, T, B)}  # logits, then probabilities, then dlogits; d loss / d top output
+    dropout = {"mask": (H, T, B), "dropped": (H, T, B)}
+    return head, dropout
+
+
 def make_layers(cfg: ModelConfig, V: int):
     cls = CELLS[cfg.type]
     layers = []
@@ -97,7 +106,7 @@ class Model:
             out = layer.forward(inp, state[l])  # (H, T, B)
             if p > 0 and l < len(self.layers) - 1:
                 d = cached_buffers(self._head_bufs, (f"dropout{l}", T, B),
-                                   lambda: Buffers(self.dtype, mask=out.shape, dropped=out.shape))
+                                   lambda: Buffers(self.dtype, **window_shapes(self.cfg, self.V, T, B)[1]))
                 rng.random(dtype=self.dtype, out=d.mask)
                 np.greater_equal(d.mask, p, out=d.mask)
                 d.mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
@@ -122,7 +131,7 @@ class Model:
 
     def _buffers(self, T, B):
         return cached_buffers(self._head_bufs, ("head", T, B),
-                              lambda: _HeadBuffers(T, B, self.cfg.hidden_size, self.V, self.dtype))
+                              lambda: _HeadBuffers(self.dtype, window_shapes(self.cfg, self.V, T, B)[0], T * B))
 
     def _logits(self, h, hb):
         """h (H, T, B) -> hb.L (V, T*B) logits; column t*B + b is step t of stream b."""
@@ -184,8 +193,7 @@ def exp_shifted(L: np.ndarray, y: np.ndarray | None = None, cols: np.ndarray | N
     return picked, L.sum(axis=0, dtype=np.float64)
 
 
-class _HeadBuffers:
-    def __init__(self, T, B, H, V, dtype):
-        self.L = np.empty((V, T * B), dtype)  # logits, then probabilities, then dlogits
-        self.dH = np.empty((H, T, B), dtype)
-        self.cols = np.arange(T * B)
+class _HeadBuffers(Buffers):
+    def __init__(self, dtype, shapes: dict, N: int):
+        super().__init__(dtype, **shapes)
+        self.cols = np.arange(N)  # column n of the logits, for picking each target's

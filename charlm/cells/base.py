@@ -89,6 +89,19 @@ class Layer:
         a cell declares its cache here, in one place (memory.py sums it without allocating)."""
         raise NotImplementedError
 
+    def scratch_shapes(self, T: int = 1, B: int = 1) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of the layer's persistent work arrays (``_scratch``), beside the window
+        buffers; the one list memory.py sums. Only the one-hot gradient's depends on the window."""
+        G, H, D = self.gates * self.H, self.H, self.D
+        shapes = {"_WhT": (H, G)}  # recurrent_T
+        if self._scale is not None:
+            shapes["_Wh_scaled"] = (G, H)  # scaled_recurrent
+        if self._scale is not None or self.onehot:
+            shapes["_table"] = (G, D)  # _input_weights
+        if self.onehot:
+            shapes["_onehot"] = (min(D, T * B), T * B)  # project_backward
+        return shapes
+
     def recur(self, fw: Buffers) -> None:
         """The time loop: from fw.pre and the initial state in fw.h[0] (and fw.c[0]), fill
         fw.h[1:] and the cell's other sequences."""
@@ -147,8 +160,10 @@ class Layer:
         recently used shapes per kind are kept (training and evaluation windows)."""
         return cached_buffers(self._bufs, (kind, T, B), lambda: Buffers(self.dtype, **self.buffer_shapes(kind, T, B)))
 
-    def _scratch(self, name: str, shape, zeros: bool = False) -> np.ndarray:
-        """A persistent work array (reallocated only when the shape changes)."""
+    def _scratch(self, name: str, T: int = 1, B: int = 1, zeros: bool = False) -> np.ndarray:
+        """The persistent work array ``name`` of ``scratch_shapes`` (reallocated only when its
+        shape changes)."""
+        shape = self.scratch_shapes(T, B)[name]
         a = self.__dict__.get(name)
         if a is None or a.shape != tuple(shape):
             a = (np.zeros if zeros else np.empty)(shape, self.dtype)
@@ -159,7 +174,7 @@ class Layer:
         """Wh with its sigmoid rows halved (G, H), refreshed at each forward unless frozen."""
         if self._scale is None:
             return self.p["Wh"]
-        W = self._scratch("_Wh_scaled", self.p["Wh"].shape)
+        W = self._scratch("_Wh_scaled")
         if not self.frozen:
             np.multiply(self.p["Wh"], self._scale[:, None], out=W)
         return W
@@ -177,7 +192,7 @@ class Layer:
         """The projection's table, scale * (Wx + b) (one-hot), or scale * Wx (dense)."""
         if self._scale is None and not self.onehot:
             return self.p["Wx"]
-        W = self._scratch("_table", self.p["Wx"].shape)
+        W = self._scratch("_table")
         if not self.frozen:
             if self.onehot:
                 np.add(self.p["Wx"], self.p["b"][:, None], out=W)
@@ -190,7 +205,7 @@ class Layer:
     def recurrent_T(self) -> np.ndarray:
         """A C-contiguous copy of Wh^T (H, G), refreshed at each backward: OpenBLAS runs the
         per-step (H, G) @ (G, B) product faster on it than on the transposed view."""
-        W = self._scratch("_WhT", self.p["Wh"].shape[::-1])
+        W = self._scratch("_WhT")
         transpose_into(W, self.p["Wh"])
         return W
 
@@ -227,7 +242,7 @@ class Layer:
             lut = np.empty(self.D, np.intp)
             lut[present] = np.arange(len(present))
             rows = lut[ids]
-            onehot = self._scratch("_onehot", (min(self.D, N), N), zeros=True)[: len(present)]
+            onehot = self._scratch("_onehot", N, 1, zeros=True)[: len(present)]
             onehot[rows, np.arange(N)] = 1.0
             self.g["Wx"].fill(0.0)
             self.g["Wx"][:, present] = np.matmul(dA, onehot.T)
