@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from .config import Config
 from .data import Corpus
 
+# Every measured number behind these choices is in docs/performance.md ("Best model for a time
+# budget") and docs/own-text.md; the comments say what each choice is for.
+#
 # Smallest to largest; each a set of config overrides on top of BASE. Only sizes the sweep
 # measured are candidates.
 CANDIDATES = [
@@ -36,41 +39,37 @@ CANDIDATES = [
     ("lstm 2x256", {"model": {"num_layers": 2, "hidden_size": 256}}),
     ("lstm 2x384", {"model": {"num_layers": 2, "hidden_size": 384}}),
 ]
-# Budgets between 3 and 30 minutes. At 10 minutes on 2 cores LSTM 2x384 makes ~12 passes over tiny
-# Shakespeare: with dropout 0.2 it was past its best after ~9 (1.473 nats/char); over three seeds
-# dropout 0.4 beat 0.3 on each (mean 1.459 vs 1.469), so 0.4 (configs/lstm-shakespeare.yaml).
-# LSTM 2x512 (dropout 0.4, lr 2e-3) made 1.503 in its 2,900 steps.
+# Budgets between 3 and 30 minutes: about a dozen passes over tiny Shakespeare, where dropout 0.4
+# beat 0.3 and 0.2 (configs/lstm-shakespeare.yaml).
 BASE = {
     "model": {"type": "lstm", "dropout": 0.4},
     "data": {"batch_size": 50, "seq_length": 50},
     "train": {"optimizer": "adam", "lr": 0.003, "grad_clip": 5.0, "lr_schedule": "cosine", "min_lr": 0.0001,
               "epochs": None},
 }
-# Short budgets: a higher learning rate and no dropout won at 2 minutes (2x256: lr 5e-3 1.612 vs
-# 3e-3 1.731 nats/char; dropout 0 1.709 vs 0.2 1.731); the model barely fits the data by then.
-# More, smaller steps too: batch 32 of 64 characters against 50 of 50 won in each of three
-# comparisons (2 minutes, 2x256: 1.701 vs 1.731 at lr 3e-3, 1.528 vs 1.538 with this tier's
-# settings; 1 minute, 1x256: 1.615 vs 1.638).
+# Short budgets: the model barely fits the data, so a higher learning rate, no dropout, and
+# more, smaller steps (batches of 32 windows of 64 characters) won (configs/lstm-1min.yaml).
 SHORT_MINUTES = 3.0
 SHORT = {"model": {"dropout": 0.0}, "data": {"batch_size": 32, "seq_length": 64}, "train": {"lr": 0.005}}
-# Long budgets: an hour is tens of passes over tiny Shakespeare, and LSTM 2x512 with dropout 0.4
-# stopped improving after ~10 (1.467 nats/char at minute 13, then rising). So from 30 minutes a
-# third layer joins the candidates (dropout acts between layers: two dropout sites instead of
-# one), with dropout 0.5 and lr 2e-3 (configs/lstm-60min.yaml: one 60-minute run).
+# Long budgets: tens of passes, where LSTM 2x512 with dropout 0.4 stopped improving early. So a
+# third layer joins the candidates (dropout acts between layers: two sites instead of one), with
+# dropout 0.5, lr 2e-3 and a longer warm-up (configs/lstm-60min.yaml).
 LONG_MINUTES = 30.0
-LONG = {"model": {"dropout": 0.5}, "train": {"lr": 0.002}}
+LONG = {"model": {"dropout": 0.5}, "train": {"lr": 0.002, "warmup_steps": 200}}
 LONG_CANDIDATES = [("lstm 3x512", {"model": {"num_layers": 3, "hidden_size": 512}})]
-# The best model at each measured budget made 1,500-5,500 steps; a model making fewer lost to a
-# smaller one (1 minute: 1x256 in 1,786 steps beat 1x128 in 3,708; 2 minutes: 2x256 in 1,450
-# steps beat 2x384 in 717, 3x256 in 911 and 1x512 in 1,125).
+# The best model at each measured budget made at least this many steps; one making fewer lost
+# to a smaller one.
 MIN_STEPS = 1500
-# Past ~30 passes the 10- and 60-minute Shakespeare models had stopped improving even with
-# dropout 0.4-0.5; a small corpus reaches that in a fraction of the budget.
+# Past about 30 passes even the dropout-0.4/0.5 Shakespeare models had stopped improving; a
+# small corpus gets there in a fraction of the budget (docs/own-text.md).
 MAX_PASSES = 30
 MANY_PASSES = {"model": {"dropout": 0.5}, "train": {"patience": 3}}
-MIX_MAX_CHARS = 5_000_000  # a 5-gram of up to 5M characters fits in a checkpoint and counts in seconds
+# Mixing in a 5-gram lowered the loss on every corpus measured, tiny Shakespeare included; up to
+# this size its counts fit in a checkpoint and take seconds (docs/own-text.md).
+MIX_MAX_CHARS = 5_000_000
 MIX = {"model": {"ngram_order": 5}}
-# Fine-tuning (--from): the source's weights need far fewer steps than a new model.
+# Fine-tuning (--from): a trained model needs a lower learning rate and far fewer passes than a
+# new one (docs/own-text.md, "The fine-tuning recipe").
 FINETUNE = {
     "data": {"batch_size": 32, "seq_length": 64},
     "train": {"optimizer": "adam", "lr": 0.001, "grad_clip": 5.0, "lr_schedule": "cosine", "min_lr": 0.0001,
@@ -106,7 +105,8 @@ class Choice:
                 + "".join(f"; {n}" for n in self.notes))
 
 
-def _merge(*dicts) -> dict:
+def merge(*dicts) -> dict:
+    """Raw configs (sections of keys) overlaid left to right."""
     out: dict = {}
     for d in dicts:
         for section, keys in d.items():
@@ -120,10 +120,10 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
     measure = measure or _seconds_per_step(corpus)
     tier_overrides, candidates = tier(minutes)
     budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
-    cap = _pass_steps(corpus, val_fraction, _merge(BASE, tier_overrides)["data"], MAX_PASSES)
+    cap = _pass_steps(corpus, val_fraction, merge(BASE, tier_overrides)["data"], MAX_PASSES)
     measured = []
     for name, overrides in candidates:
-        sec = measure(_merge(BASE, tier_overrides, overrides))
+        sec = measure(merge(BASE, tier_overrides, overrides))
         measured.append((name, sec, max(1, int(budget_s / sec))))
     need = min(MIN_STEPS, cap)
     fits = [m for m in measured if m[2] >= need]
@@ -134,10 +134,10 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
                      "with dropout 0.5 and early stopping")
     if _small(corpus, val_fraction):
         notes.append("a 5-gram mixed in (model.ngram_order 5)")
-    corpus_overrides = _merge(MANY_PASSES if steps > cap else {}, MIX if _small(corpus, val_fraction) else {})
+    corpus_overrides = merge(MANY_PASSES if steps > cap else {}, MIX if _small(corpus, val_fraction) else {})
     steps = min(steps, cap)
-    overrides = _merge(dict(candidates)[name], tier_overrides, corpus_overrides)
-    return Choice(name, _merge(BASE, overrides, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes,
+    overrides = merge(dict(candidates)[name], tier_overrides, corpus_overrides)
+    return Choice(name, merge(BASE, {"train": _schedule(steps, minutes)}, overrides), sec, steps, measured, notes,
                   need)
 
 
@@ -146,7 +146,7 @@ def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None
     """The fine-tuning recipe for ``source``'s model on ``corpus``: FINETUNE_PASSES passes, or
     the steps that ``minutes`` holds if fewer (timed as ``choose`` times its candidates)."""
     model = {**source.to_dict()["model"], **(MIX["model"] if _small(corpus, val_fraction) else {"ngram_order": 0})}
-    raw = _merge(FINETUNE, {"model": model})
+    raw = merge(FINETUNE, {"model": model})
     steps = _pass_steps(corpus, val_fraction, raw["data"], FINETUNE_PASSES)
     sec, measured = 0.0, []
     if minutes is not None:
@@ -157,7 +157,7 @@ def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None
     name = f"{source.model.type} {source.model.num_layers}x{source.model.hidden_size}"
     notes = [f"fine-tuning: lr {FINETUNE['train']['lr']:g}, cosine over {steps:,} steps (at most "
              f"{FINETUNE_PASSES} passes), early stopping"] + (["a 5-gram mixed in"] if model["ngram_order"] else [])
-    return Choice(name, _merge(raw, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes)
+    return Choice(name, merge(raw, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes)
 
 
 def _schedule(steps: int, minutes: float | None) -> dict:
@@ -179,7 +179,7 @@ def _seconds_per_step(corpus: Corpus):
     from .train import Trainer
 
     def measure(raw: dict) -> float:
-        cfg = Config.from_dict(_merge(raw, {"train": {"max_steps": 100000}}), name="probe")
+        cfg = Config.from_dict(merge(raw, {"train": {"max_steps": 100000}}), name="probe")
         return Trainer(cfg, corpus).seconds_per_step()
 
     return measure

@@ -1,7 +1,9 @@
+import time
+
 import pytest
 
 from charlm.config import Config, load_config, read_yaml
-from charlm.errors import ConfigError
+from charlm.errors import ConfigError, echo
 
 
 def test_defaults_and_partial_file(tmp_path):
@@ -79,3 +81,28 @@ def test_shipped_configs_load():
     mcr = load_config(Path(__file__).parents[1] / "configs" / "min-char-rnn.yaml")
     assert (mcr.model.type, mcr.model.hidden_size, mcr.data.seq_length, mcr.data.batch_size) == ("rnn", 100, 25, 1)
     assert (mcr.train.optimizer, mcr.train.lr) == ("adagrad", 0.1)
+
+
+def test_echo_is_short_and_fast_on_any_value():
+    lol = ["lol"] * 9
+    for _ in range(30):  # 9**30 leaves if walked
+        lol = [lol] * 9
+    t0 = time.perf_counter()
+    for value in [lol, "x" * 10_000_000, list(range(10**6)), {"k" * 10**6: 1}, 10**5000]:
+        assert len(echo(value)) <= 60
+    assert time.perf_counter() - t0 < 0.5
+
+def test_config_errors_echo_a_short_prefix(tmp_path):
+    lol = ["lol"] * 9
+    for _ in range(30):
+        lol = [lol] * 9
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        Config.from_dict({"model": {"hidden_size": lol}})
+    assert len(str(e.value)) < 200 and time.perf_counter() - t0 < 0.5
+    with pytest.raises(ConfigError, match="config file is 2,000,0"):
+        p = tmp_path / "big.yaml"
+        p.write_text("#" * 2_000_000)
+        load_config(p)
+    with pytest.raises(ConfigError, match="train.lr_schedule cosine needs train.max_steps or train.epochs"):
+        Config.from_dict({"train": {"lr_schedule": "cosine", "epochs": None}})

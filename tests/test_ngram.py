@@ -2,14 +2,18 @@
 tests/reference.py, and the n-gram mixture (charlm/mixture.py)."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 
+from charlm.config import ModelConfig, load_config
+from charlm.model import Model
 from charlm.ngram import KneserNey
+from charlm.train import Trainer, train
 from charlm.vocab import Vocab
 
-from .conftest import random_text
+from .conftest import random_text, tiny_overrides
 from .reference import KneserNeyReference
 
 
@@ -48,9 +52,7 @@ def test_nats_of_a_text_match_the_reference_with_and_without_history():
 
 
 # ---- the mixture -----------------------------------------------------------------------------
-from charlm.config import ModelConfig  # noqa: E402
 from charlm.mixture import Mixture, cross_fitted_nats, fit_weight, mix_nats  # noqa: E402
-from charlm.model import Model  # noqa: E402
 
 
 def _mixture(weight=0.3, order=3, seed=0):
@@ -105,11 +107,8 @@ def test_fitted_weight_minimises_the_mixed_loss():
 
 def test_a_run_with_a_mixture_records_both_losses_and_its_checkpoints_carry_the_ngram(corpus_file, tmp_path):
     from charlm.checkpoint import export_weights, load_checkpoint
-    from charlm.config import load_config
     from charlm.score import evaluate
-    from charlm.train import train
 
-    from .conftest import tiny_overrides
 
     train(load_config(None, tiny_overrides(**{"model.ngram_order": 4})), corpus_file, tmp_path / "run")
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -141,10 +140,7 @@ def test_training_says_plainly_when_it_ends_above_the_ngram_baseline(tmp_path):
 def test_early_stopping_watches_the_network_not_the_mixture(corpus_file, tmp_path):
     """While the network is worse than the n-gram the mixture's loss barely moves: judged on it,
     a run would stop before the network had learned anything."""
-    from charlm.config import load_config
-    from charlm.train import Trainer
 
-    from .conftest import tiny_overrides
 
     tr = Trainer(load_config(None, tiny_overrides(**{"model.ngram_order": 4, "train.patience": 2})), corpus_file,
                  tmp_path / "run")
@@ -154,3 +150,27 @@ def test_early_stopping_watches_the_network_not_the_mixture(corpus_file, tmp_pat
         tr.train_step()
     second = tr.evaluate()
     assert second["val_loss_net"] < first["val_loss_net"] and tr.state.stale_evals == 0
+
+
+def test_kneser_ney_is_a_distribution_and_beats_unigram():
+    from charlm.baseline import baseline
+    from charlm.ngram import KneserNey
+
+    text = ("the cat sat on the mat. the dog sat on the log. " * 40) + random_text(500, seed=3)
+    V = sorted(set(text) | {"Q"})  # a character never seen still gets probability
+    enc = lambda s: np.array([V.index(c) for c in s], dtype=np.int64)
+    kn = KneserNey(enc(text), 5, len(V))
+
+    def prob(w, h):
+        hist = np.full((1, 4), -1)
+        if h:
+            hist[0, 4 - len(h[-4:]) :] = enc(h[-4:])
+        return float(kn.probs(hist, enc(w))[0])
+
+    for h in ["the c", "sat o", "QQQQ", "", "Q"]:  # QQQQ: a context never seen
+        assert sum(prob(w, h) for w in V) == pytest.approx(1.0, abs=1e-12)
+        assert prob("Q", h) > 0
+    assert prob("a", "the c") > 0.9  # "the c" is always followed by "a"
+    ids = enc(text)
+    b = baseline(ids[:1200], ids[1200:1900], 5, len(V))  # the repeated sentences: predictable
+    assert b.kneser_ney_bpc < 0.5 < b.unigram_bpc < math.log2(len(V))

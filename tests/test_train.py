@@ -1,12 +1,15 @@
+"""The trainer (charlm/train.py): checkpoints and metrics, exact resume, budgets, early stopping, refusals."""
+
 import json
 
 import numpy as np
 import pytest
 
 from charlm.checkpoint import load_checkpoint
-from charlm.config import load_config
-from charlm.errors import CheckpointError, CorpusError, TrainingError
-from charlm.train import Trainer, train
+from charlm.config import TrainConfig, load_config
+from charlm.errors import CheckpointError, CorpusError, RunExistsError, TrainingError
+from charlm.schedule import Budget
+from charlm.train import CorpusMismatchError, Trainer, train
 
 from .conftest import tiny_overrides
 
@@ -114,3 +117,48 @@ def test_lr_schedules():
     c = Schedule(TrainConfig(lr_schedule="cosine", lr=1.0, warmup_steps=10, min_lr=0.1, max_steps=110, epochs=None), 110)
     assert c(0, 0) == pytest.approx(0.1) and c(9, 0) == pytest.approx(1.0)
     assert c(60, 0) == pytest.approx(0.55) and c(110, 0) == pytest.approx(0.1)
+
+
+def test_budget_answers_total_and_spent():
+    b = Budget(TrainConfig(max_steps=100, epochs=2, max_minutes=1.0), steps_per_epoch=30)
+    assert b.total_steps == 60
+    assert b.spent(59, 0.0) is None and b.spent(60, 0.0) == "epochs" and b.spent(10, 61.0) == "max_minutes"
+    b = Budget(TrainConfig(max_steps=50, epochs=2, patience=3), steps_per_epoch=30)
+    assert b.total_steps == 50 and b.spent(50, 0) == "max_steps" and b.spent(5, 0, stale_evals=3) == "early_stopping"
+
+def test_recorded_lr_is_the_one_the_step_used(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.lr_schedule": "step", "train.lr_decay": 0.5, "train.epochs": 3,
+                                              "train.max_steps": "null", "train.eval_every": 1}))
+    tr = Trainer(cfg, corpus_file, tmp_path / "r")
+    used = []
+    real = tr.optimizer.step
+    tr.optimizer.step = lambda g, lr: (used.append(lr), real(g, lr))
+    tr.run()
+    lrs = [__import__("json").loads(l)["lr"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == used and len(set(lrs)) == 3
+
+def test_new_run_refuses_a_run_directory_unless_overwrite(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 10}))
+    train(cfg, corpus_file, tmp_path / "r")
+    with pytest.raises(RunExistsError, match="already holds a run \\(step 10, best val"):
+        train(cfg, corpus_file, tmp_path / "r")
+    assert train(cfg, corpus_file, tmp_path / "r", overwrite=True).step == 10
+
+def test_fine_tuning_on_a_new_corpus_starts_its_first_window(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 13}))
+    train(cfg, corpus_file, tmp_path / "r")
+    other = tmp_path / "other.txt"
+    other.write_text("hello hero hole\n" * 300, encoding="utf-8")
+    with pytest.raises(CorpusMismatchError, match="allow_new_corpus=True"):
+        Trainer.resume(tmp_path / "r", other)
+    tr = Trainer.resume(tmp_path / "r", other, allow_new_corpus=True)
+    assert tr.state.batch == 0 and tr.hidden is None and tr.state.step == 13
+    assert tr.events[0]["previous"]["path"] == str(corpus_file) and tr.events[0]["corpus"]["chars"] == 16 * 300
+
+def test_early_stopping_counts_evaluations_without_min_delta(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 500, "train.eval_every": 5, "train.patience": 3,
+                                              "train.min_delta": 0.01, "train.lr": 1e-7}))
+    res = train(cfg, corpus_file, tmp_path / "r")
+    assert res.reason == "early_stopping" and res.step == 20  # reference at 5, then 10, 15, 20 without 0.01
+    again = Trainer.resume(tmp_path / "r", corpus_file).run()  # a stopped run stays stopped
+    assert again.step == 20 and again.reason == "early_stopping"

@@ -1,0 +1,37 @@
+"""The memory estimate against what a run really allocates, and the refusal when it cannot fit."""
+
+import tracemalloc
+
+import pytest
+
+from charlm.config import load_config
+from charlm.data import load_corpus
+from charlm.errors import TrainingError
+from charlm.memory import MemoryEstimate, check_fits
+from charlm.train import Trainer
+
+
+@pytest.mark.parametrize("kind, H, L, dropout", [("lstm", 96, 2, 0.2), ("gru", 64, 3, 0.0), ("rnn", 200, 1, 0.0)])
+def test_memory_estimate_matches_what_a_run_allocates(corpus_file, tmp_path, kind, H, L, dropout):
+    cfg = load_config(None, [f"model.type={kind}", f"model.hidden_size={H}", f"model.num_layers={L}",
+                             f"model.dropout={dropout}", "data.batch_size=8", "data.seq_length=32"])
+    corpus = load_corpus(corpus_file)  # loading has its own short-lived peak, before the run
+    tracemalloc.start()
+    try:
+        tr = Trainer(cfg, corpus, tmp_path / "r")
+        tr.train_step()
+        tr.train_step()
+        tr.evaluate()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    held += corpus.ids.nbytes  # counted by the estimate, allocated before tracing began
+    # an upper bound (evaluation's second buffer set is counted at full size), and a close one
+    assert 0.98 < tr.memory.total / held < 1.3, (tr.memory.parts, held)
+
+def test_check_fits_names_both_numbers():
+    est = MemoryEstimate({"parameters and gradients": 3_000_000_000, "corpus": 1000})
+    with pytest.raises(TrainingError, match=r"needs about 3.0 GB of memory but 1.0 GB is available \(largest part: "
+                                            r"parameters and gradients, 3.0 GB\)"):
+        check_fits(est, available=1_000_000_000)
+    check_fits(est, available=4_000_000_000)
