@@ -52,8 +52,7 @@ def forced_core_note() -> str | None:
         return None
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
     try:
-        # As a module from the folder that holds the package (not as a script, whose folder on
-        # sys.path would let charlm/inspect.py shadow the standard library's inspect).
+        # As a module from the folder that holds the package, so the child imports this charlm.
         out = subprocess.run([sys.executable, "-m", "charlm.blas"], env=env, cwd=Path(__file__).parents[1],
                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):

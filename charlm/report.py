@@ -18,7 +18,7 @@ from .checkpoint import load_checkpoint
 from .data import load_corpus, split
 from .errors import CharlmError
 from .finetune import describe_lineage
-from .inspect import activations, correlations, features, gradient_flow
+from .introspect import activations, correlations, features, gradient_flow
 from .plot import read_run
 from .rundir import RunDir
 from .score import explain

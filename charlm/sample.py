@@ -112,7 +112,7 @@ class _Run:
         self.x[0] = ids
 
 
-def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, n: int = 1,
+def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, *, n: int = 1,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
              seed: int | None = None, stop: str | None = None,
              on_text: Callable[[str], None] | None = None) -> list[Sample]:
@@ -124,6 +124,19 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
     ``on_text`` receives the first sample's text piece by piece as soon as it is final (for
     streaming). Same seed, same text.
     """
+    stream = _generation(model, vocab, prime, length, n, temperature, top_k, top_p, greedy, seed, stop)
+    while True:
+        try:
+            piece = next(stream)
+        except StopIteration as done:
+            return done.value
+        if on_text is not None:
+            on_text(piece)
+
+
+def _generation(model, vocab, prime, length, n, temperature, top_k, top_p, greedy, seed, stop):
+    """``generate`` as a generator: yields the first sample's text piece by piece as soon as it
+    is final, and returns the list of samples."""
     check_sampling(length, temperature, top_k, top_p, n)
     if stop == "":
         raise CharlmError("the stop string must have at least one character")
@@ -151,8 +164,8 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
                 gains[b].append(gained[b])
                 if stop is not None and texts[b][-1] == stop[-1] and "".join(texts[b][-len(stop) :]) == stop:
                     done[b] = True
-            if on_text is not None and len(texts[0]) - hold > sent and not done[0]:
-                on_text("".join(texts[0][sent : len(texts[0]) - hold]))
+            if len(texts[0]) - hold > sent and not done[0]:
+                yield "".join(texts[0][sent : len(texts[0]) - hold])
                 sent = len(texts[0]) - hold
             if stop is not None and done.all():
                 break
@@ -160,8 +173,8 @@ def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, 
     cut = len(stop) if stop else 0
     samples = [Sample(prime, "".join(t[: len(t) - cut] if d else t), float(sum(g[: len(g) - cut] if d else g)), bool(d))
                for t, g, d in zip(texts, gains, done)]
-    if on_text is not None and len(samples[0].text) > sent:
-        on_text(samples[0].text[sent:])
+    if len(samples[0].text) > sent:
+        yield samples[0].text[sent:]
     return samples
 
 
@@ -237,8 +250,6 @@ def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 100
 def sample(model: Model, vocab: Vocab, length: int = 1000, prime: str = "\n", temperature: float = 1.0,
            top_k: int | None = None, greedy: bool = False, seed: int | None = None,
            top_p: float | None = None) -> Iterator[str]:
-    """One sample, character by character (the first sample of ``generate``)."""
-    pieces: list[str] = []
-    generate(model, vocab, prime, length, 1, temperature, top_k, top_p, greedy, seed, on_text=pieces.append)
-    for piece in pieces:
+    """One sample, character by character, each yielded as soon as it is drawn."""
+    for piece in _generation(model, vocab, prime, length, 1, temperature, top_k, top_p, greedy, seed, None):
         yield from piece

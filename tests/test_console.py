@@ -316,7 +316,7 @@ def test_sample_and_score_use_the_bundled_model_and_say_so(tmp_path):
 
 
 def test_bundled_model_is_small_and_documented():
-    from charlm.cli.cmd_models import BUNDLED
+    from charlm.checkpoint import BUNDLED
 
     assert BUNDLED.stat().st_size <= 4_000_000
     ck = load_checkpoint(BUNDLED, with_training_state=False)
@@ -452,7 +452,7 @@ def test_train_minutes_chooses_times_and_stops_at_the_budget(corpus, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "timing the candidate models for a 0.05-minute budget" in r.stderr
     assert "chose lstm 1x128 for 0.05 minutes: the largest model that makes at least " in r.stdout
-    assert "more than 30 passes over this corpus" in r.stdout and "a 5-gram mixed in" in r.stdout  # 9 KB of text
+    assert "a 5-gram mixed in" in r.stdout  # 9 KB of text (whether 30 passes fit depends on this machine's pace)
     assert "its cosine schedule ends at step" in r.stdout
     last = load_checkpoint(out / "last.npz")
     assert last.config.train.max_minutes == 0.05 and last.config.data.batch_size == 8  # --set still wins

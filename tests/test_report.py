@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig, load_config
-from charlm.inspect import _last_step_state_grads, correlations, features, gradient_flow
+from charlm.introspect import _last_step_state_grads, correlations, features, gradient_flow
 from charlm.model import Model
 from charlm.report import render, report_data
 from charlm.train import train

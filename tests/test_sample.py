@@ -84,3 +84,13 @@ def test_keep_best_takes_the_lowest_bits_per_char_of_each_group(model):
     s = generate(model, VOCAB, "a", 20, n=6, seed=3)
     kept = keep_best(s, 3)
     assert kept == [min(s[:3], key=lambda x: x.bits_per_char), min(s[3:], key=lambda x: x.bits_per_char)]
+
+
+def test_sample_yields_each_character_as_it_is_drawn(model):
+    """A lazy iterator: the first character comes before the rest are generated."""
+    from charlm.sample import sample
+
+    it = sample(model, VOCAB, 10_000, prime="a", seed=4)
+    first = [next(it) for _ in range(5)]
+    it.close()  # 9,995 characters never generated
+    assert "".join(first) == generate(model, VOCAB, "a", 5, seed=4)[0].text

@@ -11,8 +11,7 @@ from ..errors import echo
 from ..files import atomic_write_text
 from ..novelty import longest_copied
 from ..sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
-from . import Finite, dumps, main, option
-from .cmd_models import CHECKPOINT_HELP, open_model
+from .base import CHECKPOINT_HELP, Finite, dumps, main, open_model, option
 
 
 @main.command()
@@ -83,9 +82,9 @@ class _SampleJob:
     def make(self, prime, on_text=None):
         if self.beam:
             return [beam_search(self.model, self.ck.vocab, prime, self.length, self.beam, stop=self.stop)]
-        samples = generate(self.model, self.ck.vocab, prime, self.length, self.n * self.best_of, self.temperature,
-                           self.top_k, self.top_p, self.greedy, self.seed, self.stop,
-                           on_text=on_text if self.streams else None)
+        samples = generate(self.model, self.ck.vocab, prime, self.length, n=self.n * self.best_of,
+                           temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, greedy=self.greedy,
+                           seed=self.seed, stop=self.stop, on_text=on_text if self.streams else None)
         return keep_best(samples, self.best_of) if self.best_of > 1 else samples
 
     def record(self, i, s) -> dict:

@@ -13,8 +13,7 @@ from ..audit import show_char
 from ..errors import CharlmError
 from ..score import explain as explain_text
 from ..score import score_texts
-from . import dumps, main, option
-from .cmd_models import CHECKPOINT_HELP, open_model
+from .base import CHECKPOINT_HELP, dumps, main, open_model, option
 
 
 @main.command()

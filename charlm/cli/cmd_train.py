@@ -22,7 +22,7 @@ from ..memory import available_memory, format_bytes
 from ..rundir import checkpoint_path
 from ..score import LN2
 from ..train import Reporter, Trainer
-from . import Finite, dumps, main, option
+from .base import Finite, dumps, main, option
 
 
 class TqdmReporter(Reporter):

@@ -1,0 +1,119 @@
+"""What every command shares: the ``charlm`` group, its one error handler, option helpers,
+and the model a command uses when it is given no checkpoint.
+
+Every ``CharlmError`` (and an OS error such as a full disk) becomes one line on stderr and
+exit status 1, in exactly one place: ``CharlmGroup.invoke``. A reader that closes the pipe
+early (``charlm sample | head``) ends charlm quietly with status 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import click
+
+from .. import __version__
+from ..checkpoint import BUNDLED, load_checkpoint
+from ..errors import CharlmError, echo
+
+MAX_MESSAGE = 400  # characters of an error line
+
+
+def option(*args, **kwargs):
+    """click.option that shows its default in --help."""
+    kwargs.setdefault("show_default", True)
+    return click.option(*args, **kwargs)
+
+
+def dumps(obj) -> str:
+    """Strict JSON (no NaN or Infinity), one line."""
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+class Finite(click.ParamType):
+    """A float in [lo, hi] (lo excluded when lo_open); NaN and infinities are refused, which
+    click.FloatRange lets NaN through."""
+
+    name = "float"
+
+    def __init__(self, lo: float, hi: float, lo_open: bool = False):
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+
+    def convert(self, value, param, ctx):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{echo(value)} is not a number", param, ctx)
+        ok = math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
+        if not ok:
+            self.fail(f"{echo(value)} is not in the range {self.lo}{'<' if self.lo_open else '<='}x<={self.hi}", param, ctx)
+        return v
+
+
+class CharlmGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except CharlmError as e:
+            _fail(e.render(_flag))
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            _fail(f"{where}{e.strerror or e}")
+
+
+# The library's errors name its parameters (errors.CharlmError); only the CLI knows their flags.
+FLAGS = {"resume": "--resume", "out_dir": "--out", "overwrite": "--overwrite", "allow_new_corpus": "--allow-new-corpus",
+         "unknown": "--unknown"}
+
+
+def _flag(name: str, value) -> str:
+    flag = FLAGS[name]
+    return flag if value is None or value is True else f"{flag} {value}"
+
+
+def _fail(message: str):
+    line = " ".join(message.split())  # one line, whatever the message held
+    if len(line) > MAX_MESSAGE:
+        line = line[: MAX_MESSAGE - 3] + "..."
+    raise click.ClickException(line) from None
+
+
+def _quiet_broken_pipe():
+    """The reader is gone: point stdout at /dev/null so the interpreter's final flush cannot
+    fail again, and exit 0 as Unix tools do."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+@click.group(cls=CharlmGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="charlm")
+def main():
+    """Train character-level RNN, LSTM and GRU language models in NumPy; sample and score text."""
+
+
+CHECKPOINT_HELP = ("A .npz checkpoint, or a run directory (then its best.npz); without it, the tiny-Shakespeare "
+                   "model that ships with charlm.")
+
+
+def open_model(checkpoint):
+    """The checkpoint asked for, or the bundled model (saying so on stderr)."""
+    if checkpoint is None:
+        if not BUNDLED.is_file():
+            raise CharlmError(f"{BUNDLED}: the bundled model is missing from this installation; give --checkpoint")
+        ck = load_checkpoint(BUNDLED, with_training_state=False)
+        best = ck.meta.get("best_val")
+        click.echo(f"model: the bundled tiny-Shakespeare {ck.config.model.type.upper()} "
+                   f"{ck.config.model.num_layers}x{ck.config.model.hidden_size}"
+                   + (f" (validation {best:.3f} nats/char)" if isinstance(best, float) else "")
+                   + "; --checkpoint chooses another", err=True)
+        return ck
+    return load_checkpoint(checkpoint, with_training_state=False)

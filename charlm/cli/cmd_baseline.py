@@ -1,0 +1,29 @@
+"""``charlm baseline``: the n-gram numbers a model has to beat."""
+
+from __future__ import annotations
+
+import click
+
+from ..baseline import corpus_baseline
+from ..data import load_corpus
+from ..score import LN2
+from .base import Finite, dumps, main, option
+
+
+@main.command()
+@click.argument("corpus", type=click.Path(path_type=str))
+@option("--order", default=5, type=click.IntRange(1, 10), help="n of the n-gram model (characters of context + 1).")
+@option("--val-fraction", default=0.1, type=Finite(0, 0.99, lo_open=True),
+        help="The last fraction of the corpus scored, as data.val_fraction in training.")
+@option("--json", "as_json", is_flag=True, help="One JSON object.")
+def baseline(corpus, order, val_fraction, as_json):
+    """Bits per character of an interpolated Kneser-Ney n-gram model and a unigram model,
+    fitted on CORPUS's training split and scored on its validation split: the numbers an RNN
+    has to beat."""
+    b = corpus_baseline(load_corpus(corpus), val_fraction, order)
+    if as_json:
+        click.echo(dumps(b.to_dict()))
+        return
+    click.echo(f"{b.order}-gram Kneser-Ney: {b.kneser_ney_bpc:.4f} bits/char ({b.kneser_ney_bpc * LN2:.4f} nats)")
+    click.echo(f"unigram:           {b.unigram_bpc:.4f} bits/char ({b.unigram_bpc * LN2:.4f} nats)")
+    click.echo(f"fitted on {b.train_chars:,} training characters, scored on {b.val_chars:,} validation characters")
