@@ -132,6 +132,30 @@ def finetune_sweep(corpus: Path, out: Path) -> list[dict]:
     return rows
 
 
+def table(results: Path) -> str:
+    """The markdown table of docs/own-text.md from a results.jsonl: bits per character on the
+    validation split, the run's own (cross-fitted mixture) and `charlm score --file`'s."""
+    rows = [json.loads(x) for x in results.read_text().splitlines()]
+    runs = [r for r in rows if "minutes" in r]
+    size = {r["corpus"]: r["baseline"]["train_chars"] + r["baseline"]["val_chars"] for r in rows if "baseline" in r}
+    out = ["| corpus | characters | 5-gram | budget | from scratch: run / score --file (model, network alone) "
+           "| from the bundled model: run / score --file (network alone) |", "|---|---:|---:|---:|---|---|"]
+    for corpus in dict.fromkeys(r["corpus"] for r in runs):
+        for minutes in dict.fromkeys(r["minutes"] for r in runs if r["corpus"] == corpus):
+            cells = []
+            for source in (None, "bundled"):
+                hit = [r for r in runs if r["corpus"] == corpus and r["minutes"] == minutes and r["from"] == source]
+                if not hit:
+                    cells.append("-")
+                    continue
+                r = hit[-1]
+                model = f"{r['model']}, " if source is None else ""
+                cells.append(f"{r['best_val_bpc']:.3f} / {r['score_file_bpc']:.3f} ({model}{r['net_alone_bpc']:.3f})")
+            kn = next(r["kn_bpc"] for r in runs if r["corpus"] == corpus)
+            out.append(f"| {corpus} | {size[corpus]:,} | {kn:.3f} | {minutes:g} min | {cells[0]} | {cells[1]} |")
+    return "\n".join(out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpora", type=Path, default=ROOT / "corpora")
@@ -140,7 +164,11 @@ def main():
     ap.add_argument("--only", nargs="+", default=None)
     ap.add_argument("--inits", action="store_true")
     ap.add_argument("--finetune-sweep", action="store_true")
+    ap.add_argument("--table", type=Path, default=None, help="print the markdown table of a results.jsonl and stop")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     names = args.only or list(CORPORA)
     paths = {n: args.corpora / f"{n}.txt" for n in names}

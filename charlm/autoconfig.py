@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from .config import Config
 from .data import Corpus
+from .ngram import MAX_KEY
 
 # Every measured number behind these choices is in docs/performance.md ("Best model for a time
 # budget") and docs/own-text.md; the comments say what each choice is for.
@@ -167,7 +168,8 @@ def _schedule(steps: int, minutes: float | None) -> dict:
 
 
 def _small(corpus: Corpus, val_fraction: float) -> bool:
-    return len(corpus) * (1 - val_fraction) <= MIX_MAX_CHARS
+    """Small enough for the mixture: its characters, and its vocabulary for 5-gram keys."""
+    return len(corpus) * (1 - val_fraction) <= MIX_MAX_CHARS and len(corpus.vocab) ** 5 < MAX_KEY
 
 
 def _pass_steps(corpus: Corpus, val_fraction: float, data: dict, passes: float) -> int:

@@ -70,7 +70,7 @@ class KneserNey:
             raise CharlmError(f"the n-gram order must be >= 1, got {order}")
         if V**order >= MAX_KEY:
             raise CharlmError(f"a {order}-gram model of {V:,} characters has too many possible n-grams to index; "
-                              "use a lower order")
+                              "use a lower order (model.ngram_order, or --order)")
         self.n, self.V = order, V
         levels = [np.unique(_gram_keys(ids, order, V), return_counts=True)]  # occurrences at the top
         for n in range(order - 1, 0, -1):  # below, continuations: distinct characters before each n-gram

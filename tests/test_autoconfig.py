@@ -109,3 +109,13 @@ def test_a_shipped_config_is_what_minutes_picks_on_the_reference_machine(shakesp
     cadence = {"eval_every": shipped.train.eval_every, "checkpoint_every": shipped.train.checkpoint_every}
     picked.train = TrainConfig(**{**picked.train.__dict__, **cadence})
     assert choice.name == chosen and picked == shipped
+
+
+def test_no_mixture_for_a_vocabulary_too_large_to_index_its_5_grams(corpus_file):
+    from charlm.vocab import Vocab
+
+    small = load_corpus(corpus_file)
+    huge = Vocab(chr(0x4E00 + i) for i in range(7000))  # 7,000 characters: 7000**5 > 2**62
+    fake = lambda raw: 0.01
+    assert Config.from_dict(choose(Corpus(small.ids, huge, small.fingerprint), 1, measure=fake).config).model.ngram_order == 0
+    assert Config.from_dict(choose(small, 1, measure=fake).config).model.ngram_order == 5
