@@ -129,7 +129,7 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
         help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
 @option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-        show_default="runs/<config name>, or the resumed run's directory",
+        show_default="runs/<config name>; runs/<corpus>-from-<source> with --from; the resumed run's directory",
         help="Run directory for last.npz, best.npz and metrics.jsonl.")
 @option("--resume", default=None, metavar="CHECKPOINT|RUN_DIR|auto",
         help="Continue a run: its last.npz, its directory, or 'auto' (the run in the output directory, "
@@ -141,10 +141,11 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
              "change), the vocabulary grows by the corpus's new characters, and the learning rate and schedule "
              "follow a fine-tuning recipe (sized by --minutes when given).")
 @option("--allow-new-corpus", is_flag=True,
-        help="With --resume: continue on a different corpus (fine-tuning); logged in metrics.jsonl.")
+        help="With --resume: continue the same run (optimizer state, schedule) on a different corpus; logged in "
+             "metrics.jsonl. --from starts a fresh fine-tuning run instead.")
 @option("--minutes", type=Finite(0, 10080, lo_open=True), default=None, metavar="N",
-        help="Train for N minutes with the model and schedule charlm chooses for that budget on this machine "
-             "(it times the candidates first); --config and --set still override any choice.")
+        help="Train for N minutes with the model and schedule charlm chooses for that budget on this machine and "
+             "this corpus (it times the candidates first); --config and --set still override any choice.")
 @option("--dry-run", is_flag=True,
         help="Show the resolved config, a corpus and vocabulary audit, parameters, memory and time per epoch; "
              "train nothing, write nothing.")
