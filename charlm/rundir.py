@@ -19,9 +19,8 @@ from pathlib import Path
 from .errors import CheckpointError, RunExistsError, TrainingError
 from .files import atomic_write_text, remove_stale_temporaries
 
-CHECKPOINTS = ("last.npz", "best.npz")
 LOGS = ("metrics.jsonl", "samples.jsonl")
-FILES = CHECKPOINTS + LOGS
+FILES = ("last.npz", "best.npz") + LOGS
 
 
 def checkpoint_path(path, resume: bool = False) -> Path:
@@ -54,11 +53,10 @@ def evaluations(metrics: Path) -> list[dict]:
 
 
 class RunDir:
+    """One run's directory (it may not exist yet)."""
+
     def __init__(self, path):
         self.path = Path(path)
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
 
     def files(self) -> list[Path]:
         """The run files that exist."""
