@@ -162,3 +162,19 @@ def test_early_stopping_counts_evaluations_without_min_delta(corpus_file, tmp_pa
     assert res.reason == "early_stopping" and res.step == 20  # reference at 5, then 10, 15, 20 without 0.01
     again = Trainer.resume(tmp_path / "r", corpus_file).run()  # a stopped run stays stopped
     assert again.step == 20 and again.reason == "early_stopping"
+
+
+def test_train_state_round_trips_through_checkpoint_metadata():
+    import json as _json
+
+    from charlm.train import TrainState
+
+    st = TrainState(step=7, epoch=1, batch=3, elapsed_s=1.5, best_val=2.0, last_val=2.1, loss_sum=4.2, loss_count=2,
+                    plateau_ref=2.0, stale_evals=1, lr=0.003, mix_weight=0.4, lineage={"source": "bundled"},
+                    rng=np.random.default_rng(5))
+    st.rng.random(3)
+    back = TrainState.from_meta(_json.loads(_json.dumps(st.to_meta())))  # as a checkpoint stores it
+    assert back.to_meta() == st.to_meta() and back.rng.random() == st.rng.random()
+    assert back.epochs(6) == 1.5
+    with pytest.raises(CheckpointError, match="lacks training progress"):
+        TrainState.from_meta({"step": 1})
