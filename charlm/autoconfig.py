@@ -156,8 +156,8 @@ def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None
         measured = [("source model", sec, budget)]
         steps = min(steps, budget)
     name = f"{source.model.type} {source.model.num_layers}x{source.model.hidden_size}"
-    notes = [f"fine-tuning: lr {FINETUNE['train']['lr']:g}, cosine over {steps:,} steps (at most "
-             f"{FINETUNE_PASSES} passes), early stopping"] + (["a 5-gram mixed in"] if model["ngram_order"] else [])
+    notes = [f"lr {FINETUNE['train']['lr']:g}, cosine over {steps:,} steps (at most {FINETUNE_PASSES} passes), "
+             "early stopping"] + (["a 5-gram mixed in"] if model["ngram_order"] else [])
     return Choice(name, merge(raw, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes)
 
 

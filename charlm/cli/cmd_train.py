@@ -233,7 +233,9 @@ def _finetune_trainer(corpus_path, source, minutes, config_path, overrides, out_
     if as_json:
         click.echo(dumps({"event": "plan", "from": ck.meta["path"], "chose": choice.name, "steps": choice.steps}))
     elif not quiet:
-        click.echo(f"fine-tuning {choice.name} from {ck.meta['path']}: " + "; ".join(choice.notes))
+        shown = "the bundled model" if source == "bundled" else ck.meta["path"]
+        budget = "" if minutes is None else f" for {minutes:g} minute{'' if minutes == 1 else 's'}"
+        click.echo(f"fine-tuning {choice.name} from {shown}{budget}: " + "; ".join(choice.notes))
     cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{Path(corpus_path).stem}-from-{label}")
     finetune.check_same_size(cfg, ck)
     corpus = finetune.encode_for(ck, corpus)
