@@ -77,8 +77,9 @@ def test_mixture_forward_is_the_weighted_sum_of_both_distributions():
     np.testing.assert_allclose(p, 0.3 * net_p + 0.7 * mix.ngram.probs(hist), rtol=1e-10)
 
 
-def test_mixture_nll_matches_forward_and_carries_history_across_windows():
-    mix, vocab, text = _mixture(weight=0.6)
+@pytest.mark.parametrize("order", [1, 3, 5])
+def test_mixture_nll_matches_forward_and_carries_history_across_windows(order):
+    mix, vocab, text = _mixture(weight=0.6, order=order)
     ids = vocab.encode(text[:61]).astype(np.int64)
     x, y = ids[:-1, None], ids[1:, None]
     whole, _ = mix.nll(x, y, mix.zero_state(1))
