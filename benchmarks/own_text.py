@@ -196,12 +196,7 @@ def main():
             for minutes in budgets:
                 if any(r.get("corpus") == n and r.get("minutes") == minutes and r.get("from") == source for r in done):
                     continue
-                shorter = [r for r in done if r.get("corpus") == n and r.get("from") == source and source
-                           and r["minutes"] < minutes and r["reason"] != "max_minutes"]
-                if shorter:  # the fine-tuning schedule ended inside a shorter budget: a longer one runs the same
-                    r = {**shorter[-1], "minutes": minutes, "same_run_as_minutes": shorter[-1]["minutes"]}
-                else:
-                    r = {**one(paths[n], minutes, source, args.out), "kn_bpc": b["kneser_ney_bits_per_char"]}
+                r = {**one(paths[n], minutes, source, args.out), "kn_bpc": b["kneser_ney_bits_per_char"]}
                 done.append(r)
                 _record(results, r)
 
