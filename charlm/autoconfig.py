@@ -130,13 +130,10 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
     need = min(MIN_STEPS, cap)
     fits = [m for m in measured if m[2] >= need]
     name, sec, steps = fits[-1] if fits else measured[0]
-    notes = []
-    if steps > cap:
-        notes.append(f"the budget holds more than {MAX_PASSES} passes over this corpus: {MAX_PASSES} passes "
-                     "with dropout 0.5 and early stopping")
-    if _small(corpus, val_fraction):
-        notes.append("a 5-gram mixed in (model.ngram_order 5)")
-    corpus_overrides = merge(MANY_PASSES if steps > cap else {}, MIX if _small(corpus, val_fraction) else {})
+    many, small = steps > cap, _small(corpus, val_fraction)
+    notes = ([f"the budget holds more than {MAX_PASSES} passes over this corpus: {MAX_PASSES} passes with dropout "
+              "0.5 and early stopping"] if many else []) + (["a 5-gram mixed in (model.ngram_order 5)"] if small else [])
+    corpus_overrides = merge(MANY_PASSES if many else {}, MIX if small else {})
     steps = min(steps, cap)
     overrides = merge(dict(candidates)[name], tier_overrides, corpus_overrides)
     return Choice(name, merge(BASE, {"train": _schedule(steps, minutes)}, overrides), sec, steps, measured, notes,
