@@ -7,10 +7,10 @@ batch, seq, optimizer, lr schedule, clipping, data order), each for the same tra
 budget on the same cores, one after the other. The whole validation split is evaluated after
 every minute of training; evaluation time is not counted as training time.
 
-A cosine schedule ends where each side's budget ends, as with `charlm train --minutes N`: its
-length in steps is re-estimated after every step from that side's own pace, so the side that
-steps faster gets more steps inside the schedule (instead of extra steps at the minimum
-learning rate after a schedule sized in steps for someone else's speed).
+A cosine schedule ends where each side's budget ends, as in `charlm train` with
+train.max_minutes (charlm/schedule.py): each side's schedule follows its own training time,
+so the side that steps faster gets more steps inside the schedule (instead of extra steps at
+the minimum learning rate after a schedule sized in steps for someone else's speed).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .common import ROOT, TorchTwin, corpus_path, have_torch, machine_info  # no
 
 def run_charlm(cfg, minutes, log):
     tr = Trainer(cfg, corpus_path(), out_dir=None)
-    return _curve("charlm", minutes, tr.train_step, lambda: tr.evaluate()["val_loss"], log, tr.schedule)
+    return _curve("charlm", minutes, lambda trained_s: tr.train_step(), lambda: tr.evaluate()["val_loss"], log)
 
 
 def run_torch(cfg, minutes, log):
@@ -46,12 +46,12 @@ def run_torch(cfg, minutes, log):
     sched = Schedule(t, Budget(t, b.num_windows).total_steps)
     pos = {"step": 0}
 
-    def step():
+    def step(trained_s):
         k = pos["step"] % b.num_windows
         if k == 0:
             tw.reset()
         for g in tw.opt.param_groups:
-            g["lr"] = sched(pos["step"], pos["step"] // b.num_windows)
+            g["lr"] = sched(pos["step"], pos["step"] // b.num_windows, trained_s)
         tw.rnn.train()
         loss = tw.step(*b.window(k))
         pos["step"] += 1
@@ -61,7 +61,7 @@ def run_torch(cfg, minutes, log):
         tw.rnn.eval()
         return float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))
 
-    return _curve("torch", minutes, step, evaluate, log, sched)
+    return _curve("torch", minutes, step, evaluate, log)
 
 
 def torch_twin(cfg):
@@ -77,29 +77,21 @@ def torch_twin(cfg):
     return tw
 
 
-def _curve(name, minutes, step, evaluate, log, schedule):
-    """Train until ``minutes`` of training time; evaluate after each whole minute. The
-    schedule's last step is kept at the end of the budget (``fit_to_budget``)."""
+def _curve(name, minutes, step, evaluate, log):
+    """Train until ``minutes`` of training time (``step(training seconds so far)``); evaluate
+    after each whole minute."""
     trained, next_eval, steps, points = 0.0, 60.0, 0, []
     while trained < 60.0 * minutes:
         t = time.perf_counter()
-        step()
+        step(trained)
         trained += time.perf_counter() - t
         steps += 1
-        fit_to_budget(schedule, steps, trained, 60.0 * minutes)
         if trained >= next_eval or trained >= 60.0 * minutes:
             val = evaluate()
             points.append({"backend": name, "minutes": round(trained / 60, 2), "steps": steps, "val_loss": val})
             log(points[-1])
             next_eval += 60.0
     return points
-
-
-def fit_to_budget(schedule, steps: int, trained_s: float, budget_s: float) -> None:
-    """Set the schedule's length to the steps done plus the steps the rest of the budget holds
-    at the pace so far (the first 10 steps, which include allocation, only start the estimate)."""
-    if steps >= 10:
-        schedule.total = steps + round((budget_s - trained_s) * steps / trained_s)
 
 
 def chart(curves, width=50, lo=None, hi=None):
@@ -127,7 +119,9 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-torch", dest="torch", action="store_false")
     args = p.parse_args(argv)
-    cfg = load_config(args.config, args.overrides + ["train.max_minutes=null"])
+    # Minutes alone end the schedule (and the run): neither side is held to the config's step count.
+    cfg = load_config(args.config, args.overrides + [f"train.max_minutes={args.minutes}", "train.max_steps=null",
+                                                     "train.epochs=null"])
     info = {**machine_info(), "threads": THREADS, "config": cfg.name, "minutes": args.minutes}
     print(json.dumps(info) if args.json else "# " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     log = (lambda r: print(json.dumps(r), flush=True)) if args.json else (

@@ -105,7 +105,8 @@ class Choice:
         table = ", ".join(f"{n} {s * 1000:.0f} ms/step -> {k:,} steps" for n, s, k in self.measured)
         unit = "minute" if minutes == 1 else "minutes"
         return (f"chose {self.name} for {minutes:g} {unit}: the largest model that makes at least "
-                f"{self.need:,} steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}"
+                f"{self.need:,} steps in the budget ({table}); its cosine schedule ends at step {self.steps:,}, "
+                f"or with the budget if that comes first"
                 + "".join(f"; {n}" for n in self.notes))
 
 

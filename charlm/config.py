@@ -70,13 +70,21 @@ class TrainConfig:
     beta1: float = _opt(0.9, "adam beta1", lo=0.0, hi=1.0, hi_open=True)
     beta2: float = _opt(0.999, "adam beta2", lo=0.0, hi=1.0, hi_open=True)
     alpha: float = _opt(0.99, "rmsprop smoothing constant", lo=0.0, hi=1.0, hi_open=True)
+    weight_decay: float = _opt(0.0, "adam: decoupled weight decay (AdamW): every step shrinks the weights by "
+                               "lr * weight_decay of themselves (0: off)", lo=0.0, hi=10.0)
     eps: float = _opt(1e-8, "adam/adagrad/rmsprop epsilon", lo=0.0, lo_open=True, hi=1.0)
     grad_clip: float = _opt(5.0, "global gradient-norm clip (0: off)", lo=0.0)
-    lr_schedule: str = _opt("constant", "learning-rate schedule", choices=("constant", "step", "cosine"))
+    lr_schedule: str = _opt("constant", "learning-rate schedule: constant; step (lr_decay every lr_decay_every epochs); "
+                            "cosine or linear (a warm-up, then down to min_lr by the end of whichever budget ends "
+                            "the run first, max_steps/epochs or max_minutes)",
+                            choices=("constant", "step", "cosine", "linear"))
     lr_decay: float = _opt(0.97, "step schedule: factor applied every lr_decay_every epochs", lo=0.0, lo_open=True, hi=1.0)
     lr_decay_every: int = _opt(1, "step schedule: epochs between decays", lo=1)
-    warmup_steps: int = _opt(0, "cosine schedule: steps of linear warm-up", lo=0)
-    min_lr: float = _opt(0.0, "cosine schedule: final learning rate", lo=0.0)
+    warmup_steps: int = _opt(0, "cosine and linear schedules: steps of linear warm-up", lo=0)
+    min_lr: float = _opt(0.0, "cosine and linear schedules: final learning rate", lo=0.0)
+    ema: float = _opt(0.0, "weight averaging: decay of an exponential moving average of the weights, which "
+                      "evaluation, samples and best.npz use (last.npz keeps the trained weights too; 0: off)",
+                      lo=0.0, hi=1.0, hi_open=True)
     max_steps: int | None = _opt(None, "stop after this many steps", lo=1, optional=True)
     epochs: float | None = _opt(10, "stop after this many passes over the training split", lo=0.0, lo_open=True, optional=True)
     max_minutes: float | None = _opt(None, "stop after this much wall-clock training time", lo=0.0, lo_open=True, optional=True)
@@ -136,10 +144,16 @@ class Config:
 def _check_across_keys(c: Config, where: str) -> None:
     """Rules that involve more than one key."""
     t = c.train
-    if t.lr_schedule == "cosine" and t.max_steps is None and t.epochs is None:
-        raise ConfigError(f"{where}: train.lr_schedule cosine needs train.max_steps or train.epochs to know where it ends")
-    if t.lr_schedule == "cosine" and t.min_lr > t.lr:
-        raise ConfigError(f"{where}: train.min_lr {t.min_lr} is above train.lr {t.lr}; the cosine schedule decays to min_lr")
+    if t.weight_decay and t.optimizer != "adam":
+        raise ConfigError(f"{where}: train.weight_decay is AdamW's decoupled decay; it needs train.optimizer adam, "
+                          f"not {t.optimizer}")
+    decays = t.lr_schedule in ("cosine", "linear")
+    if decays and t.max_steps is None and t.epochs is None and t.max_minutes is None:
+        raise ConfigError(f"{where}: train.lr_schedule {t.lr_schedule} needs train.max_steps, train.epochs or "
+                          "train.max_minutes to know where it ends")
+    if decays and t.min_lr > t.lr:
+        raise ConfigError(f"{where}: train.min_lr {t.min_lr} is above train.lr {t.lr}; the {t.lr_schedule} schedule "
+                          "decays to min_lr")
     if c.model.ngram_order and c.data.val_fraction == 0:
         raise ConfigError(f"{where}: model.ngram_order {c.model.ngram_order} needs a validation split to fit the "
                           "mixture's weight on: set data.val_fraction above 0")

@@ -19,7 +19,7 @@ import numpy as np
 from .config import Config
 from .errors import TrainingError
 from .model import make_layers, param_shapes, window_shapes
-from .optim import OPTIMIZERS
+from .optim import slot_names
 from .vocab import token_dtype
 
 
@@ -41,7 +41,7 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> Memor
     item = np.dtype(m.dtype).itemsize
     T, B, V = d.seq_length, d.batch_size, vocab_size
     n_params = _nbytes(param_shapes(m, V).values(), 1)
-    slots = len(OPTIMIZERS[config.train.optimizer].slots)
+    slots = len(slot_names(config.train))
     acts = 0
     for layer in make_layers(m, V):  # the layers' shapes, without their weights
         shapes = layer.buffer_shapes("fwd", T, B)

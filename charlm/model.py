@@ -97,10 +97,11 @@ class Model:
     def loss_and_grad(self, x, y, state, rng: np.random.Generator | None = None):
         """x, y (T, B) ids; state from ``zero_state`` -> (mean loss in nats, next state).
 
-        Fills ``self.grad``. ``rng`` draws the dropout masks (required when dropout > 0).
+        Fills ``self.grad``. ``rng`` draws the dropout masks; without one there is no dropout
+        (dynamic evaluation learns from scored text with the network it scored it with).
         """
         T, B = x.shape
-        p = self.cfg.dropout
+        p = self.cfg.dropout if rng is not None else 0.0
         inp, masks = x, []
         for l, layer in enumerate(self.layers):
             out = layer.forward(inp, state[l])  # (H, T, B)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .adapt import Adaptive, AdaptOptions
 from .checkpoint import load_checkpoint
 from .data import load_corpus, split
 from .errors import CharlmError
@@ -21,7 +22,7 @@ from .finetune import describe_lineage
 from .introspect import activations, correlations, features, gradient_flow
 from .plot import read_run
 from .rundir import RunDir
-from .score import explain
+from .score import explain, score_texts
 
 ASSETS = Path(__file__).parent / "report_assets"
 
@@ -51,13 +52,22 @@ def _quantised(a: np.ndarray) -> tuple[str, list[float]]:
     return base64.b64encode(q.tobytes()).decode("ascii"), [float(s) for s in scale]
 
 
-def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, grad_streams: int = 48) -> dict:
+def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, grad_streams: int = 48,
+                adapt: AdaptOptions | None = None) -> dict:
+    """Everything the page shows; ``adapt``: explain the held-out text with dynamic evaluation."""
     run = read_run(run_dir)
     ck = load_checkpoint(run_dir, with_training_state=False)
     model = ck.build_model()
     val = validation_ids(ck, corpus)
     text = held_out_text(ck, val, chars)
-    explained = explain(ck.build_predictor(), ck.vocab, text)  # as charlm score --explain shows it
+    predictor = ck.build_predictor() if adapt is None else Adaptive(ck.build_predictor(), adapt)
+    explained = explain(predictor, ck.vocab, text)  # as charlm score --explain shows it
+    bpc = sum(c.bits for c in explained) / len(explained)
+    total = f"{bpc:.3f} bits/char over {len(explained):,} characters"
+    if adapt is not None:
+        [static] = score_texts(ck.build_predictor(), ck.vocab, [text])
+        total += (f", adapted as it was read (charlm score --adapt: segment {adapt.segment}, lr {adapt.lr:g}, "
+                  f"decay {adapt.decay:g}); {static.bits_per_char:.3f} static")
     acts = activations(model, ck.vocab, text)
     units = {}
     for key, a in acts.items():
@@ -73,7 +83,7 @@ def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, g
         "lineage": describe_lineage(ck.meta.get("lineage")), "mixture": _mixture_line(ck),
         "metrics": [{k: r.get(k) for k in ("step", "elapsed_s", "train_loss", "val_loss", "lr")} for r in run.records],
         "samples": [{"step": s.get("step"), "text": s.get("text", "")} for s in samples],
-        "text": text,
+        "text": text, "explain_total": total,
         "chars": [[c.bits, c.rank, [[ch, p] for ch, p in c.top]] for c in explained],
         "units": units,
         "correlations": correlations(acts, features(text)),
@@ -98,9 +108,9 @@ def render(data: dict) -> str:
                 .replace("{{DATA}}", payload))
 
 
-def write_report(run_dir, out, corpus=None, chars: int = 1000) -> Path:
+def write_report(run_dir, out, corpus=None, chars: int = 1000, adapt: AdaptOptions | None = None) -> Path:
     from .files import atomic_write_text
 
     out = Path(out)
-    atomic_write_text(out, render(report_data(run_dir, corpus, chars)))
+    atomic_write_text(out, render(report_data(run_dir, corpus, chars, adapt=adapt)))
     return out

@@ -37,24 +37,41 @@ class Budget:
 
 
 class Schedule:
-    """lr(step, epoch): step counts from 0 for the first update, epoch counts finished epochs.
+    """lr(step, epoch, elapsed_s): step counts from 0 for the first update, epoch counts
+    finished epochs, elapsed_s is the run's time so far (``TrainState.elapsed_s``).
 
-    constant: lr. step: lr * lr_decay ** (epoch // lr_decay_every). cosine: linear warm-up over
-    warmup_steps, then a half cosine from lr down to min_lr at the last step of the budget.
+    constant: lr. step: lr * lr_decay ** (epoch // lr_decay_every). cosine and linear: a linear
+    warm-up over warmup_steps, then from lr down to min_lr, along half a cosine or a straight
+    line, as the run progresses (``progress``): the schedule ends with whichever budget ends the
+    run first, steps or minutes. A config then finishes its schedule on any machine; a slower
+    one makes fewer steps instead of stopping with the learning rate still high.
     """
 
     def __init__(self, cfg: TrainConfig, total_steps: int | None):
-        """``total_steps``: the run's ``Budget.total_steps`` (config.py makes sure cosine has one)."""
+        """``total_steps``: the run's ``Budget.total_steps`` (config.py makes sure a decaying
+        schedule has it or train.max_minutes)."""
         self.cfg, self.total = cfg, total_steps
 
-    def __call__(self, step: int, epoch: int) -> float:
+    def progress(self, step: int, elapsed_s: float) -> float:
+        """How far through its decay the run is, in [0, 1]: the larger of the steps after the
+        warm-up as a share of the rest of the step budget, and the time as a share of
+        train.max_minutes."""
+        c = self.cfg
+        shares = [0.0]
+        if self.total is not None:
+            shares.append((step - c.warmup_steps) / max(1, self.total - c.warmup_steps))
+        if c.max_minutes is not None:
+            shares.append(elapsed_s / (60.0 * c.max_minutes))
+        return min(1.0, max(shares))
+
+    def __call__(self, step: int, epoch: int, elapsed_s: float = 0.0) -> float:
         c = self.cfg
         if c.lr_schedule == "step":
             return c.lr * c.lr_decay ** (epoch // c.lr_decay_every)
-        if c.lr_schedule == "cosine":
+        if c.lr_schedule in ("cosine", "linear"):
             if step < c.warmup_steps:
                 return c.lr * (step + 1) / c.warmup_steps
-            span = max(1, self.total - c.warmup_steps)
-            frac = min(1.0, (step - c.warmup_steps) / span)
-            return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + math.cos(math.pi * frac))
+            frac = self.progress(step, elapsed_s)
+            left = 0.5 * (1.0 + math.cos(math.pi * frac)) if c.lr_schedule == "cosine" else 1.0 - frac
+            return c.min_lr + (c.lr - c.min_lr) * left
         return c.lr

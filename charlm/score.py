@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .adapt import Adaptive
 from .data import eval_windows
 from .errors import CharlmError, VocabError
 from .model import Model, exp_shifted
@@ -72,8 +73,10 @@ def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n
     """Score each text on its own: every character given the context and all before it.
 
     Texts are batched by length (B at a time, padded, masked) and run in windows of ``window``
-    steps, so 1,000 lines cost a few dozen batched forward passes. ``unknown``: 'error' raises
-    ``VocabError`` naming unknown characters; 'skip' leaves them out and counts them.
+    steps, so 1,000 lines cost a few dozen batched forward passes. An ``Adaptive`` model reads
+    them one at a time in the order given, in its segments, and carries what it learns from
+    one text to the next. ``unknown``: 'error' raises ``VocabError`` naming unknown
+    characters; 'skip' leaves them out and counts them.
     """
     if not context:
         raise CharlmError("the context must have at least one character (the first character is predicted from it)")
@@ -96,6 +99,8 @@ def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n
         skipped.append(len(text) - len(kept))
     logp = np.zeros(len(texts))
     order = np.argsort([len(e) for e in encoded], kind="stable")
+    if isinstance(model, Adaptive):
+        order, batch_size, window = np.arange(len(texts)), 1, model.options.segment
     with model.inference():
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
@@ -142,7 +147,8 @@ def explain(model: Model, vocab: Vocab, text: str, context: str = "\n", top_k: i
             window: int = 256) -> list[CharScore]:
     """Every character of ``text`` with its surprisal in bits, the rank of the true character
     and the ``top_k`` most likely ones, each given the context and all characters before it.
-    Unknown characters are a ``VocabError`` (there is no probability to show for them)."""
+    Unknown characters are a ``VocabError`` (there is no probability to show for them). An
+    ``Adaptive`` model learns from each of its segments once it has scored it."""
     if not context or not text:
         raise CharlmError("explain needs a non-empty context and text")
     missing = vocab.unknown(text)
@@ -150,13 +156,16 @@ def explain(model: Model, vocab: Vocab, text: str, context: str = "\n", top_k: i
         raise VocabError(f"text has character(s) not in the model's vocabulary: {describe_chars(missing)}")
     ids = np.concatenate([vocab.encode(context, what="context"), vocab.encode(text)]).astype(np.int64)
     C, out = len(context), []
+    adaptive = isinstance(model, Adaptive)
+    if adaptive:
+        window = model.options.segment
     with model.inference():
         state = model.zero_state(1)
         if C > 1:
             _, state = model.forward(ids[: C - 1, None], state)
         for t0 in range(C - 1, len(ids) - 1, window):  # position t predicts ids[t + 1]
             t1 = min(len(ids) - 1, t0 + window)
-            logits, state = model.forward(ids[t0:t1, None], state)
+            logits, after = model.forward(ids[t0:t1, None], state)
             p = logits.astype(np.float64)
             _, s = exp_shifted(p)
             p /= s  # (V, t1 - t0) probabilities
@@ -166,4 +175,7 @@ def explain(model: Model, vocab: Vocab, text: str, context: str = "\n", top_k: i
                 out.append(CharScore(len(out), vocab.chars[true], float(-np.log2(max(col[true], TINY))),
                                      int(np.flatnonzero(order == true)[0]) + 1,
                                      [(vocab.chars[k], float(col[k])) for k in order[:top_k]]))
+            if adaptive:
+                model.learn(ids[t0:t1, None], ids[t0 + 1 : t1 + 1, None], state)
+            state = after
     return out

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -216,8 +217,12 @@ class Trainer:
         if not ck.optim:
             raise CheckpointError("checkpoint has no optimizer state; it cannot be resumed (sampling and scoring still work)")
         for slot, arrays in ck.optim.items():
+            if slot not in self.optimizer.state:  # train.ema turned off on resume
+                continue
             for name, a in arrays.items():
                 self.optimizer.state[slot][self.model.slices[name]] = a.reshape(-1)
+        if "ema" in self.optimizer.state and "ema" not in ck.optim:  # turned on: the average starts here
+            self.optimizer.state["ema"][...] = self.model.flat
         try:
             self.optimizer.t = int(ck.meta["optimizer_t"])
         except (KeyError, TypeError, ValueError) as e:
@@ -264,7 +269,9 @@ class Trainer:
         return self.state.epochs(self.batches.num_windows)
 
     def train_step(self) -> float:
-        """One window: forward, BPTT, clipping, update. Advances the data position."""
+        """One window: forward, BPTT, clipping, update. Advances the data position and the
+        run's time (``state.elapsed_s``), which the schedule reads."""
+        t0 = time.perf_counter()
         st = self.state
         if st.batch == 0 or self.hidden is None:
             self.hidden = self.model.zero_state(self.batches.B)  # reset at each epoch
@@ -276,7 +283,7 @@ class Trainer:
                 f"step {st.step + 1}: {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite; "
                 "lower train.lr or set a stronger train.grad_clip (best.npz and the last good last.npz are kept)"
             )
-        st.lr = self.schedule(st.step, st.epoch)
+        st.lr = self.schedule(st.step, st.epoch, st.elapsed_s)
         self.optimizer.step(self.model.grad, st.lr)
         self.hidden = hidden
         st.step += 1
@@ -285,6 +292,7 @@ class Trainer:
             st.batch, st.epoch = 0, st.epoch + 1
         st.loss_sum += loss
         st.loss_count += 1
+        st.elapsed_s += time.perf_counter() - t0
         return loss
 
     def seconds_per_step(self, steps: int = 3) -> float:
@@ -296,7 +304,27 @@ class Trainer:
             self.train_step()
         return (time.perf_counter() - t0) / steps
 
+    @contextmanager
+    def averaged(self):
+        """``with trainer.averaged():`` the model holds train.ema's averaged weights instead of
+        the trained ones (nothing changes without train.ema, or before the first step)."""
+        ema = self.optimizer.state.get("ema")
+        if ema is None or self.optimizer.t == 0:
+            yield self.model
+            return
+        trained = self.model.flat.copy()
+        np.copyto(self.model.flat, ema)
+        try:
+            yield self.model
+        finally:
+            np.copyto(self.model.flat, trained)
+
     def evaluate(self) -> dict:
+        """The validation split's loss (the averaged weights', with train.ema), as a metrics record."""
+        with self.averaged():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         d, st = self.config.data, self.state
         mixed = {}
         if self.ngram is None:
@@ -338,9 +366,7 @@ class Trainer:
         chars_since, t_since = 0, time.perf_counter()
         try:
             while reason is None:
-                t0 = time.perf_counter()
                 loss = self.train_step()
-                st.elapsed_s += time.perf_counter() - t0
                 chars_since += self.batches.chars_per_window
                 self.reporter.step(Progress(st.step, self.epochs(), loss))
                 reason = self._spent()
@@ -358,7 +384,8 @@ class Trainer:
                         self.reporter.sampled(sample)
                     if st.best_val is None or record["val_loss"] < st.best_val:
                         st.best_val = record["val_loss"]
-                        self.save("best.npz")
+                        with self.averaged():
+                            self.save("best.npz")
                     reason = reason or self._spent()
                 if st.step % t_cfg.checkpoint_every == 0 or reason is not None:
                     self.save("last.npz")
@@ -375,8 +402,9 @@ class Trainer:
         """A sample from the model as it is now, with the same seed and temperature at every
         evaluation (so samples from one run, or from two runs, compare)."""
         t = self.config.train
-        [s] = generate(self.predictor(), self.vocab, "\n", t.sample_length, temperature=t.sample_temperature,
-                       seed=t.seed)
+        with self.averaged():
+            [s] = generate(self.predictor(), self.vocab, "\n", t.sample_length, temperature=t.sample_temperature,
+                           seed=t.seed)
         return {"step": self.state.step, "epoch": round(self.epochs(), 4), "temperature": t.sample_temperature,
                 "seed": t.seed, "prime": "\n", "text": s.text, "bits_per_char": s.bits_per_char}
 

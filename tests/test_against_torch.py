@@ -54,18 +54,20 @@ def test_loss_and_gradients_match_pytorch(kind, layers):
         np.testing.assert_allclose(m.grads[f"l{l}/b"][order], getattr(rnn, f"bias_ih_l{l}").grad.numpy(), atol=1e-10)
 
 
-@pytest.mark.parametrize("name", ["adam", "sgd", "adagrad", "rmsprop"])
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "adagrad", "rmsprop"])
 def test_optimizers_match_pytorch(name):
     import torch
 
     rng = np.random.default_rng(0)
     p0 = rng.normal(0, 1, 50)
-    cfg = TrainConfig(optimizer=name, lr=0.05, eps=1e-8)
+    cfg = TrainConfig(optimizer="adam" if name == "adamw" else name, lr=0.05, eps=1e-8,
+                      weight_decay=0.5 if name == "adamw" else 0.0)
     ours = p0.copy()
     opt = make_optimizer(ours, cfg)
     tp = torch.nn.Parameter(torch.tensor(p0.copy()))
     topt = {
         "adam": lambda: torch.optim.Adam([tp], lr=0.05, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps),
+        "adamw": lambda: torch.optim.AdamW([tp], lr=0.05, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=0.5),
         "sgd": lambda: torch.optim.SGD([tp], lr=0.05, momentum=cfg.momentum),
         "adagrad": lambda: torch.optim.Adagrad([tp], lr=0.05, eps=cfg.eps),
         "rmsprop": lambda: torch.optim.RMSprop([tp], lr=0.05, alpha=cfg.alpha, eps=cfg.eps),

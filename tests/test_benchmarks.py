@@ -83,23 +83,6 @@ def test_sweep_runs_a_grid_point_to_its_budget(shakespeare, monkeypatch, tmp_pat
     assert "1x128-lr5e-3" in capsys.readouterr().out
 
 
-def test_quality_schedule_ends_at_each_sides_budget():
-    """At 0.1 s a step a 60 s budget holds 600 steps: the cosine is fitted to end there, and a
-    side twice as fast gets twice the steps inside its schedule."""
-    from benchmarks.quality import fit_to_budget
-    from charlm.config import TrainConfig
-    from charlm.schedule import Schedule
-
-    cfg = TrainConfig(lr=1.0, min_lr=0.0, lr_schedule="cosine", warmup_steps=0, max_steps=5000)
-    slow, fast = Schedule(cfg, 5000), Schedule(cfg, 5000)
-    fit_to_budget(slow, 5, 0.5, 60.0)
-    assert slow.total == 5000  # too few steps to estimate a pace yet
-    fit_to_budget(slow, 100, 10.0, 60.0)
-    fit_to_budget(fast, 100, 5.0, 60.0)
-    assert (slow.total, fast.total) == (600, 1200)
-    assert slow(599, 0) < 1e-4 < slow(300, 0) and abs(fast(600, 0) - 0.5) < 1e-3
-
-
 def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys):
     monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
     from benchmarks import quality

@@ -104,5 +104,8 @@ def test_config_errors_echo_a_short_prefix(tmp_path):
         p = tmp_path / "big.yaml"
         p.write_text("#" * 2_000_000)
         load_config(p)
-    with pytest.raises(ConfigError, match="train.lr_schedule cosine needs train.max_steps or train.epochs"):
+    with pytest.raises(ConfigError, match="train.lr_schedule cosine needs train.max_steps, train.epochs or train.max_minutes"):
         Config.from_dict({"train": {"lr_schedule": "cosine", "epochs": None}})
+    assert Config.from_dict({"train": {"lr_schedule": "linear", "epochs": None, "max_minutes": 1}}).train.max_minutes == 1
+    with pytest.raises(ConfigError, match="train.weight_decay is AdamW's decoupled decay; it needs train.optimizer adam"):
+        Config.from_dict({"train": {"optimizer": "sgd", "weight_decay": 0.1}})

@@ -8,7 +8,10 @@ import pytest
 from charlm.checkpoint import load_checkpoint
 from charlm.config import TrainConfig, load_config
 from charlm.errors import CheckpointError, CorpusError, RunExistsError, TrainingError
+from charlm.optim import OPTIMIZERS, make_optimizer
+from charlm.sample import generate
 from charlm.schedule import Budget
+from charlm.score import evaluate
 from charlm.train import CorpusMismatchError, Trainer, train
 
 from .conftest import tiny_overrides
@@ -41,10 +44,11 @@ def test_same_seed_same_curve(corpus_file, tmp_path):
     assert [r["val_loss"] for r in losses(tmp_path / "c")] != [r["val_loss"] for r in a]
 
 
-@pytest.mark.parametrize("kind, opt", [("lstm", "adam"), ("gru", "rmsprop"), ("rnn", "sgd")])
-def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt):
-    """Stop at step 13 (mid-epoch, dropout on, cosine schedule), resume: identical losses and weights."""
-    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, "model.dropout": 0.1,
+@pytest.mark.parametrize("kind, opt, ema", [("lstm", "adam", 0.0), ("gru", "rmsprop", 0.9), ("rnn", "sgd", 0.0)])
+def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt, ema):
+    """Stop at step 13 (mid-epoch, dropout on, cosine schedule), resume: identical losses and
+    weights (and weight average)."""
+    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, "model.dropout": 0.1, "train.ema": ema,
                              "train.lr_schedule": "cosine", "train.warmup_steps": 5, "train.max_steps": 40,
                              "data.seq_length": 20, "data.batch_size": 8})
     cfg = load_config(None, over)
@@ -62,6 +66,52 @@ def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kin
     b = load_checkpoint(tmp_path / "part" / "last.npz")
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert set(a.optim) == set(b.optim) == ({"ema"} if ema else set()) | set(OPTIMIZERS[opt].slots)
+    for slot in a.optim:
+        for name in a.params:
+            np.testing.assert_array_equal(a.optim[slot][name], b.optim[slot][name])
+
+
+def test_weight_average_follows_its_rule():
+    rng = np.random.default_rng(0)
+    p = np.zeros(5)
+    opt = make_optimizer(p, TrainConfig(optimizer="sgd", momentum=0.0, ema=0.5))
+    ref = None
+    for t in range(1, 31):
+        opt.step(rng.normal(size=5), 0.1)
+        d = min(0.5, (t - 1) / (t + 9))  # the horizon grows with the run until it reaches train.ema's
+        ref = p.copy() if ref is None else d * ref + (1 - d) * p
+        np.testing.assert_allclose(opt.state["ema"], ref, rtol=1e-12)
+
+
+def test_the_weight_average_is_what_evaluation_samples_and_best_npz_use(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.ema": 0.9, "train.max_steps": 20, "train.eval_every": 20,
+                                              "train.sample_length": 20}))
+    tr = Trainer(cfg, corpus_file, tmp_path / "r")
+    tr.run()
+    ema, trained = tr.optimizer.state["ema"].copy(), tr.model.flat.copy()
+    assert not np.allclose(ema, trained)
+    best, last = load_checkpoint(tmp_path / "r" / "best.npz"), load_checkpoint(tmp_path / "r" / "last.npz")
+    for name, sl in tr.model.slices.items():  # one evaluation, at step 20: best.npz is the average then
+        np.testing.assert_array_equal(best.params[name].reshape(-1), ema[sl])
+        np.testing.assert_array_equal(last.params[name].reshape(-1), trained[sl])
+        np.testing.assert_array_equal(last.optim["ema"][name].reshape(-1), ema[sl])
+    [record] = losses(tmp_path / "r")
+    d = cfg.data
+    assert record["val_loss"] == evaluate(best.build_model(), tr.val_ids, d.batch_size, d.seq_length)
+    np.testing.assert_array_equal(tr.model.flat, trained)  # evaluation put the trained weights back
+    [s] = [json.loads(x) for x in (tmp_path / "r" / "samples.jsonl").read_text().splitlines()]
+    [again] = generate(best.build_model(), tr.vocab, "\n", 20, temperature=cfg.train.sample_temperature,
+                       seed=cfg.train.seed)
+    assert s["text"] == again.text
+
+
+def test_weight_averaging_turned_on_at_resume_starts_from_the_weights(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides())
+    train(cfg, corpus_file, tmp_path / "r")
+    on = load_config(None, tiny_overrides(**{"train.ema": 0.99, "train.max_steps": 31}))
+    tr = Trainer.resume(tmp_path / "r", corpus_file, on)
+    np.testing.assert_array_equal(tr.optimizer.state["ema"], tr.model.flat)
 
 
 def test_epoch_budget_and_epoch_reset(corpus_file, tmp_path):
@@ -117,6 +167,23 @@ def test_lr_schedules():
     c = Schedule(TrainConfig(lr_schedule="cosine", lr=1.0, warmup_steps=10, min_lr=0.1, max_steps=110, epochs=None), 110)
     assert c(0, 0) == pytest.approx(0.1) and c(9, 0) == pytest.approx(1.0)
     assert c(60, 0) == pytest.approx(0.55) and c(110, 0) == pytest.approx(0.1)
+    lin = Schedule(TrainConfig(lr_schedule="linear", lr=1.0, warmup_steps=10, min_lr=0.0, max_steps=110), 110)
+    assert lin(60, 0) == pytest.approx(0.5) and lin(85, 0) == pytest.approx(0.25) and lin(110, 0) == 0.0
+
+
+def test_a_decaying_schedule_ends_with_whichever_budget_binds_first():
+    """10,000 steps or one minute: at 0.1 s a step the minute binds, and the schedule is half
+    done at 30 s (step 300), not at step 5,000; a machine ten times faster finishes it in steps."""
+    from charlm.config import TrainConfig
+    from charlm.schedule import Schedule
+
+    cfg = TrainConfig(lr_schedule="cosine", lr=1.0, min_lr=0.0, warmup_steps=0, max_steps=10_000, max_minutes=1.0)
+    s = Schedule(cfg, 10_000)
+    assert s(300, 0, 30.0) == pytest.approx(0.5) and s(599, 0, 59.9) < 1e-4
+    assert s(5_000, 0, 3.0) == pytest.approx(0.5)  # the fast machine: steps bind
+    assert s.progress(10, 600.0) == 1.0 and s.progress(0, 0.0) == 0.0
+    steps_only = Schedule(TrainConfig(lr_schedule="cosine", lr=1.0, max_steps=100), 100)
+    assert steps_only(50, 0, 1e9) == pytest.approx(0.5)  # no max_minutes: time does not count
 
 
 def test_budget_answers_total_and_spent():

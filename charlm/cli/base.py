@@ -16,6 +16,7 @@ import sys
 import click
 
 from .. import __version__
+from ..adapt import AdaptOptions
 from ..checkpoint import BUNDLED, load_checkpoint
 from ..errors import CharlmError, echo
 
@@ -117,3 +118,33 @@ def open_model(checkpoint):
                    + "; --checkpoint chooses another", err=True)
         return ck
     return load_checkpoint(checkpoint, with_training_state=False)
+
+
+def adapt_options(command):
+    """--adapt and its three settings, on every command that scores text."""
+    d = AdaptOptions()
+    opts = [
+        option("--adapt", is_flag=True,
+               help="Dynamic evaluation (Krause et al. 2017): the model keeps learning from the text as it scores "
+                    "it, a segment at a time, each segment scored before it is learned from; shows static and "
+                    "adapted bits per character. The weights on disk never change."),
+        option("--adapt-segment", type=click.IntRange(1, 10_000), default=d.segment,
+               help="--adapt: characters scored between two learning steps."),
+        option("--adapt-lr", type=Finite(0.0, 1.0, lo_open=True), default=d.lr,
+               help="--adapt: step size of each weight, scaled by the root mean square of its gradients so far."),
+        option("--adapt-decay", type=Finite(0.0, 1.0), default=d.decay,
+               help="--adapt: how far each step pulls the weights back towards the trained ones (0: not at all)."),
+    ]
+    for opt in reversed(opts):
+        command = opt(command)
+    return command
+
+
+def adapting(adapt: bool, adapt_segment: int, adapt_lr: float, adapt_decay: float) -> AdaptOptions | None:
+    """The options of ``adapt_options`` as the library takes them: None without --adapt."""
+    options = AdaptOptions(adapt_segment, adapt_lr, adapt_decay)
+    if not adapt:
+        if options != AdaptOptions():
+            raise click.UsageError("--adapt-segment, --adapt-lr and --adapt-decay set --adapt's learning: give --adapt")
+        return None
+    return options

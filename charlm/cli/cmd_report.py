@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .base import main, option
+from .base import adapt_options, adapting, main, option
 
 
 @main.command()
@@ -15,13 +15,14 @@ from .base import main, option
 @option("--corpus", default=None, type=click.Path(path_type=str), show_default="the one the run was trained on",
         help="Where the run's corpus is, if it has moved (its validation split is the held-out text).")
 @option("--chars", default=1000, type=click.IntRange(100, 20000), help="Characters of held-out text to explain.")
-def report(run_dir, output, corpus, chars):
+@adapt_options
+def report(run_dir, output, corpus, chars, **adapt):
     """One self-contained HTML page about a run (opens offline): loss curves and samples, an
     explained score of held-out text, a hidden-unit explorer with the units that track
     features of the text, and how far back the gradient reaches."""
     from ..report import write_report
 
-    click.echo(f"wrote {write_report(run_dir, output, corpus, chars)}")
+    click.echo(f"wrote {write_report(run_dir, output, corpus, chars, adapt=adapting(**adapt))}")
 
 
 @main.command("plot")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import click
 
+from ..adapt import Adaptive
 from ..audit import show_char
 from ..errors import CharlmError
 from ..score import explain as explain_text
 from ..score import score_texts
-from .base import CHECKPOINT_HELP, dumps, main, open_model, option
+from .base import CHECKPOINT_HELP, adapt_options, adapting, dumps, main, open_model, option
 
 
 @main.command()
@@ -33,12 +35,16 @@ from .base import CHECKPOINT_HELP, dumps, main, open_model, option
              "surprised; a table when stdout is not a terminal or NO_COLOR is set.")
 @option("--per-char", is_flag=True, help="One row per character: bits, rank of the true character, top 3 guesses "
                                          "(with --json: one object per character).")
+@adapt_options
 @option("--json", "as_json", is_flag=True, help="One JSON object per text and model.")
-def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, as_json):
+def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, as_json, **adapt):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
 
-    Each character is scored given the context and every character before it.
+    Each character is scored given the context and every character before it. With --adapt,
+    the texts of --lines are read in order and what the model learns from one carries to the
+    next.
     """
+    adapt = adapting(**adapt)
     given = [x is not None for x in (text, file_, lines)]
     if sum(given) != 1:
         raise click.UsageError("give exactly one of TEXT, --file or --lines")
@@ -58,44 +64,60 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
         if len(checkpoints) > 1:
             raise click.UsageError("--explain and --per-char show one model: give one --checkpoint")
         ck = open_model(checkpoints[0] if checkpoints else None)
-        model = ck.build_predictor()
+        model = ck.build_predictor() if adapt is None else Adaptive(ck.build_predictor(), adapt)
+        static = None if adapt is None else score_texts(ck.build_predictor(), ck.vocab, texts, context=context)
         for i, t in enumerate(texts):
-            _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json)
+            _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json,
+                       None if static is None else static[i].bits_per_char)
         return
-    columns = []  # per model: (name, [Score])
+    columns = []  # per model: (name, [Score], [static Score] with --adapt, else None)
     for path in checkpoints or [None]:
         ck = open_model(path)
-        columns.append((ck.meta["path"], score_texts(ck.build_predictor(), ck.vocab, texts, context=context, unknown=unknown)))
+        scored = score_texts(ck.build_predictor(), ck.vocab, texts, context=context, unknown=unknown)
+        adapted = None
+        if adapt is not None:
+            adapted = score_texts(Adaptive(ck.build_predictor(), adapt), ck.vocab, texts, context=context,
+                                  unknown=unknown)
+        columns.append((ck.meta["path"], adapted or scored, scored if adapted else None))
     order = list(range(len(texts)))
     if sort:
         first = columns[0][1]
         order.sort(key=lambda i: math.inf if first[i].bits_per_char is None else first[i].bits_per_char)
     if as_json:
         for i in order:
-            for name, scores in columns:
-                click.echo(dumps({**scores[i].to_dict(), "checkpoint": name}))
+            for name, scores, static in columns:
+                extra = {} if static is None else {"static_bits_per_char": static[i].bits_per_char,
+                                                   "static_log_prob_nats": static[i].log_prob_nats,
+                                                   "adapt": dataclasses.asdict(adapt)}
+                click.echo(dumps({**scores[i].to_dict(), **extra, "checkpoint": name}))
         return
     if len(columns) == 1 and not sort:
+        _, scores, static = columns[0]
         for i in order:
-            s = columns[0][1][i]
+            s = scores[i]
             skipped = f", {s.skipped} skipped" if s.skipped else ""
-            click.echo(f"log p = {s.log_prob_nats:.4f} nats ({s.log_prob_bits:.4f} bits), "
-                       f"{_num(s.bits_per_char)} bits/char, perplexity {_num(s.perplexity)}, "
-                       f"{s.chars} chars{skipped}: {_shown(s.text)}")
+            rate = f"{_num(s.bits_per_char)} bits/char" + ("" if static is None else
+                                                          f" adapted ({_num(static[i].bits_per_char)} static)")
+            click.echo(f"log p = {s.log_prob_nats:.4f} nats ({s.log_prob_bits:.4f} bits), {rate}, "
+                       f"perplexity {_num(s.perplexity)}, {s.chars} chars{skipped}: {_shown(s.text)}")
         return
-    names = [_model_name(name) for name, _ in columns]
-    widths = [max(9, len(n)) for n in names]
-    click.echo("  ".join(f"{n:>{w}}" for n, w in zip(names, widths)) + "  text (bits/char)")
+    names = [_model_name(name) for name, _, _ in columns]
+    cell = (lambda sc, st, i: _num(sc[i].bits_per_char)) if adapt is None else \
+        (lambda sc, st, i: f"{_num(sc[i].bits_per_char)}/{_num(st[i].bits_per_char)}")
+    widths = [max(9 if adapt is None else 13, len(n)) for n in names]
+    click.echo("  ".join(f"{n:>{w}}" for n, w in zip(names, widths))
+               + ("  text (bits/char)" if adapt is None else "  text (bits/char adapted/static)"))
     for i in order:
-        cells = [f"{_num(scores[i].bits_per_char):>{w}}" for (_, scores), w in zip(columns, widths)]
+        cells = [f"{cell(scores, static, i):>{w}}" for (_, scores, static), w in zip(columns, widths)]
         click.echo("  ".join(cells) + f"  {_shown(texts[i])}")
 
 
 SURPRISE = [(1.0, "green"), (3.0, None), (6.0, "yellow"), (math.inf, "red")]  # bits -> colour
 
 
-def _explained(chars, text_index: int, coloured: bool, as_json: bool) -> None:
-    """A text character by character: coloured by surprisal on a terminal, else a table."""
+def _explained(chars, text_index: int, coloured: bool, as_json: bool, static: float | None = None) -> None:
+    """A text character by character: coloured by surprisal on a terminal, else a table.
+    ``static``: with --adapt, the text's bits per character without adapting."""
     if as_json:
         for c in chars:
             click.echo(dumps({"text": text_index + 1, **c.to_dict()}))
@@ -112,7 +134,8 @@ def _explained(chars, text_index: int, coloured: bool, as_json: bool) -> None:
             top = ", ".join(f"{show_char(ch)} {p:.2f}" for ch, p in c.top)
             click.echo(f"{show_char(c.char):>6}  {c.bits:6.2f}  {c.rank:>4}  {top}")
     total = sum(c.bits for c in chars)
-    click.echo(f"{total:.2f} bits, {total / len(chars):.3f} bits/char over {len(chars)} characters")
+    click.echo(f"{total:.2f} bits, {total / len(chars):.3f} bits/char over {len(chars)} characters"
+               + ("" if static is None else f", adapted ({static:.3f} static)"))
     if coloured:
         click.echo("most surprising:")
         for c in sorted(chars, key=lambda c: -c.bits)[:5]:

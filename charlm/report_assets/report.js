@@ -74,6 +74,7 @@ function shown(c) { return c === "\n" ? "\\n" : c === " " ? "space" : c; }
 
 function explained() {
   const box = document.getElementById("explained"), status = document.getElementById("explain-status");
+  document.getElementById("explain-total").textContent = D.explain_total;
   [...D.text].forEach((ch, i) => {
     const [bits, rank, top] = D.chars[i];
     const span = document.createElement("span");
