@@ -12,6 +12,7 @@
 
 __version__ = "0.1.0"
 
+from .adapt import Adaptive, AdaptOptions  # noqa: E402
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
 from .data import Batches, Corpus, load_corpus  # noqa: E402
@@ -25,7 +26,7 @@ from .train import Reporter, Trainer, TrainResult, train  # noqa: E402
 from .vocab import Vocab  # noqa: E402
 
 __all__ = [
-    "Batches", "CharlmError", "Checkpoint", "CheckpointError", "Config", "ConfigError", "Corpus", "CorpusError",
+    "AdaptOptions", "Adaptive", "Batches", "CharlmError", "Checkpoint", "CheckpointError", "Config", "ConfigError", "Corpus", "CorpusError",
     "DataConfig", "KneserNey", "Mixture", "Model", "ModelConfig", "Reporter", "Score", "TrainConfig", "TrainResult",
     "Trainer", "TrainingError", "Vocab", "VocabError", "beam_search", "evaluate", "generate", "load_checkpoint",
     "load_config", "load_corpus", "sample", "save_checkpoint", "score_texts", "train",

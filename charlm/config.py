@@ -82,6 +82,9 @@ class TrainConfig:
     lr_decay_every: int = _opt(1, "step schedule: epochs between decays", lo=1)
     warmup_steps: int = _opt(0, "cosine and linear schedules: steps of linear warm-up", lo=0)
     min_lr: float = _opt(0.0, "cosine and linear schedules: final learning rate", lo=0.0)
+    cooldown: float = _opt(1.0, "cosine and linear schedules: the last share of the run over which the learning "
+                           "rate falls to min_lr; before it, it holds at lr (1: it falls from the end of the "
+                           "warm-up; 0.2: warmup-stable-decay)", lo=0.0, lo_open=True, hi=1.0)
     ema: float = _opt(0.0, "weight averaging: decay of an exponential moving average of the weights, which "
                       "evaluation, samples and best.npz use (last.npz keeps the trained weights too; 0: off)",
                       lo=0.0, hi=1.0, hi_open=True)

@@ -41,9 +41,10 @@ class Schedule:
     finished epochs, elapsed_s is the run's time so far (``TrainState.elapsed_s``).
 
     constant: lr. step: lr * lr_decay ** (epoch // lr_decay_every). cosine and linear: a linear
-    warm-up over warmup_steps, then from lr down to min_lr, along half a cosine or a straight
-    line, as the run progresses (``progress``): the schedule ends with whichever budget ends the
-    run first, steps or minutes. A config then finishes its schedule on any machine; a slower
+    warm-up over warmup_steps, then lr until the last ``cooldown`` share of the run, then down
+    to min_lr along half a cosine or a straight line (cooldown 1: from the end of the warm-up;
+    less: warmup-stable-decay). The run's share is ``progress``: the schedule ends with
+    whichever budget ends the run first, steps or minutes. A config then finishes its schedule on any machine; a slower
     one makes fewer steps instead of stopping with the learning rate still high.
     """
 
@@ -71,7 +72,8 @@ class Schedule:
         if c.lr_schedule in ("cosine", "linear"):
             if step < c.warmup_steps:
                 return c.lr * (step + 1) / c.warmup_steps
-            frac = self.progress(step, elapsed_s)
+            hold = 1.0 - c.cooldown  # the share of the run spent at lr before the decay
+            frac = max(0.0, self.progress(step, elapsed_s) - hold) / c.cooldown
             left = 0.5 * (1.0 + math.cos(math.pi * frac)) if c.lr_schedule == "cosine" else 1.0 - frac
             return c.min_lr + (c.lr - c.min_lr) * left
         return c.lr

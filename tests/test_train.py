@@ -169,6 +169,9 @@ def test_lr_schedules():
     assert c(60, 0) == pytest.approx(0.55) and c(110, 0) == pytest.approx(0.1)
     lin = Schedule(TrainConfig(lr_schedule="linear", lr=1.0, warmup_steps=10, min_lr=0.0, max_steps=110), 110)
     assert lin(60, 0) == pytest.approx(0.5) and lin(85, 0) == pytest.approx(0.25) and lin(110, 0) == 0.0
+    wsd = Schedule(TrainConfig(lr_schedule="linear", lr=1.0, warmup_steps=10, min_lr=0.0, max_steps=110,
+                               cooldown=0.2), 110)  # holds for 80 steps after the warm-up, then 20 down
+    assert wsd(60, 0) == 1.0 and wsd(90, 0) == 1.0 and wsd(100, 0) == pytest.approx(0.5) and wsd(110, 0) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_decaying_schedule_ends_with_whichever_budget_binds_first():
