@@ -73,18 +73,20 @@ def test_the_time_budget_rule_fits_the_corpus(corpus_file):
     assert big.train.max_steps == int(600 * 0.95 / fake({"model": {"num_layers": 2, "hidden_size": 384}}))
 
 def test_the_finetuning_recipe_keeps_the_source_model_and_fits_passes_and_budget(corpus_file):
-    from charlm.autoconfig import FINETUNE_PASSES, finetune_recipe
+    from charlm.autoconfig import FINETUNE_DROPOUT, FINETUNE_PASSES, finetune_recipe
     from charlm.data import Corpus
 
     small = load_corpus(corpus_file)
     corpus = Corpus(np.zeros(200_000, small.ids.dtype), small.vocab, small.fingerprint)
     source = Config.from_dict({"model": {"hidden_size": 96, "num_layers": 3, "dropout": 0.1}})
     free = Config.from_dict(finetune_recipe(source, corpus).config)
-    assert (free.model.hidden_size, free.model.num_layers, free.model.dropout) == (96, 3, 0.1)
+    assert (free.model.hidden_size, free.model.num_layers) == (96, 3)
+    assert free.model.dropout == FINETUNE_DROPOUT  # 30 passes: more dropout than the source's 0.1
     assert free.train.max_steps == int(FINETUNE_PASSES * 180_000 / (free.data.batch_size * free.data.seq_length))
     assert free.train.max_minutes is None and free.train.patience is None and free.model.ngram_order == 5
     timed = Config.from_dict(finetune_recipe(source, corpus, minutes=1, measure=lambda raw: 0.5).config)
     assert timed.train.max_steps == int(60 * 0.95 / 0.5) and timed.train.max_minutes == 1
+    assert timed.model.dropout == 0.1  # 114 steps, about 1.3 passes: the source's own
 
 
 @pytest.mark.parametrize("name, minutes", [("lstm-1min.yaml", 1), ("lstm-shakespeare.yaml", 10),
