@@ -65,7 +65,7 @@ configs = st.fixed_dictionaries({
     "data.batch_size": st.integers(1, 512),
     "train.optimizer": st.sampled_from(["adam", "sgd", "adagrad", "rmsprop"]),
     "train.lr": st.floats(1e-6, 10.0),
-    "train.lr_schedule": st.sampled_from(["constant", "step", "cosine"]),
+    "train.lr_schedule": st.sampled_from(["constant", "step", "cosine", "linear"]),
     "train.max_steps": st.none() | st.integers(1, 10**7),
     "train.max_minutes": st.none() | st.floats(0.01, 1e4),
     "train.seed": st.integers(0, 2**63 - 1),
