@@ -74,10 +74,10 @@ def machine_info() -> dict:
 
 
 class TorchTwin:
-    """nn.LSTM/GRU/RNN + nn.Linear with cross-entropy, clip_grad_norm_ and Adam: PyTorch's
-    equivalent of one charlm training step on the same one-hot windows."""
+    """nn.LSTM/GRU/RNN + nn.Linear with cross-entropy, clip_grad_norm_ and Adam (AdamW with a
+    weight decay): PyTorch's equivalent of one charlm training step on the same one-hot windows."""
 
-    def __init__(self, kind, layers, hidden, vocab, lr=2e-3, clip=5.0, init="uniform", seed=0):
+    def __init__(self, kind, layers, hidden, vocab, lr=2e-3, clip=5.0, init="uniform", seed=0, weight_decay=0.0):
         import torch
 
         torch.manual_seed(seed)
@@ -102,7 +102,8 @@ class TorchTwin:
             torch.nn.init.xavier_uniform_(self.head.weight)
             torch.nn.init.zeros_(self.head.bias)
         self.params = list(self.rnn.parameters()) + list(self.head.parameters())
-        self.opt = torch.optim.Adam(self.params, lr=lr)
+        self.opt = (torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay) if weight_decay
+                    else torch.optim.Adam(self.params, lr=lr))
         self.eye = torch.eye(vocab)
         self.state = None
 

@@ -70,7 +70,8 @@ def torch_twin(cfg):
     train.seed also seeds PyTorch's dropout masks."""
     m, t = cfg.model, cfg.train
     start = Trainer(cfg, corpus_path(), out_dir=None).model
-    tw = TorchTwin(m.type, m.num_layers, m.hidden_size, start.V, lr=t.lr, clip=t.grad_clip, seed=t.seed)
+    tw = TorchTwin(m.type, m.num_layers, m.hidden_size, start.V, lr=t.lr, clip=t.grad_clip, seed=t.seed,
+                   weight_decay=t.weight_decay)
     tw.load(start)
     tw.torch.set_num_threads(THREADS)
     tw.rnn.dropout = m.dropout

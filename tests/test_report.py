@@ -131,6 +131,7 @@ def test_report_command_and_its_page_in_chromium(run, tmp_path):
         assert spans.count() == 400 and "top guesses" in spans.nth(5).get_attribute("title")
         spans.nth(5).hover()
         assert "bits, rank" in page.locator("#explain-status").inner_text()
+        assert page.locator("#explain-total").inner_text().endswith("bits/char over 400 characters")
         # the unit explorer starts on the best-correlated unit, whose r the table shows
         assert page.locator("#unit-layer").input_value() == best["unit"]
         assert page.locator("#unit-index").input_value() == str(best["index"])
