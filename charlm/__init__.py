@@ -26,8 +26,8 @@ from .train import Reporter, Trainer, TrainResult, train  # noqa: E402
 from .vocab import Vocab  # noqa: E402
 
 __all__ = [
-    "AdaptOptions", "Adaptive", "Batches", "CharlmError", "Checkpoint", "CheckpointError", "Config", "ConfigError", "Corpus", "CorpusError",
-    "DataConfig", "KneserNey", "Mixture", "Model", "ModelConfig", "Reporter", "Score", "TrainConfig", "TrainResult",
-    "Trainer", "TrainingError", "Vocab", "VocabError", "beam_search", "evaluate", "generate", "load_checkpoint",
-    "load_config", "load_corpus", "sample", "save_checkpoint", "score_texts", "train",
+    "AdaptOptions", "Adaptive", "Batches", "CharlmError", "Checkpoint", "CheckpointError", "Config", "ConfigError",
+    "Corpus", "CorpusError", "DataConfig", "KneserNey", "Mixture", "Model", "ModelConfig", "Reporter", "Score",
+    "TrainConfig", "TrainResult", "Trainer", "TrainingError", "Vocab", "VocabError", "beam_search", "evaluate",
+    "generate", "load_checkpoint", "load_config", "load_corpus", "sample", "save_checkpoint", "score_texts", "train",
 ]

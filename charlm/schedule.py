@@ -44,8 +44,9 @@ class Schedule:
     warm-up over warmup_steps, then lr until the last ``cooldown`` share of the run, then down
     to min_lr along half a cosine or a straight line (cooldown 1: from the end of the warm-up;
     less: warmup-stable-decay). The run's share is ``progress``: the schedule ends with
-    whichever budget ends the run first, steps or minutes. A config then finishes its schedule on any machine; a slower
-    one makes fewer steps instead of stopping with the learning rate still high.
+    whichever budget ends the run first, steps or minutes. A config then finishes its
+    schedule on any machine; a slower one makes fewer steps instead of stopping with the
+    learning rate still high.
     """
 
     def __init__(self, cfg: TrainConfig, total_steps: int | None):
