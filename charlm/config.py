@@ -38,6 +38,14 @@ class ModelConfig:
     hidden_size: int = _opt(128, "units per layer", lo=1, hi=65536)
     num_layers: int = _opt(2, "stacked recurrent layers", lo=1, hi=64)
     dropout: float = _opt(0.0, "inverted dropout on the outputs of every layer but the last", lo=0.0, hi=1.0, hi_open=True)
+    variational_dropout: float = _opt(0.0, "variational (locked) dropout, instead of dropout: one mask per stream "
+                                      "for the whole window, the same at every step, on every layer's output (the head's "
+                                      "input too) and on the recurrent state h_{t-1} that enters Wh h_{t-1} (Gal & "
+                                      "Ghahramani 2016)", lo=0.0, hi=1.0, hi_open=True)
+    zoneout_cell: float = _opt(0.0, "lstm zoneout (Krueger et al. 2016): the share of cell units that keep their "
+                               "previous value at each training step", lo=0.0, hi=1.0, hi_open=True)
+    zoneout_hidden: float = _opt(0.0, "lstm zoneout: the share of hidden units that keep their previous value at "
+                                 "each training step", lo=0.0, hi=1.0, hi_open=True)
     activation: str = _opt("tanh", "activation of the vanilla rnn", choices=("tanh", "relu"))
     init: str = _opt(
         "xavier",
@@ -146,7 +154,13 @@ class Config:
 
 def _check_across_keys(c: Config, where: str) -> None:
     """Rules that involve more than one key."""
-    t = c.train
+    t, m = c.train, c.model
+    if m.variational_dropout and m.dropout:
+        raise ConfigError(f"{where}: model.variational_dropout replaces model.dropout's per-step masks; set one of "
+                          f"them, not both ({m.dropout} and {m.variational_dropout})")
+    if (m.zoneout_cell or m.zoneout_hidden) and m.type != "lstm":
+        raise ConfigError(f"{where}: model.zoneout_cell and model.zoneout_hidden are for the lstm's cell and hidden "
+                          f"state; model.type is {m.type}")
     if t.weight_decay and t.optimizer != "adam":
         raise ConfigError(f"{where}: train.weight_decay is AdamW's decoupled decay; it needs train.optimizer adam, "
                           f"not {t.optimizer}")

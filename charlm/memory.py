@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Config
 from .errors import TrainingError
-from .model import make_layers, param_shapes, window_shapes
+from .model import dropout_sites, make_layers, param_shapes, window_shapes
 from .optim import slot_names
 from .vocab import token_dtype
 
@@ -48,7 +48,7 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> Memor
         acts += 2 * _nbytes(shapes.values(), item) + _nbytes(layer.buffer_shapes("bwd", T, B).values(), item)
         acts += _nbytes(layer.scratch_shapes(T, B).values(), item)
     head_shapes, dropout_shapes = window_shapes(m, V, T, B)
-    dropout = (m.num_layers - 1) * _nbytes(dropout_shapes.values(), item) if m.dropout > 0 else 0
+    dropout = len(dropout_sites(m)) * _nbytes(dropout_shapes.values(), item)
     head = 2 * _nbytes(head_shapes.values(), item)
     ids = corpus_chars * token_dtype(V).itemsize * 2  # the ids, and the (stream, B) copy of the training split
     return MemoryEstimate({

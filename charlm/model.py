@@ -1,5 +1,5 @@
-"""The character model: L stacked recurrent layers, dropout between them, a linear head and
-a fused softmax + cross-entropy.
+"""The character model: L stacked recurrent layers, dropout between them (or variational
+dropout after each), a linear head and a fused softmax + cross-entropy.
 
 Shape letters: T time, B batch, V vocabulary, H hidden, L layers. Activations are feature-major,
 (H, T, B), and logits (V, T*B): see cells/base.py for why.
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .cells import CELLS, RNN
+from .cells import CELLS, LSTM, RNN
 from .cells.base import Buffers, cached_buffers, init_weights, row_sums
 from .config import ModelConfig
 
@@ -31,8 +31,17 @@ def window_shapes(cfg: ModelConfig, V: int, T: int, B: int) -> tuple[dict, dict]
     dropout site's). Allocation and memory.py's estimate both read them here."""
     H = cfg.hidden_size
     head = {"L": (V, T * B), "dH": (H, T, B)}  # logits, then probabilities, then dlogits; d loss / d top output
-    dropout = {"mask": (H, T, B), "dropped": (H, T, B)}
+    # A variational mask is one column per stream, the same at every step (broadcast over T).
+    dropout = {"mask": (H, 1, B) if cfg.variational_dropout else (H, T, B), "dropped": (H, T, B)}
     return head, dropout
+
+
+def dropout_sites(cfg: ModelConfig) -> list[int]:
+    """The layers whose outputs are dropped in training: every layer but the last with
+    ``dropout``; every layer, the last (the head's input) too, with ``variational_dropout``."""
+    if cfg.variational_dropout:
+        return list(range(cfg.num_layers))
+    return list(range(cfg.num_layers - 1)) if cfg.dropout else []
 
 
 def make_layers(cfg: ModelConfig, V: int):
@@ -41,7 +50,10 @@ def make_layers(cfg: ModelConfig, V: int):
     for l in range(cfg.num_layers):
         D = V if l == 0 else cfg.hidden_size
         extra = {"activation": cfg.activation} if cls is RNN else {}
-        layers.append(cls(D, cfg.hidden_size, onehot=(l == 0), dtype=cfg.dtype, **extra))
+        if cls is LSTM:
+            extra["zoneout"] = (cfg.zoneout_cell, cfg.zoneout_hidden)
+        layers.append(cls(D, cfg.hidden_size, onehot=(l == 0), dtype=cfg.dtype,
+                          recurrent_dropout=cfg.variational_dropout, **extra))
     return layers
 
 
@@ -97,15 +109,17 @@ class Model:
     def loss_and_grad(self, x, y, state, rng: np.random.Generator | None = None):
         """x, y (T, B) ids; state from ``zero_state`` -> (mean loss in nats, next state).
 
-        Fills ``self.grad``. ``rng`` draws the dropout masks; without one there is no dropout
-        (dynamic evaluation learns from scored text with the network it scored it with).
+        Fills ``self.grad``. ``rng`` draws the dropout and zoneout masks; without one there are
+        none, as at inference (dynamic evaluation learns from scored text with the network it
+        scored it with).
         """
         T, B = x.shape
-        p = self.cfg.dropout if rng is not None else 0.0
+        p = self.cfg.variational_dropout or self.cfg.dropout
+        sites = dropout_sites(self.cfg) if rng is not None else []
         inp, masks = x, []
         for l, layer in enumerate(self.layers):
-            out = layer.forward(inp, state[l])  # (H, T, B)
-            if p > 0 and l < len(self.layers) - 1:
+            out = layer.forward(inp, state[l], rng)  # (H, T, B)
+            if l in sites:
                 d = cached_buffers(self._head_bufs, (f"dropout{l}", T, B),
                                    lambda: Buffers(self.dtype, **window_shapes(self.cfg, self.V, T, B)[1]))
                 rng.random(dtype=self.dtype, out=d.mask)

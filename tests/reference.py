@@ -6,6 +6,10 @@ Weights use charlm's fused layout so the fast model's parameters can be compared
 Wx (G, D), Wh (G, H), b (G,), gate blocks of H rows in the order each cell's file names
 ([o, i, f, g] for the LSTM, [r, z, n] for the GRU). Column vectors: x_t (D, B), h_t (H, B).
 tests/test_reference.py checks that the fast cells compute exactly this.
+
+Training noise, where a test passes it: m, a layer's recurrent-dropout mask (H, B), multiplies
+h_{t-1} where it enters Wh (m = 1: none); u_c, u_h, the LSTM's zoneout masks of a step (1 where
+a unit takes its new value); a layer's output mask (H, B) multiplies every step's output.
 """
 
 from __future__ import annotations
@@ -24,66 +28,72 @@ def blocks(W, n):
 
 
 # ---- vanilla RNN -------------------------------------------------------------------------
-def rnn_step_forward(x, h_prev, p, activation="tanh"):
-    a = p["Wx"] @ x + p["Wh"] @ h_prev + p["b"][:, None]
+def rnn_step_forward(x, h_prev, p, activation="tanh", m=1.0):
+    a = p["Wx"] @ x + p["Wh"] @ (m * h_prev) + p["b"][:, None]
     h = np.tanh(a) if activation == "tanh" else np.maximum(a, 0.0)
-    return h, (x, h_prev, h)
+    return h, (x, m * h_prev, h, m)
 
 
 def rnn_step_backward(dh, cache, p, g, activation="tanh"):
-    x, h_prev, h = cache
+    x, h_rec, h, m = cache
     da = dh * (1.0 - h * h) if activation == "tanh" else dh * (h > 0)  # act' from the output
     g["Wx"] += da @ x.T
-    g["Wh"] += da @ h_prev.T
+    g["Wh"] += da @ h_rec.T
     g["b"] += da.sum(axis=1)
-    return p["Wx"].T @ da, p["Wh"].T @ da  # dx, dh_prev
+    return p["Wx"].T @ da, m * (p["Wh"].T @ da)  # dx, dh_prev
 
 
 # ---- LSTM --------------------------------------------------------------------------------
-def lstm_step_forward(x, h_prev, c_prev, p):
+def lstm_step_forward(x, h_prev, c_prev, p, m=1.0, u_c=1.0, u_h=1.0):
     Wxo, Wxi, Wxf, Wxg = blocks(p["Wx"], 4)
     Who, Whi, Whf, Whg = blocks(p["Wh"], 4)
     bo, bi, bf, bg = (b[:, None] for b in blocks(p["b"], 4))
-    o = sigmoid(Wxo @ x + Who @ h_prev + bo)
-    i = sigmoid(Wxi @ x + Whi @ h_prev + bi)
-    f = sigmoid(Wxf @ x + Whf @ h_prev + bf)
-    g = np.tanh(Wxg @ x + Whg @ h_prev + bg)
-    c = f * c_prev + i * g
-    h = o * np.tanh(c)
-    return h, c, (x, h_prev, c_prev, o, i, f, g, c)
+    h_rec = m * h_prev
+    o = sigmoid(Wxo @ x + Who @ h_rec + bo)
+    i = sigmoid(Wxi @ x + Whi @ h_rec + bi)
+    f = sigmoid(Wxf @ x + Whf @ h_rec + bf)
+    g = np.tanh(Wxg @ x + Whg @ h_rec + bg)
+    cn = f * c_prev + i * g
+    hn = o * np.tanh(cn)
+    c = u_c * cn + (1.0 - u_c) * c_prev  # zoneout: where u is 0 the unit keeps its value
+    h = u_h * hn + (1.0 - u_h) * h_prev
+    return h, c, (x, h_rec, c_prev, o, i, f, g, cn, m, u_c, u_h, c)
 
 
 def lstm_step_backward(dh, dc, cache, p, grads):
-    x, h_prev, c_prev, o, i, f, g, c = cache
-    tc = np.tanh(c)
-    do = dh * tc
-    dc = dc + dh * o * (1.0 - tc * tc)
-    df = dc * c_prev
-    di = dc * g
-    dg = dc * i
-    dc_prev = dc * f
+    x, h_rec, c_prev, o, i, f, g, cn, m, u_c, u_h, _ = cache
+    tc = np.tanh(cn)
+    dhn = u_h * dh
+    do = dhn * tc
+    dcn = u_c * dc + dhn * o * (1.0 - tc * tc)
+    df = dcn * c_prev
+    di = dcn * g
+    dg = dcn * i
+    dc_prev = dcn * f + (1.0 - u_c) * dc
     da = np.concatenate([do * o * (1 - o), di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g)])
     grads["Wx"] += da @ x.T
-    grads["Wh"] += da @ h_prev.T
+    grads["Wh"] += da @ h_rec.T
     grads["b"] += da.sum(axis=1)
-    return p["Wx"].T @ da, p["Wh"].T @ da, dc_prev  # dx, dh_prev, dc_prev
+    dh_prev = m * (p["Wh"].T @ da) + (1.0 - u_h) * dh
+    return p["Wx"].T @ da, dh_prev, dc_prev  # dx, dh_prev, dc_prev
 
 
 # ---- GRU (reset after the recurrent product, as cuDNN and PyTorch) ------------------------
-def gru_step_forward(x, h_prev, p):
+def gru_step_forward(x, h_prev, p, m=1.0):
     Wxr, Wxz, Wxn = blocks(p["Wx"], 3)
     Whr, Whz, Whn = blocks(p["Wh"], 3)
     br, bz, bn = (b[:, None] for b in blocks(p["b"], 3))
-    r = sigmoid(Wxr @ x + Whr @ h_prev + br)
-    z = sigmoid(Wxz @ x + Whz @ h_prev + bz)
-    hn = Whn @ h_prev + p["bhn"][:, None]
+    h_rec = m * h_prev  # what the recurrent products see; z mixes in h_prev itself
+    r = sigmoid(Wxr @ x + Whr @ h_rec + br)
+    z = sigmoid(Wxz @ x + Whz @ h_rec + bz)
+    hn = Whn @ h_rec + p["bhn"][:, None]
     n = np.tanh(Wxn @ x + bn + r * hn)
     h = (1.0 - z) * n + z * h_prev
-    return h, (x, h_prev, r, z, hn, n)
+    return h, (x, h_prev, h_rec, m, r, z, hn, n)
 
 
 def gru_step_backward(dh, cache, p, grads):
-    x, h_prev, r, z, hn, n = cache
+    x, h_prev, h_rec, m, r, z, hn, n = cache
     Wxr, Wxz, Wxn = blocks(p["Wx"], 3)
     Whr, Whz, Whn = blocks(p["Wh"], 3)
     dn = dh * (1.0 - z)
@@ -95,27 +105,29 @@ def gru_step_backward(dh, cache, p, grads):
     dar = dr * r * (1.0 - r)
     daz = dz * z * (1.0 - z)
     grads["Wx"] += np.concatenate([dar @ x.T, daz @ x.T, dan @ x.T])
-    grads["Wh"] += np.concatenate([dar @ h_prev.T, daz @ h_prev.T, dhn @ h_prev.T])
+    grads["Wh"] += np.concatenate([dar @ h_rec.T, daz @ h_rec.T, dhn @ h_rec.T])
     grads["b"] += np.concatenate([dar.sum(axis=1), daz.sum(axis=1), dan.sum(axis=1)])
     grads["bhn"] += dhn.sum(axis=1)
     dx = Wxr.T @ dar + Wxz.T @ daz + Wxn.T @ dan
-    dh_prev = dh_prev + Whr.T @ dar + Whz.T @ daz + Whn.T @ dhn
+    dh_prev = dh_prev + m * (Whr.T @ dar + Whz.T @ daz + Whn.T @ dhn)
     return dx, dh_prev
 
 
 # ---- a layer over a window: a loop over time ----------------------------------------------
-def layer_forward(kind, xs, state, p, activation="tanh"):
-    """xs: list of T inputs (D, B); state: tuple of (H, B) -> (list of T outputs, caches)."""
+def layer_forward(kind, xs, state, p, activation="tanh", m=1.0, zone=None):
+    """xs: list of T inputs (D, B); state: tuple of (H, B); m: the recurrent-dropout mask;
+    zone: the LSTM's zoneout masks, (u_c, u_h) each indexed by step -> (list of T outputs, caches)."""
     hs, caches = [], []
     h = state[0]
     c = state[1] if kind == "lstm" else None
-    for x in xs:
+    for t, x in enumerate(xs):
         if kind == "rnn":
-            h, cache = rnn_step_forward(x, h, p, activation)
+            h, cache = rnn_step_forward(x, h, p, activation, m)
         elif kind == "lstm":
-            h, c, cache = lstm_step_forward(x, h, c, p)
+            u_c, u_h = (zone[0][t], zone[1][t]) if zone is not None else (1.0, 1.0)
+            h, c, cache = lstm_step_forward(x, h, c, p, m, u_c, u_h)
         else:
-            h, cache = gru_step_forward(x, h, p)
+            h, cache = gru_step_forward(x, h, p, m)
         hs.append(h)
         caches.append(cache)
     return hs, caches
@@ -150,16 +162,21 @@ def onehot(ids, V):
     return x
 
 
-def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh"):
+def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh", noise=None):
     """params: name -> array as charlm names them (l0/Wx, ..., head/W, head/b); x, y (T, B)
-    ids; state: per layer a tuple of (H, B). -> (mean cross-entropy, name -> gradient)."""
+    ids; state: per layer a tuple of (H, B); noise: per layer a dict of its masks, "m" and
+    "zone" as layer_forward takes them and "out" (H, B) on its output (variational dropout).
+    -> (mean cross-entropy, name -> gradient)."""
     L = len(state)
     T, B = x.shape
+    noise = noise or [{} for _ in range(L)]
     layer_p = [{k.split("/")[1]: v for k, v in params.items() if k.startswith(f"l{l}/")} for l in range(L)]
     inputs = [onehot(x[t], V) for t in range(T)]
     caches = []
     for l in range(L):
-        inputs, cache = layer_forward(kind, inputs, state[l], layer_p[l], activation)
+        inputs, cache = layer_forward(kind, inputs, state[l], layer_p[l], activation, noise[l].get("m", 1.0),
+                                      noise[l].get("zone"))
+        inputs = [noise[l].get("out", 1.0) * h for h in inputs]
         caches.append(cache)
     W, b = params["head/W"], params["head/b"]
     loss, dhs = 0.0, []
@@ -176,6 +193,7 @@ def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh"):
         grads["head/b"] += dlogits.sum(axis=1)
         dhs.append(W.T @ dlogits)
     for l in reversed(range(L)):
+        dhs = [noise[l].get("out", 1.0) * dh for dh in dhs]
         dhs, _, g = layer_backward(kind, dhs, caches[l], layer_p[l], activation)
         grads.update({f"l{l}/{k}": v for k, v in g.items()})
     return loss / (T * B), grads

@@ -10,9 +10,9 @@ from charlm.model import Model
 V = 7
 
 
-def make(kind, layers, H=5, dropout=0.0, activation="tanh", seed=0):
+def make(kind, layers, H=5, dropout=0.0, activation="tanh", seed=0, **noise):
     m = Model(ModelConfig(type=kind, hidden_size=H, num_layers=layers, dropout=dropout,
-                          activation=activation, dtype="float64"), V)
+                          activation=activation, dtype="float64", **noise), V)
     m.init(np.random.default_rng(seed))
     m.flat += np.random.default_rng(seed + 1).normal(0, 0.3, m.flat.shape)  # break the zero biases
     return m
@@ -45,6 +45,28 @@ def test_parameter_gradients(kind, layers, T, B):
     x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
     state = [tuple(rng.normal(0, 0.5, (5, B)) for _ in s) for s in m.zero_state(B)]
     loss = lambda: m.loss_and_grad(x, y, state, np.random.default_rng(9))[0]  # same dropout masks
+    loss()
+    analytic = m.grad.copy()
+    numeric = numeric_grad(loss, m.flat)
+    for name, sl in m.slices.items():
+        assert rel_err(analytic[sl], numeric[sl]) < 1e-6, name
+
+
+NOISE = [("rnn", dict(variational_dropout=0.3)), ("gru", dict(variational_dropout=0.3)),
+         ("lstm", dict(variational_dropout=0.3)), ("lstm", dict(zoneout_cell=0.5, zoneout_hidden=0.3)),
+         ("lstm", dict(variational_dropout=0.2, zoneout_cell=0.4, zoneout_hidden=0.4))]
+
+
+@pytest.mark.parametrize("kind, noise", NOISE)
+@pytest.mark.parametrize("layers, T, B", [(2, 4, 3), (1, 1, 1)])
+@pytest.mark.parametrize("training", [True, False])
+def test_gradients_with_variational_dropout_and_zoneout(kind, noise, layers, T, B, training):
+    """The same masks at every evaluation (one seed); without an rng, zoneout's expectation."""
+    m = make(kind, layers, **noise)
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    state = [tuple(rng.normal(0, 0.5, (5, B)) for _ in s) for s in m.zero_state(B)]
+    loss = lambda: m.loss_and_grad(x, y, state, np.random.default_rng(9) if training else None)[0]
     loss()
     analytic = m.grad.copy()
     numeric = numeric_grad(loss, m.flat)

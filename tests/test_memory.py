@@ -11,10 +11,13 @@ from charlm.memory import MemoryEstimate, check_fits
 from charlm.train import Trainer
 
 
-@pytest.mark.parametrize("kind, H, L, dropout", [("lstm", 96, 2, 0.2), ("gru", 64, 3, 0.0), ("rnn", 200, 1, 0.0)])
-def test_memory_estimate_matches_what_a_run_allocates(corpus_file, tmp_path, kind, H, L, dropout):
-    cfg = load_config(None, [f"model.type={kind}", f"model.hidden_size={H}", f"model.num_layers={L}",
-                             f"model.dropout={dropout}", "data.batch_size=8", "data.seq_length=32"])
+@pytest.mark.parametrize("kind, H, L, noise", [
+    ("lstm", 96, 2, ["model.dropout=0.2"]), ("gru", 64, 3, []), ("rnn", 200, 1, []),
+    ("lstm", 96, 2, ["model.variational_dropout=0.2", "model.zoneout_cell=0.5", "model.zoneout_hidden=0.1"]),
+])
+def test_memory_estimate_matches_what_a_run_allocates(corpus_file, tmp_path, kind, H, L, noise):
+    cfg = load_config(None, [f"model.type={kind}", f"model.hidden_size={H}", f"model.num_layers={L}", *noise,
+                             "data.batch_size=8", "data.seq_length=32"])
     corpus = load_corpus(corpus_file)  # loading has its own short-lived peak, before the run
     tracemalloc.start()
     try:

@@ -20,9 +20,10 @@ def close(a, b, tol=1e-10):
     assert np.abs(np.asarray(a) - np.asarray(b)).max() <= tol * scale
 
 
-def random_layer(kind, activation, D, H, onehot, rng):
+def random_layer(kind, activation, D, H, onehot, rng, **noise):
     cls = CELLS[kind]
-    layer = cls(D, H, onehot=onehot, dtype="float64", **({"activation": activation} if kind == "rnn" else {}))
+    layer = cls(D, H, onehot=onehot, dtype="float64", **({"activation": activation} if kind == "rnn" else {}),
+                **noise)
     shapes = layer.param_shapes()
     p = {k: rng.normal(0, 0.5, s) for k, s in shapes.items()}
     layer.bind(p, {k: np.zeros(s) for k, s in shapes.items()})
@@ -78,6 +79,73 @@ def test_model_loss_and_gradients_match_the_reference(kind, activation, layers):
                                                activation)
     assert loss == pytest.approx(want_loss, rel=1e-12)
     assert set(want) == set(m.grads)
+    for name, g in m.grads.items():
+        close(g, want[name])
+
+
+def layer_noise(layer, T):
+    """The masks the fast layer drew for its last window, as the reference takes them."""
+    noise = {"m": 1.0 if layer._rmask is None else layer._rmask.copy()}
+    if getattr(layer, "_zone", None) is not None:
+        noise["zone"] = tuple([u] * T if isinstance(u, float) else [u[t].copy() for t in range(T)]
+                              for u in layer._zone)
+    return noise
+
+
+NOISY = [("rnn", "relu", dict(recurrent_dropout=0.4)), ("gru", "tanh", dict(recurrent_dropout=0.4)),
+         ("lstm", "tanh", dict(recurrent_dropout=0.4, zoneout=(0.5, 0.2))), ("lstm", "tanh", dict(zoneout=(0.3, 0.0)))]
+
+
+@pytest.mark.parametrize("kind, activation, noise", NOISY)
+@pytest.mark.parametrize("training", [True, False])
+def test_layer_with_recurrent_dropout_and_zoneout_matches_the_reference(kind, activation, noise, training):
+    rng = np.random.default_rng(5)
+    D, H, T, B = 6, 4, 6, 3
+    layer, p = random_layer(kind, activation, D, H, False, rng, **noise)
+    state = tuple(rng.normal(0, 0.5, (H, B)) for _ in layer.state_names)
+    x = rng.normal(0, 1, (D, T, B))
+    out = layer.forward(x, state, np.random.default_rng(6) if training else None).copy()
+    masks = layer_noise(layer, T)
+    assert (layer._rmask is not None) == (training and "recurrent_dropout" in noise)  # none at inference
+    if training:  # the masks are real draws: some units dropped, some kept, the same at every step
+        assert layer._rmask is None or 0 < (masks["m"] == 0).sum() < H * B
+        if "zone" in masks:
+            u_c = np.array(masks["zone"][0])
+            assert 0 < u_c.sum() < u_c.size
+            assert not all((u_c[t] == u_c[0]).all() for t in range(T))  # zoneout draws every step
+    want, caches = ref.layer_forward(kind, [x[:, t] for t in range(T)], state, p, activation, **masks)
+    for t in range(T):
+        close(out[:, t], want[t])
+    dout = rng.normal(0, 1, (H, T, B))
+    dx, dstate = layer.backward(dout.copy())
+    dxs, dstate_ref, grads = ref.layer_backward(kind, [dout[:, t] for t in range(T)], caches, p, activation)
+    for name in p:
+        close(layer.g[name], grads[name])
+    for a, b in zip(dstate, dstate_ref):
+        close(a, b)
+    for t in range(T):
+        close(dx[:, t], dxs[t])
+
+
+@pytest.mark.parametrize("kind, noise", [("gru", dict(variational_dropout=0.3)),
+                                         ("lstm", dict(variational_dropout=0.3, zoneout_cell=0.5, zoneout_hidden=0.1))])
+def test_model_with_variational_dropout_and_zoneout_matches_the_reference(kind, noise):
+    V, H, T, B, layers = 7, 5, 4, 3, 2
+    m = Model(ModelConfig(type=kind, hidden_size=H, num_layers=layers, dtype="float64", **noise), V)
+    m.init(np.random.default_rng(0))
+    m.flat += np.random.default_rng(1).normal(0, 0.3, m.flat.shape)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, V, (T, B)), rng.integers(0, V, (T, B))
+    state = [tuple(rng.normal(0, 0.5, (H, B)) for _ in s) for s in m.zero_state(B)]
+    loss, _ = m.loss_and_grad(x, y, state, np.random.default_rng(3))
+    masks = [layer_noise(layer, T) for layer in m.layers]
+    for l, n in enumerate(masks):  # one output mask per stream, the same at every step
+        out = m._head_bufs[(f"dropout{l}", T, B)].mask
+        assert out.shape == (H, 1, B) and 0 < (out == 0).sum() < H * B
+        n["out"] = out[:, 0].copy()
+    want_loss, want = ref.model_loss_and_grads(kind, {k: v.copy() for k, v in m.params.items()}, x, y, state, V,
+                                               noise=masks)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
     for name, g in m.grads.items():
         close(g, want[name])
 

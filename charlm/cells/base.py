@@ -32,8 +32,9 @@ class Layer:
     (``buffer_shapes``), its time loop (``recur``) and its BPTT loop with its local
     derivatives (``bptt``); everything around them is here.
 
-    forward(x, state) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else (D, T, B)
-    floats; state is a tuple of (H, B) arrays (``state_names``), read and not modified.
+    forward(x, state, rng=None) -> out (H, T, B); x is (T, B) int ids when ``onehot``, else
+    (D, T, B) floats; state is a tuple of (H, B) arrays (``state_names``), read and not
+    modified; rng, in training only, draws the window's masks (``draw_noise``).
     backward(dout (H, T, B)) -> (dx (D, T, B) or None for the one-hot layer, dstate: a tuple
     of (H, B) gradients of the initial state); fills ``g``.
     Outputs are views of reused buffers: valid until the next call of the same shape.
@@ -48,9 +49,13 @@ class Layer:
     sigmoid_rows = 0  # leading rows of the (G, .) gate block that go through a sigmoid
     state_names: tuple[str, ...] = ("h",)
 
-    def __init__(self, input_size: int, hidden_size: int, onehot: bool, dtype):
+    def __init__(self, input_size: int, hidden_size: int, onehot: bool, dtype, recurrent_dropout: float = 0.0):
         self.D, self.H, self.onehot = input_size, hidden_size, onehot
         self.dtype = np.dtype(dtype)
+        # Variational dropout of the recurrent state (Gal & Ghahramani 2016): in a training
+        # window, h_{t-1} enters Wh h_{t-1} times one mask per stream, the same at every step.
+        self.recurrent_dropout = recurrent_dropout
+        self._rmask: np.ndarray | None = None  # (H, B) this window's mask, scaled by 1/(1-p); None: off
         self.p: dict[str, np.ndarray] = {}
         self.g: dict[str, np.ndarray] = {}
         self._bufs: dict[tuple, Buffers] = {}
@@ -100,6 +105,9 @@ class Layer:
             shapes["_table"] = (G, D)  # _input_weights
         if self.onehot:
             shapes["_onehot"] = (min(D, T * B), T * B)  # project_backward
+        if self.recurrent_dropout > 0:
+            shapes["_rmask"] = (H, B)  # draw_noise
+            shapes["_h_rec"] = (H, B)  # recurrent_input
         return shapes
 
     def recur(self, fw: Buffers) -> None:
@@ -117,11 +125,35 @@ class Layer:
         """Between the Wh gradient and the projection's: for a cell whose recurrent and input
         pre-activations get different gradients (the GRU's candidate). Default: the same."""
 
+    def draw_noise(self, rng: np.random.Generator | None, fw: Buffers, B: int) -> None:
+        """The window's random masks from ``rng`` (training), or none (inference, rng None):
+        here the recurrent-dropout mask; the LSTM adds its zoneout masks."""
+        self._rmask = None
+        p = self.recurrent_dropout
+        if rng is not None and p > 0:
+            m = self._scratch("_rmask", 1, B)
+            rng.random(dtype=self.dtype, out=m)
+            np.greater_equal(m, p, out=m)
+            m *= 1.0 / (1.0 - p)  # inverted dropout: nothing to rescale at inference
+            self._rmask = m
+
+    def recurrent_input(self, h_prev: np.ndarray) -> np.ndarray:
+        """h_{t-1} (H, B) as Wh sees it: masked by recurrent dropout in a training window."""
+        if self._rmask is None:
+            return h_prev
+        return np.multiply(h_prev, self._rmask, out=self._scratch("_h_rec", 1, h_prev.shape[1]))
+
+    def mask_recurrent_grad(self, dh_prev: np.ndarray) -> None:
+        """In place: Wh^T d pre_t (H, B), the gradient of the masked h_{t-1}, becomes h_{t-1}'s."""
+        if self._rmask is not None:
+            dh_prev *= self._rmask
+
     # ---- forward and backward ---------------------------------------------------------
-    def forward(self, x, state):
+    def forward(self, x, state, rng: np.random.Generator | None = None):
         T, B = self.window_shape(x)
         fw = self.buffers("fwd", T, B)
         self.x, self.fw = x, fw
+        self.draw_noise(rng, fw, B)
         self.project(x, fw.pre, fw.gates)
         for name, s in zip(self.state_names, state):
             getattr(fw, name)[0] = s
@@ -142,7 +174,12 @@ class Layer:
         d_pre = fw.pre.reshape(G, T, B)  # dead once bptt returns: holds d_pre feature-major now
         np.copyto(d_pre, d_pre_steps.transpose(1, 0, 2))
         d_pre2 = d_pre.reshape(G, T * B)
-        np.matmul(d_pre2, fw.h_fm[:, :T].reshape(H, T * B).T, out=self.g["Wh"])  # dWh = sum_t d_pre_t h_{t-1}^T
+        h_prev = fw.h_fm[:, :T]
+        if self._rmask is not None:
+            # The inputs Wh saw; in place, because the layer's output (h_fm[:, 1:]) is dead now:
+            # the layers above and the head already have their gradients.
+            h_prev *= self._rmask[:, None, :]
+        np.matmul(d_pre2, h_prev.reshape(H, T * B).T, out=self.g["Wh"])  # dWh = sum_t d_pre_t h_{t-1}^T
         self.fix_projection_grad(d_pre, bw)
         return self.project_backward(self.x, d_pre2, bw.dx), dstate
 

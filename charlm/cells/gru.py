@@ -43,7 +43,7 @@ class GRU(Layer):
         pre, gates, hn, h, gh, rh = fw.pre, fw.gates, fw.hn, fw.h, fw.gh, fw.rh
         r, z, n = gate_views(gates, H)
         for t in range(pre.shape[0]):
-            np.matmul(Wh, h[t], out=gh)  # all three gates' recurrent products at once
+            np.matmul(Wh, self.recurrent_input(h[t]), out=gh)  # all three gates' recurrent products at once
             rz = gates[t, : 2 * H]
             np.add(pre[t, : 2 * H], gh[: 2 * H], out=rz)
             np.tanh(rz, out=rz)
@@ -86,6 +86,7 @@ class GRU(Layer):
             np.multiply(d_pre_n[t], local_r[t], out=d_r[t])
             np.multiply(d_pre_n[t], r[t], out=d_hn[t])
             np.matmul(WhT, d_pre[t], out=dh_next)
+            self.mask_recurrent_grad(dh_next)
             dh *= z[t]
             dh_next += dh  # dh_{t-1} = z dh_t + Wh^T [d pre_r, d pre_z, d hn]
         return d_pre, (dh_next,)

@@ -15,8 +15,8 @@ from .base import Layer
 class RNN(Layer):
     gates = 1
 
-    def __init__(self, input_size, hidden_size, onehot, dtype, activation="tanh"):
-        super().__init__(input_size, hidden_size, onehot, dtype)
+    def __init__(self, input_size, hidden_size, onehot, dtype, recurrent_dropout=0.0, activation="tanh"):
+        super().__init__(input_size, hidden_size, onehot, dtype, recurrent_dropout)
         self.activation = activation
 
     def buffer_shapes(self, kind, T, B):
@@ -29,7 +29,7 @@ class RNN(Layer):
         Wh, pre, z, h = self.p["Wh"], fw.pre, fw.gates, fw.h
         act = (lambda v, out: np.maximum(v, 0.0, out=out)) if self.activation == "relu" else np.tanh
         for t in range(pre.shape[0]):
-            np.matmul(Wh, h[t], out=z[t])
+            np.matmul(Wh, self.recurrent_input(h[t]), out=z[t])
             z[t] += pre[t]
             act(z[t], out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
 
@@ -47,4 +47,5 @@ class RNN(Layer):
             np.add(bw.dh_out[t], dh_next, out=dh)  # dh_t = from above + from step t+1
             d_pre[t] *= dh  # d pre_t = dh_t * act'
             np.matmul(WhT, d_pre[t], out=dh_next)  # dh_{t-1} = Wh^T d pre_t
+            self.mask_recurrent_grad(dh_next)
         return d_pre, (dh_next,)
