@@ -44,11 +44,17 @@ def test_same_seed_same_curve(corpus_file, tmp_path):
     assert [r["val_loss"] for r in losses(tmp_path / "c")] != [r["val_loss"] for r in a]
 
 
-@pytest.mark.parametrize("kind, opt, ema", [("lstm", "adam", 0.0), ("gru", "rmsprop", 0.9), ("rnn", "sgd", 0.0)])
-def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt, ema):
-    """Stop at step 13 (mid-epoch, dropout on, cosine schedule), resume: identical losses and
-    weights (and weight average)."""
-    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, "model.dropout": 0.1, "train.ema": ema,
+NOISY = {"model.variational_dropout": 0.1, "model.zoneout_cell": 0.3, "model.zoneout_hidden": 0.1}
+
+
+@pytest.mark.parametrize("kind, opt, ema, noise", [("lstm", "adam", 0.0, {"model.dropout": 0.1}),
+                                                   ("gru", "rmsprop", 0.9, {"model.dropout": 0.1}),
+                                                   ("rnn", "sgd", 0.0, {"model.dropout": 0.1}),
+                                                   ("lstm", "adam", 0.0, NOISY)])
+def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt, ema, noise):
+    """Stop at step 13 (mid-epoch, dropout or variational dropout and zoneout on, cosine
+    schedule), resume: identical losses and weights (and weight average)."""
+    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, **noise, "train.ema": ema,
                              "train.lr_schedule": "cosine", "train.warmup_steps": 5, "train.max_steps": 40,
                              "data.seq_length": 20, "data.batch_size": 8})
     cfg = load_config(None, over)
