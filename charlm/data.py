@@ -2,70 +2,74 @@
 
 Shape letters: N corpus length, B batch (streams), T window length (seq_length).
 
-Loading is two vectorised passes over byte chunks (count code points, then encode), so its
-cost is linear in the file size and its peak memory is the raw bytes plus the 1- or 2-byte
-token array plus one chunk; the text is never held as a Python string whole.
+Which files a corpus is made of: sources.py. Loading is two vectorised passes over byte
+chunks (count code points, then encode), so its cost is linear in the files' size and its peak
+memory is the 1- or 2-byte token array plus one chunk; the text is never held as a Python
+string whole.
 """
 
 from __future__ import annotations
 
 import codecs
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CorpusError
+from .sources import CorpusSource, Member, describe_listing, describe_skipped, list_files
 from .vocab import MAX_CODE_POINT, Vocab, code_points, describe_chars
 
 CHUNK_BYTES = 2 << 20  # temporaries per chunk are ~10x its size: keep them small
 
 
-def corpus_files(path: str | os.PathLike) -> list[Path]:
-    """A file, or the ``*.txt`` files under a directory in sorted order."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*.txt") if f.is_file() and not f.name.startswith("."))
-        if not files:
-            raise CorpusError(f"{p}: directory has no .txt files to train on")
-        return files
-    if not p.exists():
-        raise CorpusError(f"{p}: no such file or directory")
-    if not p.is_file():
-        raise CorpusError(f"{p}: not a regular file")
-    return [p]
+# Between two files whose first does not end with a newline, one is added, so a file's last
+# line never runs into the next file's first (what `cat` would not do). Nothing else marks a
+# boundary: a model of a source tree learns where files start from their own first lines.
+FILE_SEPARATOR = "\n"
+
+
+class UnreadableFile(CorpusError):
+    """A file that cannot be read as text; ``kind`` says why (binary, not UTF-8, unreadable,
+    empty). A directory's member with one is skipped; a named file's is the error."""
+
+    def __init__(self, message: str, kind: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def _decoded_chunks(path: Path, hasher=None):
-    """Yield the text of ``path`` in chunks; a ``CorpusError`` at the first byte that is not text.
-    ``hasher`` (a hashlib object) is fed the raw bytes."""
+    """Yield the text of ``path`` in chunks; an ``UnreadableFile`` at the first byte that is
+    not text. ``hasher`` (a hashlib object) is fed the raw bytes."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise CorpusError(f"{path}: cannot read: {e.strerror}") from None
+        raise UnreadableFile(f"{path}: cannot read: {e.strerror}", "unreadable") from None
     with f:
         while True:
-            raw = f.read(CHUNK_BYTES)
+            try:
+                raw = f.read(CHUNK_BYTES)
+            except OSError as e:
+                raise UnreadableFile(f"{path}: cannot read: {e.strerror}", "unreadable") from None
             if hasher is not None:
                 hasher.update(raw)
             nul = raw.find(b"\0")
             if nul >= 0:
-                raise CorpusError(
+                raise UnreadableFile(
                     f"{path}: looks like a binary file (NUL byte at offset {offset + nul}); "
-                    "charlm trains on UTF-8 text"
+                    "charlm trains on UTF-8 text", "binary"
                 )
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
-                raise CorpusError(
+                raise UnreadableFile(
                     f"{path}: not UTF-8 text: byte 0x{e.object[e.start]:02X} at offset {at} "
-                    f"({e.reason}); convert it first, e.g. iconv -f latin1 -t utf-8"
+                    f"({e.reason}); convert it first, e.g. iconv -f latin1 -t utf-8", "not UTF-8"
                 ) from None
             offset += len(raw)
             if text:
@@ -78,13 +82,16 @@ def _decoded_chunks(path: Path, hasher=None):
 class Corpus:
     """A whole corpus as token ids. ids (N,) uint8/uint16.
 
-    ``fingerprint``: its path, length in characters and the SHA-256 of its bytes (of the files
-    concatenated in order, for a directory): what a checkpoint records to know its data.
+    ``fingerprint``: its path(s), length in characters, number of files and a SHA-256 (of the
+    file's bytes for one file; of every file's name and SHA-256 for several): what a checkpoint
+    records to know its data. ``summary``: the line that says which files were read and which
+    skipped, when a directory or several paths were named ("" for one file).
     """
 
     ids: np.ndarray
     vocab: Vocab
     fingerprint: dict
+    summary: str = ""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -94,40 +101,107 @@ def describe_fingerprint(fp: dict) -> str:
     return f"{fp.get('path', '?')} ({fp.get('chars', 0):,} characters, sha256 {str(fp.get('sha256', '?'))[:12]})"
 
 
-def load_corpus(path: str | os.PathLike, vocab: Vocab | None = None) -> Corpus:
-    """Read UTF-8 text into token ids. Builds the vocabulary unless one is given."""
-    files = corpus_files(path)
-    counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64) if vocab is None else None
-    total, hasher = 0, hashlib.sha256()
-    for f in files:
-        n = 0
-        for text in _decoded_chunks(f, hasher):
-            n += len(text)
-            if counts is not None:
-                counts += np.bincount(code_points(text), minlength=len(counts))
-        if n == 0:
-            raise CorpusError(f"{f}: file is empty")
-        total += n
+@dataclass
+class _Scan:
+    """One file's first pass: its characters, bytes, SHA-256, code-point counts (when the
+    vocabulary is built) and whether it ends with a newline."""
+
+    chars: int
+    nbytes: int
+    sha256: str
+    counts: np.ndarray | None
+    ends_line: bool
+
+
+def _scan(path: Path, count: bool) -> _Scan:
+    hasher, n, last = hashlib.sha256(), 0, ""
+    counts = np.zeros(128, np.int64) if count else None
+    for text in _decoded_chunks(path, hasher):
+        n += len(text)
+        last = text[-1]
+        if count:
+            c = np.bincount(code_points(text))
+            if len(c) > len(counts):
+                counts = np.concatenate([counts, np.zeros(len(c) - len(counts), np.int64)])
+            counts[: len(c)] += c
+    if n == 0:
+        raise UnreadableFile(f"{path}: file is empty", "empty")
+    return _Scan(n, path.stat().st_size, hasher.hexdigest(), counts, last == FILE_SEPARATOR)
+
+
+def _readable(source: CorpusSource, count: bool) -> tuple[list[Member], list[_Scan], list[tuple[str, str]]]:
+    """The corpus's files that are text, their scans, and (name, reason) for every file left out."""
+    listing = list_files(source)
+    members, scans, skipped = [], [], list(listing.skipped)
+    for m in listing.members:
+        try:
+            scans.append(_scan(m.path, count))
+        except UnreadableFile as e:
+            if m.named:
+                raise
+            skipped.append((m.name, e.kind))
+            continue
+        members.append(m)
+    if not members:
+        raise CorpusError(f"{source.label}: no UTF-8 text files to read"
+                          + (f"; {describe_skipped(skipped)}" if skipped else ""))
+    return members, scans, skipped
+
+
+def load_corpus(spec, vocab: Vocab | None = None) -> Corpus:
+    """Read UTF-8 text into token ids: ``spec`` is a path, a list of paths or a
+    ``CorpusSource`` (sources.py: which files, in which order). Builds the vocabulary unless
+    one is given."""
+    source = CorpusSource.of(spec)
+    members, scans, skipped = _readable(source, count=vocab is None)
+    joins = [not s.ends_line for s in scans[:-1]] + [False]  # a FILE_SEPARATOR after this file
+    total = sum(s.chars for s in scans) + sum(joins)
     if vocab is None:
+        counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
+        for s in scans:
+            counts[: len(s.counts)] += s.counts
+        counts[ord(FILE_SEPARATOR)] += sum(joins)
         vocab = Vocab.from_counts(counts)
+    sep = vocab.ids_of_code_points(code_points(FILE_SEPARATOR))
+    if any(joins) and sep[0] < 0:
+        raise CorpusError(f"{source.label}: its files are joined with a newline, which is outside the "
+                          "checkpoint's vocabulary")
     ids = np.empty(total, dtype=vocab.dtype)
     at = 0
-    for f in files:
-        for text in _decoded_chunks(f):
+    for m, join in zip(members, joins):
+        for text in _decoded_chunks(m.path):
             chunk = vocab.ids_of_code_points(code_points(text))
             if (chunk < 0).any():
                 raise CorpusError(
-                    f"{f}: has characters outside the checkpoint's vocabulary: "
+                    f"{m.path}: has characters outside the checkpoint's vocabulary: "
                     f"{describe_chars(vocab.unknown(text))}"
                 )
+            if at + len(chunk) > total:
+                raise CorpusError(f"{m.path}: changed while it was being read; run again")
             ids[at : at + len(chunk)] = chunk
             at += len(chunk)
-    return Corpus(ids=ids, vocab=vocab, fingerprint={"path": str(path), "chars": total, "sha256": hasher.hexdigest()})
+        if join:
+            ids[at] = sep[0]
+            at += 1
+    if at != total:
+        raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
+    one = len(members) == 1 and members[0].named
+    digest = scans[0].sha256 if one else hashlib.sha256(
+        "".join(f"{m.name}\0{s.sha256}\n" for m, s in zip(members, scans)).encode("utf-8", "surrogateescape")
+    ).hexdigest()
+    fingerprint = {"path": source.label, "chars": total, "sha256": digest, "files": len(members)}
+    summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
+                                                              skipped)
+    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary)
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """A corpus (file or directory) as one string, for searching it (``novelty``)."""
-    return "".join(text for f in corpus_files(path) for text in _decoded_chunks(f))
+def read_text(spec) -> str:
+    """A corpus as one string, for searching it (``novelty``): the same files, joined the same
+    way, as ``load_corpus`` reads."""
+    members, scans, _ = _readable(CorpusSource.of(spec), count=False)
+    texts = ["".join(_decoded_chunks(m.path)) for m in members]
+    return "".join(t + FILE_SEPARATOR * (not s.ends_line and i < len(texts) - 1)
+                   for i, (t, s) in enumerate(zip(texts, scans)))
 
 
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:

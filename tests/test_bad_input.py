@@ -36,7 +36,9 @@ PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10" + bytes(range(256))
 
 CORPUS_CASES = {
     "missing": (lambda d: d / "nope.txt", "nope.txt: no such file or directory"),
-    "empty-dir": (lambda d: (d / "texts").mkdir() or d / "texts", "texts: directory has no .txt files"),
+    "empty-dir": (lambda d: (d / "texts").mkdir() or d / "texts", "texts: no UTF-8 text files to read"),
+    "dir-of-binaries": (lambda d: write(d / "imgs" / "a.png", PNG).parent,
+                        "imgs: no UTF-8 text files to read; skipped 1 (binary 1: a.png)"),
     "empty-file": (lambda d: write(d / "e.txt", b""), "e.txt: file is empty"),
     "nul-bytes": (lambda d: write(d / "b.txt", b"hello\x00world" * 100), "b.txt: looks like a binary file (NUL byte at offset 5)"),
     "image": (lambda d: write(d / "img.txt", PNG), "img.txt: looks like a binary file (NUL byte at offset 8)"),

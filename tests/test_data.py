@@ -5,13 +5,17 @@ from charlm.data import Batches, eval_windows, load_corpus, split
 from charlm.errors import CorpusError
 
 
-def test_load_file_and_directory_in_sorted_order(tmp_path):
-    (tmp_path / "b.txt").write_text("world", encoding="utf-8")
-    (tmp_path / "a.txt").write_text("hello ", encoding="utf-8")
-    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
-    c = load_corpus(tmp_path)
-    assert c.vocab.decode(c.ids) == "hello world"
+def test_load_file_and_directory_in_sorted_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "b.txt").write_text("world\n", encoding="utf-8")
+    (tmp_path / "d" / "a.txt").write_text("hello ", encoding="utf-8")
+    (tmp_path / "d" / "skip.bin").write_bytes(b"\x00\x01")
+    c = load_corpus("d")
+    assert c.vocab.decode(c.ids) == "hello \nworld\n"  # a newline joins a file that lacks one to the next
     assert c.ids.dtype == np.uint8
+    assert c.fingerprint["files"] == 2
+    assert c.summary == "corpus: read 2 files (12 bytes) from d; skipped 1 (binary 1: skip.bin)"
 
 
 def test_crlf_and_multibyte_kept(tmp_path):
@@ -46,7 +50,7 @@ def _write(d, name, data):
     "name, data, message",
     [
         ("missing.txt", False, "no such file"),
-        ("emptydir", None, "no .txt files"),
+        ("emptydir", None, "no UTF-8 text files to read"),
         ("e.txt", b"", "empty"),
         ("l.txt", "caf\xe9 ok".encode("latin-1"), "not UTF-8.*offset 3"),
         ("n.txt", b"abc\x00def", "binary.*offset 3"),

@@ -7,20 +7,23 @@ import click
 from ..baseline import corpus_baseline
 from ..data import load_corpus
 from ..score import LN2
+from ..sources import CorpusSource
 from .base import Finite, dumps, main, option
 
 
 @main.command()
-@click.argument("corpus", type=click.Path(path_type=str))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
+@option("--include", multiple=True, metavar="GLOB", help="In a directory, read only files matching GLOB, as train.")
+@option("--exclude", multiple=True, metavar="GLOB", help="In a directory, skip files matching GLOB, as train.")
 @option("--order", default=5, type=click.IntRange(1, 10), help="n of the n-gram model (characters of context + 1).")
 @option("--val-fraction", default=0.1, type=Finite(0, 0.99, lo_open=True),
         help="The last fraction of the corpus scored, as data.val_fraction in training.")
 @option("--json", "as_json", is_flag=True, help="One JSON object.")
-def baseline(corpus, order, val_fraction, as_json):
+def baseline(corpus, include, exclude, order, val_fraction, as_json):
     """Bits per character of an interpolated Kneser-Ney n-gram model and a unigram model,
     fitted on CORPUS's training split and scored on its validation split: the numbers an RNN
-    has to beat."""
-    b = corpus_baseline(load_corpus(corpus), val_fraction, order)
+    has to beat. CORPUS: files and directories, read as train reads them."""
+    b = corpus_baseline(load_corpus(CorpusSource(tuple(corpus), tuple(include), tuple(exclude))), val_fraction, order)
     if as_json:
         click.echo(dumps(b.to_dict()))
         return

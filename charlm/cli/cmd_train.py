@@ -21,6 +21,7 @@ from ..data import describe_fingerprint, load_corpus
 from ..memory import available_memory, format_bytes
 from ..rundir import checkpoint_path
 from ..score import LN2
+from ..sources import CorpusSource
 from ..train import Reporter, Trainer
 from .base import Finite, dumps, main, option
 
@@ -123,7 +124,12 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 
 
 @main.command()
-@click.argument("corpus", type=click.Path(path_type=str))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
+@option("--include", multiple=True, metavar="GLOB",
+        help="In a directory, read only files whose path under it matches GLOB (repeatable; * also matches /, "
+             "so '*.py' finds every Python file).")
+@option("--exclude", multiple=True, metavar="GLOB", help="In a directory, skip files whose path under it matches "
+        "GLOB (repeatable), e.g. 'tests/*'.")
 @option("--config", "config_path", type=click.Path(path_type=str), default=None,
         show_default="built-in defaults", help="YAML config with sections model, data, train (every key optional).")
 @option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -152,9 +158,11 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--json", "as_json", is_flag=True,
         help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
-def train(corpus, config_path, overrides, out_dir, resume, overwrite, source, allow_new_corpus, minutes, dry_run,
-          as_json, quiet):
-    """Train a model on CORPUS (a UTF-8 file, or a directory of .txt files read in sorted order).
+def train(corpus, include, exclude, config_path, overrides, out_dir, resume, overwrite, source, allow_new_corpus,
+          minutes, dry_run, as_json, quiet):
+    """Train a model on CORPUS: one or more UTF-8 files or directories. A directory is read
+    recursively in sorted order; files that are not UTF-8 text are skipped, and a line says
+    which.
 
     A directory that holds a run is never overwritten unless --overwrite is given.
     Every config key and its default: charlm keys.
@@ -168,6 +176,7 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, source, al
     if minutes is not None and resume:
         raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
                                "--set train.max_minutes=...)")
+    corpus = CorpusSource(tuple(corpus), tuple(include), tuple(exclude))
     reporter = TqdmReporter(quiet, as_json)
     blas_note = forced_core_note()  # before --minutes times the candidates: it explains slow steps
     if blas_note and not (quiet or as_json):
@@ -188,6 +197,9 @@ def train(corpus, config_path, overrides, out_dir, resume, overwrite, source, al
     else:
         cfg = load_config(config_path, list(overrides))
         trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+    if trainer.corpus.summary and not quiet:
+        click.echo(dumps({"event": "corpus", "summary": trainer.corpus.summary, **trainer.corpus.fingerprint})
+                   if as_json else trainer.corpus.summary)
     if dry_run:
         return _dry_run(trainer, as_json, blas_note)
     if not quiet and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
@@ -236,10 +248,16 @@ def _finetune_trainer(corpus_path, source, minutes, config_path, overrides, out_
         shown = "the bundled model" if source == "bundled" else ck.meta["path"]
         budget = "" if minutes is None else f" for {minutes:g} minute{'' if minutes == 1 else 's'}"
         click.echo(f"fine-tuning {choice.name} from {shown}{budget}: " + "; ".join(choice.notes))
-    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{Path(corpus_path).stem}-from-{label}")
+    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{_stem(corpus_path)}-from-{label}")
     finetune.check_same_size(cfg, ck)
     corpus = finetune.encode_for(ck, corpus)
     return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, start=finetune.start(ck, corpus, cfg))
+
+
+def _stem(source: CorpusSource) -> str:
+    """A run's name for the corpus: the first path's file name without its suffix."""
+    p = Path(source.paths[0]).resolve()
+    return p.stem if p.is_file() else p.name
 
 
 def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:

@@ -1,0 +1,142 @@
+"""Corpora the way people keep them: several paths, directory trees with binary files, hidden
+folders, links and filters (charlm/sources.py, charlm/data.py)."""
+
+import json
+import os
+
+import pytest
+
+import charlm.data as data
+from charlm.data import load_corpus, read_text
+from charlm.errors import CorpusError
+from charlm.sources import CorpusSource, list_files
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
+
+
+def tree(root, files):
+    for name, content in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        (p.write_bytes if isinstance(content, bytes) else p.write_text)(content)
+    return root
+
+
+@pytest.fixture
+def src(tmp_path, monkeypatch):
+    """A small source tree, read from its parent so that names are short."""
+    monkeypatch.chdir(tmp_path)
+    return tree(tmp_path / "src", {
+        "pkg/__init__.py": "from .mod import f\n",
+        "pkg/mod.py": "def f():\n    return 1\n",
+        "pkg/logo.png": PNG,
+        "pkg/latin.txt": "caf\xe9\n".encode("latin-1"),
+        "pkg/empty.py": "",
+        "README.md": "# src\n",
+        "tests/test_mod.py": "def test_f():\n    assert f() == 1",
+        ".git/config": "[core]\n",
+        ".hidden.py": "x = 1\n",
+    })
+
+
+def test_a_tree_reads_its_text_files_in_order_and_says_what_it_skipped(src):
+    c = load_corpus("src")
+    assert c.vocab.decode(c.ids) == ("# src\n" "from .mod import f\n" "def f():\n    return 1\n"
+                                     "def test_f():\n    assert f() == 1")
+    assert c.fingerprint["files"] == 4
+    assert c.summary == ("corpus: read 4 files (80 bytes) from src; skipped 5 (hidden 2, empty 1, not UTF-8 1, "
+                         "binary 1: .git, .hidden.py, pkg/empty.py, ...)")
+
+
+def test_include_and_exclude_filter_the_relative_path(src):
+    only_py = load_corpus(CorpusSource(("src",), include=("*.py",)))
+    assert only_py.fingerprint["files"] == 3  # *.py crosses directories; the empty one is skipped
+    assert "# src" not in only_py.vocab.decode(only_py.ids)
+    no_tests = load_corpus(CorpusSource(("src",), include=("*.py",), exclude=("tests/*",)))
+    assert no_tests.vocab.decode(no_tests.ids) == "from .mod import f\ndef f():\n    return 1\n"
+    assert no_tests.summary.startswith("corpus: read 2 files (41 bytes) from src --include *.py --exclude tests/*;")
+
+
+def test_several_paths_keep_their_order_and_files_are_joined_by_a_newline(tmp_path):
+    a = tree(tmp_path, {"a.txt": "one", "b.txt": "two\n", "c.txt": "three"})
+    c = load_corpus([a / "c.txt", a / "a.txt", a / "b.txt"])
+    assert c.vocab.decode(c.ids) == "three\none\ntwo\n"
+    assert read_text([a / "c.txt", a / "a.txt", a / "b.txt"]) == "three\none\ntwo\n"  # the novelty check's text
+
+
+def test_the_fingerprint_covers_the_file_list_and_the_contents(tmp_path):
+    d = tree(tmp_path / "d", {"a.txt": "hello\n", "b.txt": "world\n"})
+    first = load_corpus(d).fingerprint
+    os.rename(d / "b.txt", d / "c.txt")  # same text, same order, another name
+    renamed = load_corpus(d).fingerprint
+    (d / "c.txt").write_text("worle\n")
+    changed = load_corpus(d).fingerprint
+    assert first["chars"] == renamed["chars"] == changed["chars"]
+    assert len({first["sha256"], renamed["sha256"], changed["sha256"]}) == 3
+    single = tree(tmp_path, {"one.txt": "hello\n"}) / "one.txt"
+    import hashlib
+
+    assert load_corpus(single).fingerprint["sha256"] == hashlib.sha256(b"hello\n").hexdigest()  # as before
+
+
+def test_a_symlink_loop_is_read_once(tmp_path):
+    d = tree(tmp_path / "d", {"a.txt": "hello\n", "sub/b.txt": "world\n"})
+    os.symlink("..", d / "sub" / "up")
+    os.symlink("sub", d / "same")
+    c = load_corpus(d)
+    assert c.vocab.decode(c.ids) == "hello\nworld\n"
+    assert c.summary.endswith("skipped 2 (read already 2: same/up, sub)")  # the loop, and sub seen as same
+
+
+def test_broken_links_fifos_and_unreadable_files_are_skipped(tmp_path, monkeypatch):
+    d = tree(tmp_path / "d", {"a.txt": "hello\n", "locked.txt": "secret\n"})
+    os.symlink("nowhere", d / "broken.txt")
+    os.mkfifo(d / "pipe")  # opening it would block forever
+    real_open = open
+
+    def fake_open(path, *a, **k):  # root reads any file whatever its mode: deny this one by hand
+        if str(path).endswith("locked.txt"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(data, "open", fake_open, raising=False)
+    c = load_corpus(d)
+    assert c.vocab.decode(c.ids) == "hello\n"
+    for kind in ("broken symbolic link 1", "not a regular file 1", "unreadable 1"):
+        assert kind in c.summary
+    with pytest.raises(CorpusError, match="locked.txt: cannot read: Permission denied"):
+        load_corpus(d / "locked.txt")  # a file named on the command line is an error instead
+
+
+def test_a_named_file_is_read_whatever_its_name_and_filters_do_not_apply(tmp_path):
+    f = tree(tmp_path, {"notes.md": "# notes\n"}) / "notes.md"
+    c = load_corpus(CorpusSource((str(f),), include=("*.txt",)))
+    assert c.vocab.decode(c.ids) == "# notes\n" and c.summary == ""
+
+
+def test_listing_is_stable_whatever_the_directory_order(tmp_path):
+    d = tree(tmp_path / "d", {name: "x\n" for name in ("b/z.txt", "a.txt", "b.txt", "a/y.txt", "B.txt")})
+    assert [m.name for m in list_files(CorpusSource((str(d),))).members] == \
+        ["B.txt", "a.txt", "a/y.txt", "b.txt", "b/z.txt"]
+
+
+def test_train_on_a_source_tree_with_include(src):
+    from click.testing import CliRunner
+
+    from charlm.cli import main
+
+    from .conftest import tiny_overrides
+
+    tree(src, {f"pkg/gen{i}.py": f"def g{i}(x):\n    return x * {i}\n" * 20 for i in range(5)})
+    sets = [a for kv in tiny_overrides(**{"train.max_steps": 4, "data.val_fraction": 0.2}) for a in ("--set", kv)]
+    r = CliRunner().invoke(main, ["train", "src", "--include", "*.py", "--exclude", "tests/*", *sets,
+                                  "--out", "run", "-q"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["train", "src/", "--include", "*.py", "--exclude", "tests/*", *sets,
+                                  "--out", "run2", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "corpus: read 7 files (" in r.output and "from src/ --include *.py --exclude tests/*; skipped 3 " \
+        "(hidden 2, empty 1: .git, .hidden.py, pkg/empty.py)" in r.output
+    r = CliRunner().invoke(main, ["baseline", "src", "src/README.md", "--include", "*.py", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["train_chars"] > 1000
