@@ -100,6 +100,10 @@ class TrainConfig:
     epochs: float | None = _opt(10, "stop after this many passes over the training split", lo=0.0, lo_open=True, optional=True)
     max_minutes: float | None = _opt(None, "stop after this much wall-clock training time", lo=0.0, lo_open=True, optional=True)
     eval_every: int = _opt(500, "steps between validation passes", lo=1)
+    eval_chars: int | None = _opt(250_000, "characters of the validation split that each evaluation scores: the "
+                                  "same evenly spaced stretches every time, so curves compare, and a cost that does "
+                                  "not grow with the corpus (null: all of it; train --full-eval scores all of it once "
+                                  "at the end)", lo=1000, optional=True)
     patience: int | None = _opt(None, "early stopping: stop after this many evaluations without an improvement "
                                 "of at least min_delta in the network's validation loss (null: off)", lo=1,
                                 optional=True)

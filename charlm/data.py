@@ -240,6 +240,18 @@ class Batches:
         return self._tb[s : s + self.T], self._tb[s + 1 : s + self.T + 1]
 
 
+def eval_sample(ids: np.ndarray, max_chars: int | None, pieces: int) -> np.ndarray:
+    """At most ``max_chars`` of ``ids`` (M,) for a bounded evaluation: ``pieces`` stretches of
+    equal length, evenly spaced over all of it, joined (a copy of max_chars ids); ``ids`` itself
+    when it is no longer or max_chars is None. The same ids every time for the same arguments."""
+    if max_chars is None or len(ids) <= max_chars:
+        return ids
+    pieces = max(1, min(pieces, max_chars // 2))
+    length = max_chars // pieces
+    starts = np.linspace(0, len(ids) - length, pieces).astype(np.int64)
+    return np.concatenate([ids[s : s + length] for s in starts])
+
+
 def eval_windows(ids: np.ndarray, batch_size: int, seq_length: int):
     """Cover (nearly) all of ``ids`` with up to ``batch_size`` streams for evaluation.
 

@@ -3,7 +3,7 @@ describes and chooses among its files. Everything else asks ``RunDir`` or ``chec
 
     last.npz        the latest checkpoint, resumable: every train.checkpoint_every steps and at the end
     best.npz        the checkpoint at the lowest validation loss
-    metrics.jsonl   one JSON object per evaluation, and events (a new corpus) with an "event" key
+    metrics.jsonl   one JSON object per evaluation, and events (a new corpus, a full evaluation) with an "event" key
     samples.jsonl   the sample generated at each evaluation
     .lock           the running trainer (runlock.py)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import SECTIONS, Config
-from .data import Batches, Corpus, describe_fingerprint, load_corpus, split
+from .data import Batches, Corpus, describe_fingerprint, eval_sample, load_corpus, split
 from .errors import CheckpointError, CorpusError, TrainingError
 from .memory import check_fits, training_memory
 from .mixture import Mixture, cross_fitted_nats
@@ -73,6 +73,8 @@ class Reporter:
     def step(self, progress: Progress) -> None: ...
 
     def evaluated(self, record: dict) -> None: ...
+
+    def evaluated_full(self, record: dict) -> None: ...
 
     def sampled(self, record: dict) -> None: ...
 
@@ -170,6 +172,9 @@ class Trainer:
         check_fits(self.memory)  # before the model, optimizer or buffers are allocated
         d = config.data
         self.train_ids, self.val_ids = split(self.corpus.ids, d.val_fraction)
+        # What each periodic evaluation scores: the whole split, or a fixed sample of it (one
+        # stretch per evaluation stream) when train.eval_chars is smaller.
+        self.eval_ids = eval_sample(self.val_ids, config.train.eval_chars, d.batch_size)
         self.batches = Batches(self.train_ids, d.batch_size, d.seq_length, name=self.corpus.fingerprint["path"])
         self.train_chars = len(self.train_ids)
         self.model = Model(config.model, len(self.vocab))
@@ -320,19 +325,34 @@ class Trainer:
             np.copyto(self.model.flat, trained)
 
     def evaluate(self) -> dict:
-        """The validation split's loss (the averaged weights', with train.ema), as a metrics record."""
+        """The loss on the evaluation sample of the validation split (``eval_ids``; the averaged
+        weights', with train.ema), as a metrics record."""
         with self.averaged():
             return self._evaluate()
 
+    def evaluate_full(self) -> dict:
+        """The whole validation split's loss, once, as a metrics.jsonl event (``val_loss_full``,
+        and the network's alone with a mixture); the run's evaluation state is untouched."""
+        d = self.config.data
+        with self.averaged():
+            if self.ngram is None:
+                return {"event": "full_eval", "step": self.state.step, "val_chars_full": len(self.val_ids),
+                        "val_loss_full": evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)}
+            net = char_nats(self.model, self.val_ids, d.batch_size, d.seq_length)
+            kn = self.ngram.nats(self.val_ids[1 : len(net) + 1], before=self.val_ids[:1])
+            val, _ = cross_fitted_nats(net, kn)
+            return {"event": "full_eval", "step": self.state.step, "val_chars_full": len(self.val_ids),
+                    "val_loss_full": val, "val_loss_net_full": float(net.mean())}
+
     def _evaluate(self) -> dict:
-        d, st = self.config.data, self.state
+        d, st, ids = self.config.data, self.state, self.eval_ids
         mixed = {}
         if self.ngram is None:
-            val = evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)
+            val = evaluate(self.model, ids, d.batch_size, d.seq_length)
         else:
-            net = char_nats(self.model, self.val_ids, d.batch_size, d.seq_length)  # of val_ids[1 .. M]
+            net = char_nats(self.model, ids, d.batch_size, d.seq_length)  # of ids[1 .. M]
             if self._val_kn_nats is None:
-                self._val_kn_nats = self.ngram.nats(self.val_ids[1 : len(net) + 1], before=self.val_ids[:1])
+                self._val_kn_nats = self.ngram.nats(ids[1 : len(net) + 1], before=ids[:1])
             val, st.mix_weight = cross_fitted_nats(net, self._val_kn_nats)
             mixed = {"val_loss_net": float(net.mean()), "mix_weight": st.mix_weight}
         st.last_val = val
@@ -350,16 +370,18 @@ class Trainer:
             st.stale_evals += 1
         return record
 
-    def run(self, should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    def run(self, should_stop: Callable[[], bool] = lambda: False, full_eval: bool = False) -> TrainResult:
+        """Train until a budget is spent or ``should_stop()``; with ``full_eval``, then score the
+        whole validation split once (``evaluate_full``; metrics.jsonl gets its record)."""
         self.run_dir.create()
         with RunLock(self.out_dir):
             self.run_dir.claim(self.overwrite, self.resumed_from)
             self.run_dir.prepare(self.state.step)
             for event in self.events:
                 self.run_dir.append("metrics.jsonl", event, self.state.step)
-            return self._loop(should_stop)
+            return self._loop(should_stop, full_eval)
 
-    def _loop(self, should_stop) -> TrainResult:
+    def _loop(self, should_stop, full_eval) -> TrainResult:
         t_cfg, has_val, st = self.config.train, len(self.val_ids) >= 2, self.state
         self.reporter.start(self.info())
         reason = self._spent()
@@ -392,6 +414,10 @@ class Trainer:
                 if reason is None and should_stop():
                     reason = "interrupted"
                     self.save("last.npz")
+            if full_eval and has_val and reason != "interrupted":
+                record = self.evaluate_full()
+                self.run_dir.append("metrics.jsonl", record, st.step)
+                self.reporter.evaluated_full(record)
             result = TrainResult(self.out_dir, st.step, st.epoch, st.best_val, st.last_val, reason)
             self.reporter.stopped(result)
         finally:

@@ -9,6 +9,7 @@ from charlm.checkpoint import load_checkpoint
 from charlm.config import TrainConfig, load_config
 from charlm.errors import CheckpointError, CorpusError, RunExistsError, TrainingError
 from charlm.optim import OPTIMIZERS, make_optimizer
+from charlm.rundir import RunDir, read_records
 from charlm.sample import generate
 from charlm.schedule import Budget
 from charlm.score import evaluate
@@ -254,3 +255,23 @@ def test_train_state_round_trips_through_checkpoint_metadata():
     assert back.epochs(6) == 1.5
     with pytest.raises(CheckpointError, match="lacks training progress"):
         TrainState.from_meta({"step": 1})
+
+
+def test_evaluation_scores_a_fixed_sample_and_full_eval_the_whole_split(corpus_file, tmp_path):
+    from charlm.data import eval_sample
+
+    ids = np.arange(10_000, dtype=np.int64)
+    a, b = eval_sample(ids, 2000, 8), eval_sample(ids, 2000, 8)
+    np.testing.assert_array_equal(a, b)  # the same characters at every evaluation
+    assert len(a) == 2000 and a[0] == 0 and a[-1] == 9_999  # eight stretches spread over all of it
+    assert eval_sample(ids, 20_000, 8) is ids and eval_sample(ids, None, 8) is ids
+    cfg = load_config(None, tiny_overrides(**{"train.eval_chars": 1000, "data.val_fraction": 0.3,
+                                              "model.ngram_order": 3}))
+    tr = Trainer(cfg, corpus_file, tmp_path / "r")
+    assert len(tr.eval_ids) == 1000 < len(tr.val_ids)
+    tr.run(full_eval=True)
+    records = read_records(tmp_path / "r" / "metrics.jsonl")
+    full = [r for r in records if r.get("event") == "full_eval"]
+    assert len(full) == 1 and full[0]["val_chars_full"] == len(tr.val_ids) and full[0]["step"] == 30
+    assert full[0]["val_loss_full"] != records[-2]["val_loss"]  # another text than the sample
+    assert len(RunDir(tmp_path / "r").evaluations()) == 3  # the event is not an evaluation

@@ -77,6 +77,14 @@ class TqdmReporter(Reporter):
         self._say(f"step {r['step']} epoch {r['epoch']:.2f}: train {train}, val {r['val_loss']:.4f} nats "
                   f"({r['val_bpc']:.4f} bits) per char{passed}, lr {r['lr']:.3g}, {r['chars_per_s']:,.0f} chars/s")
 
+    def evaluated_full(self, r):
+        if self.as_json:
+            click.echo(dumps(r))
+            return
+        net = f" (network alone {r['val_loss_net_full']:.4f})" if "val_loss_net_full" in r else ""
+        self._say(f"the whole validation split ({r['val_chars_full']:,} characters) at step {r['step']}: "
+                  f"{r['val_loss_full']:.4f} nats per char{net}")
+
     def sampled(self, s):
         if self.as_json:
             click.echo(dumps({"event": "sample", **s}))
@@ -155,11 +163,14 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--dry-run", is_flag=True,
         help="Show the resolved config, a corpus and vocabulary audit, parameters, memory and time per epoch; "
              "train nothing, write nothing.")
+@option("--full-eval", is_flag=True,
+        help="When training stops, score the whole validation split once (periodic evaluations score "
+             "train.eval_chars of it); with --resume on a finished run, only that.")
 @option("--json", "as_json", is_flag=True,
         help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
 def train(corpus, include, exclude, config_path, overrides, out_dir, resume, overwrite, source, allow_new_corpus,
-          minutes, dry_run, as_json, quiet):
+          minutes, dry_run, full_eval, as_json, quiet):
     """Train a model on CORPUS: one or more UTF-8 files or directories. A directory is read
     recursively in sorted order; files that are not UTF-8 text are skipped, and a line says
     which.
@@ -205,7 +216,7 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
     if not quiet and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
         reporter.baseline = corpus_baseline(trainer.corpus, trainer.config.data.val_fraction)
     with _StopFlag() as stop:
-        result = trainer.run(should_stop=stop)
+        result = trainer.run(should_stop=stop, full_eval=full_eval)
     if not as_json:
         best = "-" if result.best_val is None else f"{result.best_val:.4f}"
         reason = STOP_REASONS.get(result.reason, result.reason)
