@@ -41,9 +41,20 @@ def flags_of(char: str, count: int) -> list[str]:
     return flags
 
 
+COUNT_CHUNK = 1 << 22  # np.bincount widens its input to int64: 8x a chunk, never 8x the corpus
+
+
+def count_ids(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in ids (N,), chunk by chunk: (vocab_size,) int64."""
+    counts = np.zeros(vocab_size, np.int64)
+    for i in range(0, len(ids), COUNT_CHUNK):
+        counts += np.bincount(ids[i : i + COUNT_CHUNK], minlength=vocab_size)
+    return counts
+
+
 def audit(corpus: Corpus) -> list[CharCount]:
     """Every character of the vocabulary with its count in the corpus and its flags, by id."""
-    counts = np.bincount(corpus.ids, minlength=len(corpus.vocab))
+    counts = count_ids(corpus.ids, len(corpus.vocab))
     return [CharCount(c, int(n), flags_of(c, int(n))) for c, n in zip(corpus.vocab.chars, counts)]
 
 
