@@ -213,8 +213,10 @@ def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]
 class Batches:
     """char-rnn batching: ``B`` contiguous streams, window ``k`` is the next ``T`` of each.
 
-    ``window(k)`` -> x (T, B), y (T, B) contiguous ids, y the characters after x. The hidden
-    state carries from window k to k+1 because stream b continues in column b.
+    ``window(k)`` -> x (T, B), y (T, B) ids, y the characters after x. The hidden state carries
+    from window k to k+1 because stream b continues in column b. Each window is gathered from
+    ``ids`` when it is asked for, so the split is never copied: it may be a memory-mapped file
+    larger than memory, of which only the pages being read are resident.
     """
 
     def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, name: str = "corpus"):
@@ -225,19 +227,19 @@ class Batches:
                 f"{batch_size} x (seq_length {seq_length} + 1) needs at least {need}; "
                 "use a longer corpus or a smaller batch_size/seq_length"
             )
-        self.B, self.T = batch_size, seq_length
+        self.B, self.T, self.ids = batch_size, seq_length, ids
         stream_len = len(ids) // batch_size
         self.num_windows = (stream_len - 1) // seq_length
-        # (stream_len, B): stream b is column b, so a window is one contiguous row slice.
-        self._tb = np.ascontiguousarray(ids[: stream_len * batch_size].reshape(batch_size, stream_len).T)
+        # (T+1, B) positions of window 0: stream b starts at b * stream_len.
+        self._at = np.arange(seq_length + 1)[:, None] + (np.arange(batch_size) * stream_len)[None, :]
 
     @property
     def chars_per_window(self) -> int:
         return self.B * self.T
 
     def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        s = k * self.T
-        return self._tb[s : s + self.T], self._tb[s + 1 : s + self.T + 1]
+        w = self.ids[self._at + k * self.T]  # (T+1, B), one gather of B short runs
+        return w[:-1], w[1:]
 
 
 def eval_sample(ids: np.ndarray, max_chars: int | None, pieces: int) -> np.ndarray:

@@ -1,12 +1,12 @@
 """How much memory a training run needs, computed from the config before anything is
 allocated, and how much the machine has.
 
-The estimate sums the arrays a run holds at its peak: the corpus ids and the batched copy of
-the training split, parameters, gradients, optimizer slots and its scratch vector, each
-layer's forward and backward buffers (cells declare them in ``buffer_shapes``; forward and
-head buffers are counted twice because evaluation windows keep a second set), dropout masks,
-the layers' work arrays (``scratch_shapes``), and the head's logits. tests/test_memory.py checks it
-against tracemalloc's peak for real runs.
+The estimate sums the arrays a run holds at its peak: the corpus ids, parameters, gradients,
+optimizer slots and its scratch vector, each layer's forward and backward buffers (cells
+declare them in ``buffer_shapes``; forward and head buffers are counted twice because
+evaluation windows keep a second set), dropout masks, the layers' work arrays
+(``scratch_shapes``), and the head's logits. tests/test_memory.py checks it against
+tracemalloc's peak for real runs.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> Memor
     head_shapes, dropout_shapes = window_shapes(m, V, T, B)
     dropout = len(dropout_sites(m)) * _nbytes(dropout_shapes.values(), item)
     head = 2 * _nbytes(head_shapes.values(), item)
-    ids = corpus_chars * token_dtype(V).itemsize * 2  # the ids, and the (stream, B) copy of the training split
+    ids = corpus_chars * token_dtype(V).itemsize  # the ids (training reads its windows from them, no copy)
     return MemoryEstimate({
         "parameters and gradients": 2 * n_params * item,
         f"optimizer ({config.train.optimizer})": (slots + 1) * n_params * item,
