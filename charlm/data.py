@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cache as encoded
 from .errors import CorpusError
-from .sources import CorpusSource, Member, describe_listing, describe_skipped, list_files
+from .sources import CorpusSource, Listing, Member, describe_listing, describe_skipped, list_files
 from .vocab import MAX_CODE_POINT, Vocab, code_points, describe_chars
 
 CHUNK_BYTES = 2 << 20  # temporaries per chunk are ~10x its size: keep them small
@@ -129,9 +130,8 @@ def _scan(path: Path, count: bool) -> _Scan:
     return _Scan(n, path.stat().st_size, hasher.hexdigest(), counts, last == FILE_SEPARATOR)
 
 
-def _readable(source: CorpusSource, count: bool) -> tuple[list[Member], list[_Scan], list[tuple[str, str]]]:
+def _readable(source: CorpusSource, listing: Listing, count: bool):
     """The corpus's files that are text, their scans, and (name, reason) for every file left out."""
-    listing = list_files(source)
     members, scans, skipped = [], [], list(listing.skipped)
     for m in listing.members:
         try:
@@ -148,12 +148,20 @@ def _readable(source: CorpusSource, count: bool) -> tuple[list[Member], list[_Sc
     return members, scans, skipped
 
 
-def load_corpus(spec, vocab: Vocab | None = None) -> Corpus:
+def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     """Read UTF-8 text into token ids: ``spec`` is a path, a list of paths or a
     ``CorpusSource`` (sources.py: which files, in which order). Builds the vocabulary unless
-    one is given."""
+    one is given. A corpus of CACHE_MIN_BYTES or more is encoded once into the cache
+    (cache.py) and its ids are a read-only memory map of the cached file; ``cache=False``
+    always decodes, into memory."""
     source = CorpusSource.of(spec)
-    members, scans, skipped = _readable(source, count=vocab is None)
+    listing = list_files(source)
+    entry = _cache_entry(source, listing, vocab) if cache else None
+    hit = entry.load() if entry is not None else None
+    if hit is not None:
+        ids, meta = hit
+        return Corpus(ids, vocab or Vocab(meta["vocab"]), meta["fingerprint"], meta["summary"])
+    members, scans, skipped = _readable(source, listing, count=vocab is None)
     joins = [not s.ends_line for s in scans[:-1]] + [False]  # a FILE_SEPARATOR after this file
     total = sum(s.chars for s in scans) + sum(joins)
     if vocab is None:
@@ -162,12 +170,41 @@ def load_corpus(spec, vocab: Vocab | None = None) -> Corpus:
             counts[: len(s.counts)] += s.counts
         counts[ord(FILE_SEPARATOR)] += sum(joins)
         vocab = Vocab.from_counts(counts)
+    one = len(members) == 1 and members[0].named
+    digest = scans[0].sha256 if one else hashlib.sha256(
+        "".join(f"{m.name}\0{s.sha256}\n" for m, s in zip(members, scans)).encode("utf-8", "surrogateescape")
+    ).hexdigest()
+    fingerprint = {"path": source.label, "chars": total, "sha256": digest, "files": len(members)}
+    summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
+                                                              skipped)
+    chunks = _encoded(source, members, joins, vocab)
+    if entry is None:
+        ids = np.empty(total, dtype=vocab.dtype)
+        at = 0
+        for chunk in chunks:
+            if at + len(chunk) > total:
+                raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
+            ids[at : at + len(chunk)] = chunk
+            at += len(chunk)
+    else:
+        with entry.writer() as w:
+            for chunk in chunks:
+                w.write(chunk)
+            at = w.length
+            if at == total:
+                ids = w.commit(vocab.dtype, {"vocab": "".join(vocab.chars), "fingerprint": fingerprint,
+                                             "summary": summary})
+    if at != total:
+        raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
+    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary)
+
+
+def _encoded(source: CorpusSource, members: list[Member], joins: list[bool], vocab: Vocab):
+    """The second pass: the ids of each file's chunks, with the separators, in order."""
     sep = vocab.ids_of_code_points(code_points(FILE_SEPARATOR))
     if any(joins) and sep[0] < 0:
         raise CorpusError(f"{source.label}: its files are joined with a newline, which is outside the "
                           "checkpoint's vocabulary")
-    ids = np.empty(total, dtype=vocab.dtype)
-    at = 0
     for m, join in zip(members, joins):
         for text in _decoded_chunks(m.path):
             chunk = vocab.ids_of_code_points(code_points(text))
@@ -176,29 +213,35 @@ def load_corpus(spec, vocab: Vocab | None = None) -> Corpus:
                     f"{m.path}: has characters outside the checkpoint's vocabulary: "
                     f"{describe_chars(vocab.unknown(text))}"
                 )
-            if at + len(chunk) > total:
-                raise CorpusError(f"{m.path}: changed while it was being read; run again")
-            ids[at : at + len(chunk)] = chunk
-            at += len(chunk)
+            yield chunk.astype(vocab.dtype, copy=False)
         if join:
-            ids[at] = sep[0]
-            at += 1
-    if at != total:
-        raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
-    one = len(members) == 1 and members[0].named
-    digest = scans[0].sha256 if one else hashlib.sha256(
-        "".join(f"{m.name}\0{s.sha256}\n" for m, s in zip(members, scans)).encode("utf-8", "surrogateescape")
-    ).hexdigest()
-    fingerprint = {"path": source.label, "chars": total, "sha256": digest, "files": len(members)}
-    summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
-                                                              skipped)
-    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary)
+            yield sep.astype(vocab.dtype)
+
+
+def _cache_entry(source: CorpusSource, listing: Listing, vocab: Vocab | None) -> encoded.Entry | None:
+    """The cache entry of this corpus in this vocabulary, when it is large enough to cache."""
+    directory = encoded.cache_dir()
+    if directory is None:
+        return None
+    files = []
+    for m in listing.members:
+        try:
+            st = m.path.stat()
+        except OSError:
+            return None
+        files.append([m.name, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev])
+    if sum(f[1] for f in files) < encoded.CACHE_MIN_BYTES:
+        return None
+    return encoded.Entry(directory, encoded.entry_key({
+        "paths": source.paths, "include": source.include, "exclude": source.exclude, "files": files,
+        "skipped": listing.skipped, "vocab": None if vocab is None else "".join(vocab.chars)}))
 
 
 def read_text(spec) -> str:
     """A corpus as one string, for searching it (``novelty``): the same files, joined the same
     way, as ``load_corpus`` reads."""
-    members, scans, _ = _readable(CorpusSource.of(spec), count=False)
+    source = CorpusSource.of(spec)
+    members, scans, _ = _readable(source, list_files(source), count=False)
     texts = ["".join(_decoded_chunks(m.path)) for m in members]
     return "".join(t + FILE_SEPARATOR * (not s.ends_line and i < len(texts) - 1)
                    for i, (t, s) in enumerate(zip(texts, scans)))

@@ -15,6 +15,15 @@ except ImportError:
 needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch not installed (pip install '.[bench]')")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_corpus_cache(tmp_path_factory):
+    """The encoded-corpus cache of every test (and every charlm they start) is the session's
+    own, never the user's ~/.cache."""
+    import os
+
+    os.environ["CHARLM_CACHE"] = str(tmp_path_factory.mktemp("corpus-cache"))
+
+
 def random_text(n: int, seed: int = 0, alphabet: str = "abcdefgh \n") -> str:
     rng = np.random.default_rng(seed)
     return "".join(rng.choice(list(alphabet), n))
