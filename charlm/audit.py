@@ -53,8 +53,9 @@ def count_ids(ids: np.ndarray, vocab_size: int) -> np.ndarray:
 
 
 def audit(corpus: Corpus) -> list[CharCount]:
-    """Every character of the vocabulary with its count in the corpus and its flags, by id."""
-    counts = count_ids(corpus.ids, len(corpus.vocab))
+    """Every character of the vocabulary with its count in the corpus and its flags, by id
+    (from the counts loading kept, when it did: then the corpus is not read again)."""
+    counts = corpus.counts if corpus.counts is not None else count_ids(corpus.ids, len(corpus.vocab))
     return [CharCount(c, int(n), flags_of(c, int(n))) for c, n in zip(corpus.vocab.chars, counts)]
 
 

@@ -93,6 +93,7 @@ class Corpus:
     vocab: Vocab
     fingerprint: dict
     summary: str = ""
+    counts: np.ndarray | None = None  # (V,) occurrences of each id, counted while encoding
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -160,7 +161,8 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     hit = entry.load() if entry is not None else None
     if hit is not None:
         ids, meta = hit
-        return Corpus(ids, vocab or Vocab(meta["vocab"]), meta["fingerprint"], meta["summary"])
+        return Corpus(ids, vocab or Vocab(meta["vocab"]), meta["fingerprint"], meta["summary"],
+                      np.array(meta["counts"], np.int64))
     members, scans, skipped = _readable(source, listing, count=vocab is None)
     joins = [not s.ends_line for s in scans[:-1]] + [False]  # a FILE_SEPARATOR after this file
     total = sum(s.chars for s in scans) + sum(joins)
@@ -177,7 +179,14 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     fingerprint = {"path": source.label, "chars": total, "sha256": digest, "files": len(members)}
     summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
                                                               skipped)
-    chunks = _encoded(source, members, joins, vocab)
+    ids_counts = np.zeros(len(vocab), np.int64)
+
+    def counted(chunks):
+        for chunk in chunks:
+            ids_counts[...] += np.bincount(chunk, minlength=len(vocab))
+            yield chunk
+
+    chunks = counted(_encoded(source, members, joins, vocab))
     if entry is None:
         ids = np.empty(total, dtype=vocab.dtype)
         at = 0
@@ -193,10 +202,10 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
             at = w.length
             if at == total:
                 ids = w.commit(vocab.dtype, {"vocab": "".join(vocab.chars), "fingerprint": fingerprint,
-                                             "summary": summary})
+                                             "summary": summary, "counts": ids_counts.tolist()})
     if at != total:
         raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
-    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary)
+    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts)
 
 
 def _encoded(source: CorpusSource, members: list[Member], joins: list[bool], vocab: Vocab):

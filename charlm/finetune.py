@@ -67,7 +67,13 @@ def encode_for(ck: Checkpoint, corpus: Corpus) -> Corpus:
     """``corpus`` re-encoded in the source's vocabulary extended by the corpus's new characters."""
     vocab = ck.vocab.extended(corpus.vocab.chars)
     remap = vocab.ids_of_code_points(np.array([ord(c) for c in corpus.vocab.chars], dtype=np.int64))
-    return Corpus(ids=remap[corpus.ids].astype(vocab.dtype), vocab=vocab, fingerprint=corpus.fingerprint)
+    counts = None
+    if corpus.counts is not None:
+        counts = np.zeros(len(vocab), np.int64)
+        counts[remap] = corpus.counts
+    # In the new vocabulary's dtype from the start: one copy of the corpus, not an int64 one.
+    return Corpus(ids=remap.astype(vocab.dtype)[corpus.ids], vocab=vocab, fingerprint=corpus.fingerprint,
+                  summary=corpus.summary, counts=counts)
 
 
 def start(ck: Checkpoint, corpus: Corpus, config: Config) -> Start:

@@ -141,3 +141,13 @@ def test_cache_command_lists_and_clears(store, texts):
     assert r.exit_code == 0 and "removed 2 files" in r.output
     assert list(store.iterdir()) == []
     assert os.environ["CHARLM_CACHE"] == str(store)
+
+
+def test_the_audit_uses_the_counts_kept_while_encoding(store, texts, monkeypatch):
+    from charlm.audit import audit, count_ids
+
+    first = audit(load_corpus(texts))
+    corpus = load_corpus(texts)  # from the cache
+    np.testing.assert_array_equal(corpus.counts, count_ids(np.array(corpus.ids), len(corpus.vocab)))
+    monkeypatch.setattr("charlm.audit.count_ids", lambda *a: pytest.fail("the corpus was read again"))
+    assert [(c.char, c.count) for c in audit(corpus)] == [(c.char, c.count) for c in first]
