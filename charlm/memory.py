@@ -5,8 +5,8 @@ The estimate sums the arrays a run holds at its peak: the corpus ids, parameters
 optimizer slots and its scratch vector, each layer's forward and backward buffers (cells
 declare them in ``buffer_shapes``; forward and head buffers are counted twice because
 evaluation windows keep a second set), dropout masks, the layers' work arrays
-(``scratch_shapes``), and the head's logits. tests/test_memory.py checks it against
-tracemalloc's peak for real runs.
+(``scratch_shapes``), the head's logits, the evaluation sample and the n-gram model of a
+mixture. tests/test_memory.py checks it against tracemalloc's peak for real runs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,12 @@ from .errors import TrainingError
 from .model import dropout_sites, make_layers, param_shapes, window_shapes
 from .optim import slot_names
 from .vocab import token_dtype
+
+# Kneser-Ney's peak while it counts (sorted keys, np.unique's copies), and what scoring keeps
+# per character (its chunks, the nats): measured with tracemalloc on tiny Shakespeare, 28-39
+# and ~20 bytes per character.
+NGRAM_FIT_BYTES = 40
+NGRAM_SCORE_BYTES = 24
 
 
 @dataclass
@@ -50,13 +56,21 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> Memor
     head_shapes, dropout_shapes = window_shapes(m, V, T, B)
     dropout = len(dropout_sites(m)) * _nbytes(dropout_shapes.values(), item)
     head = 2 * _nbytes(head_shapes.values(), item)
-    ids = corpus_chars * token_dtype(V).itemsize  # the ids (training reads its windows from them, no copy)
-    return MemoryEstimate({
+    tok = token_dtype(V).itemsize
+    val_chars = int(round(corpus_chars * d.val_fraction))
+    train_chars = corpus_chars - val_chars
+    eval_chars = val_chars if config.train.eval_chars is None else min(val_chars, config.train.eval_chars)
+    # The ids (training reads its windows from them, no copy), and the evaluation sample's copy.
+    ids = (corpus_chars + (eval_chars if eval_chars < val_chars else 0)) * tok
+    parts = {
         "parameters and gradients": 2 * n_params * item,
         f"optimizer ({config.train.optimizer})": (slots + 1) * n_params * item,
         "activations and buffers": acts + dropout + head,
         "corpus": ids,
-    })
+    }
+    if m.ngram_order:
+        parts["n-gram model"] = NGRAM_FIT_BYTES * train_chars + NGRAM_SCORE_BYTES * eval_chars
+    return MemoryEstimate(parts)
 
 
 def available_memory() -> int | None:
