@@ -1,7 +1,6 @@
 """Smoke tests so the benchmarks cannot rot: one tiny row, both backends where torch is installed."""
 
 import json
-import os
 
 import pytest
 
@@ -22,12 +21,15 @@ def test_throughput_tiny_row(shakespeare, monkeypatch, capsys):
     assert '"gemm_peak_gflops"' in capsys.readouterr().out
 
 
-def test_scale_small(tmp_path):
-    from benchmarks import scale
+def test_big_corpus_small(tmp_path, capsys):
+    from benchmarks import big_corpus
 
-    [rec] = scale.main(["--sizes-mb", "0.2", "--dir", str(tmp_path)])
-    assert rec["bytes_per_char"] == 1 and rec["chars"] > 0 and rec["seconds"] > 0
-    assert os.listdir(tmp_path) == []  # generated corpora are removed
+    big_corpus.main(["--sizes", "2M", "--dir", str(tmp_path), "--steps", "1"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["bytes"] == 2_000_000 == (tmp_path / "corpus-2M.txt").stat().st_size
+    assert row["load_first"]["chars"] > 1_900_000 and row["read"]["seconds"] > 0
+    assert row["dry_run_first"]["memory_estimate_bytes"] > 0 and row["dry_run_cached"]["peak_rss_bytes"] > 0
+    assert 0 < row["eval_share"]["eval_share"] < 1
 
 
 def _products(monkeypatch, fn):
