@@ -50,7 +50,12 @@ def test_layer_matches_the_reference(kind, activation, onehot, T, B):
         close(out[:, t], want[t])
     for got, exp in zip(layer.last_state(), (want[-1], caches[-1][-1]) if kind == "lstm" else (want[-1],)):
         close(got, exp)
-    dout = rng.normal(0, 1, (H, T, B))
+    backward_matches(layer, p, kind, activation, caches, rng.normal(0, 1, (H, T, B)), onehot)
+
+
+def backward_matches(layer, p, kind, activation, caches, dout, onehot=False):
+    """The layer's backward from dout (H, T, B) against the reference's, after their forwards."""
+    T = dout.shape[1]
     dx, dstate = layer.backward(dout.copy())
     dxs, dstate_ref, grads = ref.layer_backward(kind, [dout[:, t] for t in range(T)], caches, p, activation)
     for name in p:
@@ -116,15 +121,7 @@ def test_layer_with_recurrent_dropout_and_zoneout_matches_the_reference(kind, ac
     want, caches = ref.layer_forward(kind, [x[:, t] for t in range(T)], state, p, activation, **masks)
     for t in range(T):
         close(out[:, t], want[t])
-    dout = rng.normal(0, 1, (H, T, B))
-    dx, dstate = layer.backward(dout.copy())
-    dxs, dstate_ref, grads = ref.layer_backward(kind, [dout[:, t] for t in range(T)], caches, p, activation)
-    for name in p:
-        close(layer.g[name], grads[name])
-    for a, b in zip(dstate, dstate_ref):
-        close(a, b)
-    for t in range(T):
-        close(dx[:, t], dxs[t])
+    backward_matches(layer, p, kind, activation, caches, rng.normal(0, 1, (H, T, B)))
 
 
 @pytest.mark.parametrize("kind, noise", [("gru", dict(variational_dropout=0.3)),
