@@ -5,7 +5,9 @@
 Trains the config's model with charlm, then the same model in PyTorch (same initial weights,
 batch, seq, optimizer, lr schedule, clipping, data order), each for the same training-time
 budget on the same cores, one after the other. The whole validation split is evaluated after
-every minute of training; evaluation time is not counted as training time.
+every minute of training; evaluation time is not counted as training time. The curves compare
+the networks; a config with an n-gram mixture (model.ngram_order) has charlm's mixed loss
+printed beside its network's.
 
 A cosine schedule ends where each side's budget ends, as in `charlm train` with
 train.max_minutes (charlm/schedule.py): each side's schedule follows its own training time,
@@ -31,7 +33,15 @@ from .common import ROOT, TorchTwin, corpus_path, have_torch, machine_info  # no
 
 def run_charlm(cfg, minutes, log):
     tr = Trainer(cfg, corpus_path(), out_dir=None)
-    return _curve("charlm", minutes, lambda trained_s: tr.train_step(), lambda: tr.evaluate()["val_loss"], log)
+
+    def evaluate():
+        """The network's loss, which the PyTorch side can match; a mixture's too, beside it."""
+        r = tr.evaluate()
+        if "val_loss_net" in r:
+            return {"val_loss": r["val_loss_net"], "val_loss_mixed": r["val_loss"]}
+        return {"val_loss": r["val_loss"]}
+
+    return _curve("charlm", minutes, lambda trained_s: tr.train_step(), evaluate, log)
 
 
 def run_torch(cfg, minutes, log):
@@ -59,7 +69,7 @@ def run_torch(cfg, minutes, log):
 
     def evaluate():
         tw.rnn.eval()
-        return float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))
+        return {"val_loss": float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))}
 
     return _curve("torch", minutes, step, evaluate, log)
 
@@ -80,7 +90,7 @@ def torch_twin(cfg):
 
 def _curve(name, minutes, step, evaluate, log):
     """Train until ``minutes`` of training time (``step(training seconds so far)``); evaluate
-    after each whole minute."""
+    after each whole minute (``evaluate()`` -> a dict with the network's "val_loss")."""
     trained, next_eval, steps, points = 0.0, 60.0, 0, []
     while trained < 60.0 * minutes:
         t = time.perf_counter()
@@ -88,8 +98,7 @@ def _curve(name, minutes, step, evaluate, log):
         trained += time.perf_counter() - t
         steps += 1
         if trained >= next_eval or trained >= 60.0 * minutes:
-            val = evaluate()
-            points.append({"backend": name, "minutes": round(trained / 60, 2), "steps": steps, "val_loss": val})
+            points.append({"backend": name, "minutes": round(trained / 60, 2), "steps": steps, **evaluate()})
             log(points[-1])
             next_eval += 60.0
     return points
@@ -126,7 +135,9 @@ def main(argv=None):
     info = {**machine_info(), "threads": THREADS, "config": cfg.name, "minutes": args.minutes}
     print(json.dumps(info) if args.json else "# " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     log = (lambda r: print(json.dumps(r), flush=True)) if args.json else (
-        lambda r: print(f"{r['backend']:6s} {r['minutes']:6.2f} min  step {r['steps']:6d}  val {r['val_loss']:.4f} nats/char", flush=True))
+        lambda r: print(f"{r['backend']:6s} {r['minutes']:6.2f} min  step {r['steps']:6d}  val {r['val_loss']:.4f} nats/char"
+                        + (f" (mixed with the n-gram {r['val_loss_mixed']:.4f})" if "val_loss_mixed" in r else ""),
+                        flush=True))
     curves = {"charlm": run_charlm(cfg, args.minutes, log)}
     if args.torch and have_torch():
         curves["torch"] = run_torch(cfg, args.minutes, log)

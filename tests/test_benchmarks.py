@@ -95,6 +95,8 @@ def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys)
     for points in curves.values():
         assert len(points) == 1 and points[0]["minutes"] >= 0.01 and points[0]["steps"] > 0
         assert 0 < points[0]["val_loss"] < 4.5
+    [charlm] = curves["charlm"]  # the network is what compares; the config's mixture is beside it
+    assert charlm["val_loss_mixed"] < charlm["val_loss"]
     assert '"config": "lstm-shakespeare"' in capsys.readouterr().out
 
 
