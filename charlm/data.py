@@ -176,7 +176,8 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     digest = scans[0].sha256 if one else hashlib.sha256(
         "".join(f"{m.name}\0{s.sha256}\n" for m, s in zip(members, scans)).encode("utf-8", "surrogateescape")
     ).hexdigest()
-    fingerprint = {"path": source.label, "chars": total, "sha256": digest, "files": len(members)}
+    fingerprint = {"path": source.label, "chars": total, "sha256": digest, "files": len(members),
+                   **source.to_fingerprint()}
     summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
                                                               skipped)
     ids_counts = np.zeros(len(vocab), np.int64)

@@ -23,19 +23,23 @@ from .introspect import activations, correlations, features, gradient_flow
 from .plot import read_run
 from .rundir import RunDir
 from .score import explain, score_texts
+from .sources import CorpusSource
 
 ASSETS = Path(__file__).parent / "report_assets"
 
 
 def validation_ids(ck, corpus=None) -> np.ndarray:
-    """The validation split of the run's corpus (or of ``corpus``), encoded with the model's vocabulary."""
-    path = corpus or (ck.meta.get("corpus") or {}).get("path")
-    if not path or not Path(path).exists():
-        raise CharlmError(f"the run's corpus {path!r} is not here; give the corpus it was trained on (corpus=...)")
-    _, val = split(load_corpus(path, vocab=ck.vocab).ids, ck.config.data.val_fraction)
+    """The validation split of the run's corpus (or of ``corpus``), encoded with the model's
+    vocabulary: a view of the corpus's ids (a memory map for a cached corpus), never a copy."""
+    source = CorpusSource.of(corpus) if corpus else CorpusSource.from_fingerprint(ck.meta.get("corpus") or {})
+    if source is None or not all(Path(p).exists() for p in source.paths):
+        raise CharlmError(f"the run's corpus {'?' if source is None else source.label!r} is not here; give the "
+                          "corpus it was trained on (corpus=...)")
+    _, val = split(load_corpus(source, vocab=ck.vocab).ids, ck.config.data.val_fraction)
     if len(val) < 100:
-        raise CharlmError(f"{path}: the validation split has {len(val)} characters; a report needs at least 100")
-    return val.astype(np.int64)
+        raise CharlmError(f"{source.label}: the validation split has {len(val)} characters; a report needs at "
+                          "least 100")
+    return val
 
 
 def held_out_text(ck, val: np.ndarray, chars: int = 1000) -> str:

@@ -45,6 +45,19 @@ class CorpusSource:
             return cls((str(spec),))
         return cls(tuple(str(p) for p in spec))
 
+    def to_fingerprint(self) -> dict:
+        """The fields a corpus fingerprint keeps of its source, so a checkpoint can find its text again."""
+        return {"paths": list(self.paths), **({"include": list(self.include)} if self.include else {}),
+                **({"exclude": list(self.exclude)} if self.exclude else {})}
+
+    @classmethod
+    def from_fingerprint(cls, fp: dict) -> CorpusSource | None:
+        """The source a fingerprint names (one written before several paths: its "path"), or None."""
+        paths = fp.get("paths") or ([fp["path"]] if isinstance(fp.get("path"), str) else None)
+        if not paths:
+            return None
+        return cls(tuple(map(str, paths)), tuple(fp.get("include", ())), tuple(fp.get("exclude", ())))
+
     @property
     def label(self) -> str:
         """How messages and the fingerprint name the corpus: its paths, space-separated (the

@@ -132,6 +132,8 @@ def test_train_on_a_source_tree_with_include(src):
     r = CliRunner().invoke(main, ["train", "src", "--include", "*.py", "--exclude", "tests/*", *sets,
                                   "--out", "run", "-q"])
     assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["report", "run", "-o", "report.html"])  # finds the run's files again
+    assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["train", "src/", "--include", "*.py", "--exclude", "tests/*", *sets,
                                   "--out", "run2", "--dry-run"])
     assert r.exit_code == 0, r.output
