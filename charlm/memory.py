@@ -42,7 +42,9 @@ def _nbytes(shapes, itemsize) -> int:
     return sum(int(np.prod(s, dtype=np.int64)) for s in shapes) * itemsize
 
 
-def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> MemoryEstimate:
+def training_memory(config: Config, vocab_size: int, corpus_chars: int, mapped: bool = False) -> MemoryEstimate:
+    """``mapped``: the ids are a memory map of the corpus cache (cache.py), which the kernel
+    pages in and out as training reads it: not memory the run must have, so not counted."""
     m, d = config.model, config.data
     item = np.dtype(m.dtype).itemsize
     T, B, V = d.seq_length, d.batch_size, vocab_size
@@ -61,12 +63,12 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int) -> Memor
     train_chars = corpus_chars - val_chars
     eval_chars = val_chars if config.train.eval_chars is None else min(val_chars, config.train.eval_chars)
     # The ids (training reads its windows from them, no copy), and the evaluation sample's copy.
-    ids = (corpus_chars + (eval_chars if eval_chars < val_chars else 0)) * tok
+    ids = ((0 if mapped else corpus_chars) + (eval_chars if eval_chars < val_chars else 0)) * tok
     parts = {
         "parameters and gradients": 2 * n_params * item,
         f"optimizer ({config.train.optimizer})": (slots + 1) * n_params * item,
         "activations and buffers": acts + dropout + head,
-        "corpus": ids,
+        "corpus (memory-mapped: beyond its evaluation sample, pages in use only)" if mapped else "corpus": ids,
     }
     if m.ngram_order:
         parts["n-gram model"] = NGRAM_FIT_BYTES * train_chars + NGRAM_SCORE_BYTES * eval_chars

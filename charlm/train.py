@@ -168,7 +168,8 @@ class Trainer:
                 f"{self.corpus.fingerprint['path']}: the corpus has a single distinct character "
                 f"({self.vocab.chars[0]!r}); there is nothing to predict"
             )
-        self.memory = training_memory(config, len(self.vocab), len(self.corpus))
+        self.memory = training_memory(config, len(self.vocab), len(self.corpus),
+                                      mapped=isinstance(self.corpus.ids, np.memmap))
         check_fits(self.memory)  # before the model, optimizer or buffers are allocated
         d = config.data
         self.train_ids, self.val_ids = split(self.corpus.ids, d.val_fraction)

@@ -151,3 +151,10 @@ def test_the_audit_uses_the_counts_kept_while_encoding(store, texts, monkeypatch
     np.testing.assert_array_equal(corpus.counts, count_ids(np.array(corpus.ids), len(corpus.vocab)))
     monkeypatch.setattr("charlm.audit.count_ids", lambda *a: pytest.fail("the corpus was read again"))
     assert [(c.char, c.count) for c in audit(corpus)] == [(c.char, c.count) for c in first]
+
+
+def test_a_mapped_corpus_is_not_counted_as_memory_the_run_needs(store, texts, tmp_path):
+    cfg = load_config(None, tiny_overrides())
+    mapped = Trainer(cfg, load_corpus(texts), tmp_path / "a").memory.parts
+    in_memory = Trainer(cfg, load_corpus(texts, cache=False), tmp_path / "b").memory.parts
+    assert mapped["corpus (memory-mapped: beyond its evaluation sample, pages in use only)"] == 0 < in_memory["corpus"]
