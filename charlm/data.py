@@ -157,12 +157,16 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     always decodes, into memory."""
     source = CorpusSource.of(spec)
     listing = list_files(source)
-    entry = _cache_entry(source, listing, vocab) if cache else None
-    hit = entry.load() if entry is not None else None
-    if hit is not None:
-        ids, meta = hit
-        return Corpus(ids, vocab or Vocab(meta["vocab"]), meta["fingerprint"], meta["summary"],
-                      np.array(meta["counts"], np.int64))
+    entry = None
+    if cache:
+        # A resumed run names the vocabulary its corpus was first encoded in: that entry serves it.
+        for v in (None, vocab) if vocab is not None else (None,):
+            entry = _cache_entry(source, listing, v)
+            hit = entry.load() if entry is not None else None
+            if hit is not None and (vocab is None or hit[1]["vocab"] == "".join(vocab.chars)):
+                ids, meta = hit
+                return Corpus(ids, vocab or Vocab(meta["vocab"]), meta["fingerprint"], meta["summary"],
+                              np.array(meta["counts"], np.int64))
     members, scans, skipped = _readable(source, listing, count=vocab is None)
     joins = [not s.ends_line for s in scans[:-1]] + [False]  # a FILE_SEPARATOR after this file
     total = sum(s.chars for s in scans) + sum(joins)

@@ -158,3 +158,11 @@ def test_a_mapped_corpus_is_not_counted_as_memory_the_run_needs(store, texts, tm
     mapped = Trainer(cfg, load_corpus(texts), tmp_path / "a").memory.parts
     in_memory = Trainer(cfg, load_corpus(texts, cache=False), tmp_path / "b").memory.parts
     assert mapped["corpus (memory-mapped: beyond its evaluation sample, pages in use only)"] == 0 < in_memory["corpus"]
+
+
+def test_resuming_in_the_corpus_own_vocabulary_reuses_its_entry(store, texts, monkeypatch):
+    own = load_corpus(texts)
+    no_decoding(monkeypatch)
+    again = load_corpus(texts, vocab=Vocab(own.vocab.chars))  # as Trainer.resume loads it
+    np.testing.assert_array_equal(again.ids, own.ids)
+    assert len(list(store.glob("*.json"))) == 1
