@@ -107,7 +107,7 @@ class Layer:
             shapes["_onehot"] = (min(D, T * B), T * B)  # project_backward
         if self.recurrent_dropout > 0:
             shapes["_rmask"] = (H, B)  # draw_noise
-            shapes["_h_rec"] = (H, B)  # recurrent_input
+            shapes["_h_rec"] = (H, B)  # recurrent_mask
         return shapes
 
     def recur(self, fw: Buffers) -> None:
@@ -137,16 +137,13 @@ class Layer:
             m *= 1.0 / (1.0 - p)  # inverted dropout: nothing to rescale at inference
             self._rmask = m
 
-    def recurrent_input(self, h_prev: np.ndarray) -> np.ndarray:
-        """h_{t-1} (H, B) as Wh sees it: masked by recurrent dropout in a training window."""
+    def recurrent_mask(self, B: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(this window's recurrent-dropout mask (H, B), a work array for m * h_{t-1}), or
+        (None, None) without it. The time loops test for None inline: a method call per step
+        would cost a small model more than the mask does (min-char-rnn's row, 4%)."""
         if self._rmask is None:
-            return h_prev
-        return np.multiply(h_prev, self._rmask, out=self._scratch("_h_rec", 1, h_prev.shape[1]))
-
-    def mask_recurrent_grad(self, dh_prev: np.ndarray) -> None:
-        """In place: Wh^T d pre_t (H, B), the gradient of the masked h_{t-1}, becomes h_{t-1}'s."""
-        if self._rmask is not None:
-            dh_prev *= self._rmask
+            return None, None
+        return self._rmask, self._scratch("_h_rec", 1, B)
 
     # ---- forward and backward ---------------------------------------------------------
     def forward(self, x, state, rng: np.random.Generator | None = None):

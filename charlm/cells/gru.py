@@ -42,8 +42,9 @@ class GRU(Layer):
         Wh, bhn = self.scaled_recurrent(), self.p["bhn"][:, None]
         pre, gates, hn, h, gh, rh = fw.pre, fw.gates, fw.hn, fw.h, fw.gh, fw.rh
         r, z, n = gate_views(gates, H)
+        m, h_rec = self.recurrent_mask(pre.shape[2])
         for t in range(pre.shape[0]):
-            np.matmul(Wh, self.recurrent_input(h[t]), out=gh)  # all three gates' recurrent products at once
+            np.matmul(Wh, h[t] if m is None else np.multiply(h[t], m, out=h_rec), out=gh)  # all three gates' recurrent products at once
             rz = gates[t, : 2 * H]
             np.add(pre[t, : 2 * H], gh[: 2 * H], out=rz)
             np.tanh(rz, out=rz)
@@ -77,7 +78,7 @@ class GRU(Layer):
         # rows; the projection's n rows get d pre_n itself (d_pre_n, see fix_projection_grad).
         d_pre, d_pre_n = bw.d_pre, bw.d_pre_n
         d_r, d_z, d_hn = gate_views(d_pre, H)
-        WhT, dh_out, dh, dh_next = self.recurrent_T(), bw.dh_out, bw.dh, bw.dh_next
+        WhT, dh_out, dh, dh_next, m = self.recurrent_T(), bw.dh_out, bw.dh, bw.dh_next, self._rmask
         dh_next.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
         for t in range(T - 1, -1, -1):
             np.add(dh_out[t], dh_next, out=dh)  # dh_t = from above + from step t+1
@@ -86,7 +87,8 @@ class GRU(Layer):
             np.multiply(d_pre_n[t], local_r[t], out=d_r[t])
             np.multiply(d_pre_n[t], r[t], out=d_hn[t])
             np.matmul(WhT, d_pre[t], out=dh_next)
-            self.mask_recurrent_grad(dh_next)
+            if m is not None:
+                dh_next *= m  # through the recurrent-dropout mask (z's path to h_{t-1} has none)
             dh *= z[t]
             dh_next += dh  # dh_{t-1} = z dh_t + Wh^T [d pre_r, d pre_z, d hn]
         return d_pre, (dh_next,)

@@ -72,9 +72,11 @@ class LSTM(Layer):
         H = self.H
         Wh, pre, gates, h, c, tanh_c, ig = self.scaled_recurrent(), fw.pre, fw.gates, fw.h, fw.c, fw.tanh_c, fw.ig
         o, i, f, g = gate_views(gates, H)
+        m, h_rec = self.recurrent_mask(pre.shape[2])
+        zone = self._zone
         for t in range(pre.shape[0]):
             a = gates[t]
-            np.matmul(Wh, self.recurrent_input(h[t]), out=a)
+            np.matmul(Wh, h[t] if m is None else np.multiply(h[t], m, out=h_rec), out=a)
             a += pre[t]
             np.tanh(a, out=a)
             sig = a[: 3 * H]
@@ -85,8 +87,8 @@ class LSTM(Layer):
             c[t + 1] += ig  # c_t = f * c_{t-1} + i * g
             np.tanh(c[t + 1], out=tanh_c[t])
             np.multiply(o[t], tanh_c[t], out=h[t + 1])  # h_t = o * tanh(c_t)
-            if self._zone is not None:
-                u_c, u_h = (u if isinstance(u, float) else u[t] for u in self._zone)
+            if zone is not None:
+                u_c, u_h = (u if isinstance(u, float) else u[t] for u in zone)
                 for s, u in ((c, u_c), (h, u_h)):  # s_t = s_{t-1} + u * (s_new - s_{t-1})
                     s[t + 1] -= s[t]
                     s[t + 1] *= u
@@ -117,6 +119,7 @@ class LSTM(Layer):
         d_pre = gates
         local4, d_pre4 = local.reshape(T, 4, H, B), d_pre.reshape(T, 4, H, B)
         WhT, dh_out, dh, dc, dc_next, dh_next = self.recurrent_T(), bw.dh_out, bw.dh, bw.dc, bw.dc_next, bw.dh_next
+        m = self._rmask
         dc_next.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
         dh_next.fill(0.0)
         if self._zone is not None:
@@ -129,7 +132,8 @@ class LSTM(Layer):
             np.multiply(dh, local4[t, 0], out=d_pre4[t, 0])  # d pre_o
             np.multiply(local4[t, 1:], dc, out=d_pre4[t, 1:])  # d pre_i, d pre_f, d pre_g
             np.matmul(WhT, d_pre[t], out=dh_next)  # dh_{t-1} = Wh^T d pre_t
-            self.mask_recurrent_grad(dh_next)
+            if m is not None:
+                dh_next *= m  # through the recurrent-dropout mask
         return d_pre, (dh_next, dc_next)
 
     def _bptt_zoned(self, fw, bw, WhT, local4, dc_dh):
@@ -140,6 +144,7 @@ class LSTM(Layer):
         f = gate_views(fw.gates, self.H)[2]  # step t's gates are overwritten by d pre_t after f[t] is read
         d_pre, d_pre4 = fw.gates, fw.gates.reshape(T, 4, self.H, B)
         dh_out, dh, dc, dc_next, dh_next, dhn, carry_h = bw.dh_out, bw.dh, bw.dc, bw.dc_next, bw.dh_next, bw.dhn, bw.carry_h
+        m = self._rmask
         for t in range(T - 1, -1, -1):
             u_c, u_h = (u if isinstance(u, float) else u[t] for u in self._zone)
             np.add(dh_out[t], dh_next, out=dh)  # dh_t = from above + from step t+1
@@ -154,6 +159,7 @@ class LSTM(Layer):
             np.multiply(dhn, local4[t, 0], out=d_pre4[t, 0])  # d pre_o
             np.multiply(local4[t, 1:], dc, out=d_pre4[t, 1:])  # d pre_i, d pre_f, d pre_g
             np.matmul(WhT, d_pre[t], out=dh_next)  # dh_{t-1} = Wh^T d pre_t ...
-            self.mask_recurrent_grad(dh_next)
+            if m is not None:
+                dh_next *= m  # (through the recurrent-dropout mask)
             dh_next += carry_h  # ... + (1 - u_h) dh_t
         return d_pre, (dh_next, dc_next)

@@ -28,8 +28,9 @@ class RNN(Layer):
     def recur(self, fw):
         Wh, pre, z, h = self.p["Wh"], fw.pre, fw.gates, fw.h
         act = (lambda v, out: np.maximum(v, 0.0, out=out)) if self.activation == "relu" else np.tanh
+        m, h_rec = self.recurrent_mask(pre.shape[2])
         for t in range(pre.shape[0]):
-            np.matmul(Wh, self.recurrent_input(h[t]), out=z[t])
+            np.matmul(Wh, h[t] if m is None else np.multiply(h[t], m, out=h_rec), out=z[t])
             z[t] += pre[t]
             act(z[t], out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
 
@@ -41,11 +42,12 @@ class RNN(Layer):
         else:
             np.multiply(h[1:], h[1:], out=d_pre)
             np.subtract(1.0, d_pre, out=d_pre)  # tanh' = 1 - h^2
-        WhT = self.recurrent_T()
+        WhT, m = self.recurrent_T(), self._rmask
         dh_next.fill(0.0)  # truncated BPTT: nothing flows back from beyond the window
         for t in range(d_pre.shape[0] - 1, -1, -1):
             np.add(bw.dh_out[t], dh_next, out=dh)  # dh_t = from above + from step t+1
             d_pre[t] *= dh  # d pre_t = dh_t * act'
             np.matmul(WhT, d_pre[t], out=dh_next)  # dh_{t-1} = Wh^T d pre_t
-            self.mask_recurrent_grad(dh_next)
+            if m is not None:
+                dh_next *= m  # through the recurrent-dropout mask
         return d_pre, (dh_next,)
