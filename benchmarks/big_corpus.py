@@ -5,7 +5,7 @@ the share of training time that evaluation takes.
 
 The corpus of size S (built here, never committed): every ``*.py`` file under Python's
 standard library (``sysconfig.get_paths()['stdlib']``, recursively, sorted by path, those that
-decode as UTF-8), concatenated; that text repeated until S bytes, the last copy cut at a line
+decode as UTF-8; not ``site-packages``, whose contents vary by machine), concatenated; that text repeated until S bytes, the last copy cut at a line
 end. Written once to DIR/corpus-S.txt and reused.
 
 For each size, every measurement runs in a fresh process with CHARLM_CACHE=DIR/cache (emptied
@@ -43,6 +43,8 @@ def base_text() -> str:
     root = Path(sysconfig.get_paths()["stdlib"])
     parts = []
     for p in sorted(root.rglob("*.py")):
+        if p.relative_to(root).parts[0] in ("site-packages", "dist-packages"):
+            continue
         try:
             parts.append(p.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
