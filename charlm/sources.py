@@ -12,7 +12,8 @@ Choices (docs/commands.md, "Corpora: files and directories"):
 - Order: the paths as given; inside a directory, sorted by the path relative to it.
 - Globs match that relative path with ``fnmatch`` (``*`` also crosses "/", so ``*.py``
   matches ``pkg/sub/mod.py``); with ``--include`` a file must match one, and ``--exclude``
-  drops any file it matches. They filter directory members only, never a named file.
+  drops any file it matches, and a directory whose contents it matches as a whole
+  (``tests/*``) is not entered. They filter directory members only, never a named file.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ class CorpusSource:
         first three and how many more, for a shell glob's hundreds)."""
         more = len(self.paths) - 3
         return " ".join(self.paths[:3]) + (f" and {more:,} more" if more > 0 else "")
+
+    def excludes_dir(self, name: str) -> bool:
+        """A directory whose whole contents --exclude drops ('tests/*' drops 'tests'): not entered."""
+        return any(fnmatchcase(name + "/", g) for g in self.exclude)
 
     def wants(self, name: str) -> bool:
         if self.include and not any(fnmatchcase(name, g) for g in self.include):
@@ -125,6 +130,8 @@ def _walk(d: Path, prefix: str, source: CorpusSource, found: list, skipped: list
         return
     for e in entries:
         name = prefix + e.name
+        if e.is_dir() and source.excludes_dir(name):
+            continue
         if e.name.startswith("."):
             skipped.append((name, "hidden"))
             continue

@@ -52,9 +52,11 @@ def test_include_and_exclude_filter_the_relative_path(src):
     only_py = load_corpus(CorpusSource(("src",), include=("*.py",)))
     assert only_py.fingerprint["files"] == 3  # *.py crosses directories; the empty one is skipped
     assert "# src" not in only_py.vocab.decode(only_py.ids)
+    tree(src, {"tests/.cache/x.py": "y = 2\n"})  # inside an excluded directory: not even listed as hidden
     no_tests = load_corpus(CorpusSource(("src",), include=("*.py",), exclude=("tests/*",)))
     assert no_tests.vocab.decode(no_tests.ids) == "from .mod import f\ndef f():\n    return 1\n"
     assert no_tests.summary.startswith("corpus: read 2 files (41 bytes) from src --include *.py --exclude tests/*;")
+    assert "tests/" not in no_tests.summary.split(";")[1]
 
 
 def test_several_paths_keep_their_order_and_files_are_joined_by_a_newline(tmp_path):
