@@ -170,12 +170,14 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     members, scans, skipped = _readable(source, listing, count=vocab is None)
     joins = [not s.ends_line for s in scans[:-1]] + [False]  # a FILE_SEPARATOR after this file
     total = sum(s.chars for s in scans) + sum(joins)
+    ids_counts = None  # each id's occurrences: from the first pass's counts, or counted while encoding
     if vocab is None:
         counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
         for s in scans:
             counts[: len(s.counts)] += s.counts
         counts[ord(FILE_SEPARATOR)] += sum(joins)
         vocab = Vocab.from_counts(counts)
+        ids_counts = counts[[ord(c) for c in vocab.chars]]
     one = len(members) == 1 and members[0].named
     digest = scans[0].sha256 if one else hashlib.sha256(
         "".join(f"{m.name}\0{s.sha256}\n" for m, s in zip(members, scans)).encode("utf-8", "surrogateescape")
@@ -184,14 +186,10 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
                    **source.to_fingerprint()}
     summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
                                                               skipped)
-    ids_counts = np.zeros(len(vocab), np.int64)
-
-    def counted(chunks):
-        for chunk in chunks:
-            ids_counts[...] += np.bincount(chunk, minlength=len(vocab))
-            yield chunk
-
-    chunks = counted(_encoded(source, members, joins, vocab))
+    chunks = _encoded(source, members, joins, vocab)
+    if ids_counts is None:
+        ids_counts = np.zeros(len(vocab), np.int64)
+        chunks = _counted(chunks, ids_counts)
     if entry is None:
         ids = np.empty(total, dtype=vocab.dtype)
         at = 0
@@ -211,6 +209,13 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     if at != total:
         raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
     return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts)
+
+
+def _counted(chunks, counts: np.ndarray):
+    """The chunks of ids unchanged, adding each id's occurrences to ``counts`` on the way."""
+    for chunk in chunks:
+        counts += np.bincount(chunk, minlength=len(counts))
+        yield chunk
 
 
 def _encoded(source: CorpusSource, members: list[Member], joins: list[bool], vocab: Vocab):

@@ -111,6 +111,10 @@ def test_a_checkpoints_vocabulary_gets_an_entry_of_its_own(store, texts):
     wider = Vocab(sorted(set(own.vocab.chars) | set("XYZ")))
     other = load_corpus(texts, vocab=wider)
     assert other.vocab is wider and wider.decode(other.ids) == own.vocab.decode(own.ids)
+    from charlm.audit import count_ids
+
+    for c in (own, other):  # counted in the first pass (own vocabulary) or while encoding (a given one)
+        np.testing.assert_array_equal(c.counts, count_ids(np.array(c.ids), len(c.vocab)))
     assert len(list(store.glob("*.json"))) == 2
 
 
