@@ -106,14 +106,13 @@ class IdsWriter:
     def __init__(self, entry: Entry):
         self.entry, self.tmp = entry, temporary_name(entry.ids_path)
         self.f = open(self.tmp, "xb")
-        self.hasher, self.length, self.dtype = hashlib.sha256(), 0, None
+        self.hasher, self.length = hashlib.sha256(), 0
 
     def write(self, ids: np.ndarray) -> None:
         raw = np.ascontiguousarray(ids).tobytes()
         self.f.write(raw)
         self.hasher.update(raw)
         self.length += len(ids)
-        self.dtype = ids.dtype
 
     def commit(self, dtype, meta: dict) -> np.memmap:
         self.f.flush()

@@ -26,6 +26,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from .errors import CorpusError
+from .memory import format_bytes
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,6 @@ def _walk(d: Path, prefix: str, source: CorpusSource, found: list, skipped: list
 
 def describe_listing(source: CorpusSource, files: int, nbytes: int, skipped: list[tuple[str, str]]) -> str:
     """One line: what was read and what was skipped."""
-    from .memory import format_bytes
-
     globs = "".join(f" --include {short(g, 20)}" for g in source.include) + \
         "".join(f" --exclude {short(g, 20)}" for g in source.exclude)
     line = f"corpus: read {files:,} file{'s' * (files != 1)} ({format_bytes(nbytes)}) from {source.label}{globs}"

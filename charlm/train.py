@@ -334,28 +334,30 @@ class Trainer:
     def evaluate_full(self) -> dict:
         """The whole validation split's loss, once, as a metrics.jsonl event (``val_loss_full``,
         and the network's alone with a mixture); the run's evaluation state is untouched."""
-        d = self.config.data
         with self.averaged():
-            if self.ngram is None:
-                return {"event": "full_eval", "step": self.state.step, "val_chars_full": len(self.val_ids),
-                        "val_loss_full": evaluate(self.model, self.val_ids, d.batch_size, d.seq_length)}
-            net = char_nats(self.model, self.val_ids, d.batch_size, d.seq_length)
-            kn = self.ngram.nats(self.val_ids[1 : len(net) + 1], before=self.val_ids[:1])
-            val, _ = cross_fitted_nats(net, kn)
-            return {"event": "full_eval", "step": self.state.step, "val_chars_full": len(self.val_ids),
-                    "val_loss_full": val, "val_loss_net_full": float(net.mean())}
+            val, net, _, _ = self._losses(self.val_ids)
+        return {"event": "full_eval", "step": self.state.step, "val_chars_full": len(self.val_ids),
+                "val_loss_full": val, **({} if net is None else {"val_loss_net_full": net})}
+
+    def _losses(self, ids, kn_nats=None):
+        """Mean nats/char of ``ids`` -> (the predictor's loss, the network's alone or None
+        without a mixture, the mixture's fitted weight or None, the n-gram's nats of ids, which
+        a caller passes back as ``kn_nats`` to skip recomputing them)."""
+        d = self.config.data
+        if self.ngram is None:
+            return evaluate(self.model, ids, d.batch_size, d.seq_length), None, None, None
+        net = char_nats(self.model, ids, d.batch_size, d.seq_length)  # of ids[1 .. M]
+        if kn_nats is None:
+            kn_nats = self.ngram.nats(ids[1 : len(net) + 1], before=ids[:1])
+        val, weight = cross_fitted_nats(net, kn_nats)
+        return val, float(net.mean()), weight, kn_nats
 
     def _evaluate(self) -> dict:
-        d, st, ids = self.config.data, self.state, self.eval_ids
-        mixed = {}
-        if self.ngram is None:
-            val = evaluate(self.model, ids, d.batch_size, d.seq_length)
-        else:
-            net = char_nats(self.model, ids, d.batch_size, d.seq_length)  # of ids[1 .. M]
-            if self._val_kn_nats is None:
-                self._val_kn_nats = self.ngram.nats(ids[1 : len(net) + 1], before=ids[:1])
-            val, st.mix_weight = cross_fitted_nats(net, self._val_kn_nats)
-            mixed = {"val_loss_net": float(net.mean()), "mix_weight": st.mix_weight}
+        st = self.state
+        val, net, weight, self._val_kn_nats = self._losses(self.eval_ids, self._val_kn_nats)
+        mixed = {} if net is None else {"val_loss_net": net, "mix_weight": weight}
+        if net is not None:
+            st.mix_weight = weight
         st.last_val = val
         record = {"step": st.step, "epoch": round(self.epochs(), 4), "elapsed_s": round(st.elapsed_s, 3),
                   "train_loss": st.loss_sum / st.loss_count if st.loss_count else None,
