@@ -128,10 +128,10 @@ def merge(*dicts) -> dict:
     return out
 
 
-def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0.1) -> Choice:
+def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0.1, workers=None) -> Choice:
     """Time every candidate for the budget on ``corpus`` (``measure(raw config) -> seconds per
-    step``, by default a few real training steps) and apply the rule."""
-    measure = measure or _seconds_per_step(corpus)
+    step``, by default a few real training steps, by all ``workers`` together) and apply the rule."""
+    measure = measure or _seconds_per_step(corpus, workers)
     tier_overrides, candidates = tier(minutes)
     budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
     cap = _pass_steps(corpus, val_fraction, merge(BASE, tier_overrides)["data"], MAX_PASSES)
@@ -153,7 +153,7 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
 
 
 def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None, measure=None,
-             val_fraction: float = 0.1) -> Choice:
+                    val_fraction: float = 0.1, workers=None) -> Choice:
     """The fine-tuning recipe for ``source``'s model on ``corpus``: FINETUNE_PASSES passes, or
     the steps that ``minutes`` holds if fewer (timed as ``choose`` times its candidates)."""
     model = {**source.to_dict()["model"], **(MIX["model"] if _small(corpus, val_fraction) else {"ngram_order": 0})}
@@ -161,7 +161,7 @@ def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None
     steps = _pass_steps(corpus, val_fraction, raw["data"], FINETUNE_PASSES)
     sec, measured = 0.0, []
     if minutes is not None:
-        sec = (measure or _seconds_per_step(corpus))(raw)
+        sec = (measure or _seconds_per_step(corpus, workers))(raw)
         budget = max(1, int(60.0 * minutes * 0.95 / sec))
         measured = [("source model", sec, budget)]
         steps = min(steps, budget)
@@ -190,11 +190,11 @@ def _pass_steps(corpus: Corpus, val_fraction: float, data: dict, passes: float) 
     return max(1, int(passes * len(corpus) * (1 - val_fraction) / (data["batch_size"] * data["seq_length"])))
 
 
-def _seconds_per_step(corpus: Corpus):
+def _seconds_per_step(corpus: Corpus, workers=None):
     from .train import Trainer
 
     def measure(raw: dict) -> float:
         cfg = Config.from_dict(merge(raw, {"train": {"max_steps": 100000}}), name="probe")
-        return Trainer(cfg, corpus).seconds_per_step()
+        return Trainer(cfg, corpus, workers=workers).seconds_per_step()
 
     return measure

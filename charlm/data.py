@@ -278,10 +278,12 @@ class Batches:
     ``window(k)`` -> x (T, B), y (T, B) ids, y the characters after x. The hidden state carries
     from window k to k+1 because stream b continues in column b. Each window is gathered from
     ``ids`` when it is asked for, so the split is never copied: it may be a memory-mapped file
-    larger than memory, of which only the pages being read are resident.
+    larger than memory, of which only the pages being read are resident. With ``streams``, only
+    those of the B streams (a data-parallel rank's share): x and y are then (T, b).
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, name: str = "corpus"):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int, name: str = "corpus",
+                 streams: slice = slice(None)):
         need = batch_size * (seq_length + 1)
         if len(ids) < need:
             raise CorpusError(
@@ -293,7 +295,8 @@ class Batches:
         stream_len = len(ids) // batch_size
         self.num_windows = (stream_len - 1) // seq_length
         # (T+1, B) positions of window 0: stream b starts at b * stream_len.
-        self._at = np.arange(seq_length + 1)[:, None] + (np.arange(batch_size) * stream_len)[None, :]
+        self._at = np.arange(seq_length + 1)[:, None] + (np.arange(batch_size) * stream_len)[None, streams]
+        self.B = self._at.shape[1]
 
     @property
     def chars_per_window(self) -> int:
@@ -316,17 +319,25 @@ def eval_sample(ids: np.ndarray, max_chars: int | None, pieces: int) -> np.ndarr
     return np.concatenate([ids[s : s + length] for s in starts])
 
 
-def eval_windows(ids: np.ndarray, batch_size: int, seq_length: int):
-    """Cover (nearly) all of ``ids`` with up to ``batch_size`` streams for evaluation.
+def eval_streams(n_ids: int, batch_size: int, seq_length: int) -> int:
+    """How many streams ``eval_windows`` cuts n_ids ids into."""
+    return max(1, min(batch_size, (n_ids - 1) // seq_length))
+
+
+def eval_windows(ids: np.ndarray, batch_size: int, seq_length: int, streams: slice = slice(None)):
+    """Cover (nearly) all of ``ids`` with up to ``batch_size`` streams for evaluation
+    (``streams`` of them: a data-parallel rank's share).
 
     Yields (x (t, B'), y (t, B'), first) with t <= T; ``first`` marks the window where the
     state starts fresh. Streams are views, so a large split is never copied whole.
     """
     if len(ids) < 2:
         return
-    b = max(1, min(batch_size, (len(ids) - 1) // seq_length))
+    b = eval_streams(len(ids), batch_size, seq_length)
     stream_len = (len(ids) - 1) // b
-    starts = np.arange(b) * stream_len
+    starts = (np.arange(b) * stream_len)[streams]
+    if len(starts) == 0:
+        return
     for s in range(0, stream_len, seq_length):
         t = min(seq_length, stream_len - s)
         cols = starts[None, :] + np.arange(s, s + t)[:, None]  # (t, B')

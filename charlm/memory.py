@@ -42,12 +42,15 @@ def _nbytes(shapes, itemsize) -> int:
     return sum(int(np.prod(s, dtype=np.int64)) for s in shapes) * itemsize
 
 
-def training_memory(config: Config, vocab_size: int, corpus_chars: int, mapped: bool = False) -> MemoryEstimate:
+def training_memory(config: Config, vocab_size: int, corpus_chars: int, mapped: bool = False, workers: int = 1,
+                    rank: int = 0) -> MemoryEstimate:
     """``mapped``: the ids are a memory map of the corpus cache (cache.py), which the kernel
-    pages in and out as training reads it: not memory the run must have, so not counted."""
+    pages in and out as training reads it: not memory the run must have, so not counted.
+    With ``workers``, what rank ``rank`` of a data-parallel job holds: B / workers streams'
+    buffers, a whole copy of the weights and optimizer, the n-gram on rank 0 only."""
     m, d = config.model, config.data
     item = np.dtype(m.dtype).itemsize
-    T, B, V = d.seq_length, d.batch_size, vocab_size
+    T, B, V = d.seq_length, max(1, d.batch_size // workers), vocab_size
     n_params = _nbytes(param_shapes(m, V).values(), 1)
     slots = len(slot_names(config.train))
     acts = 0
@@ -70,7 +73,7 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int, mapped: 
         "activations and buffers": acts + dropout + head,
         "corpus (memory-mapped: beyond its evaluation sample, pages in use only)" if mapped else "corpus": ids,
     }
-    if m.ngram_order:
+    if m.ngram_order and rank == 0:
         parts["n-gram model"] = NGRAM_FIT_BYTES * train_chars + NGRAM_SCORE_BYTES * eval_chars
     return MemoryEstimate(parts)
 
@@ -110,13 +113,16 @@ def format_bytes(n: float) -> str:
     return f"{n:,.1f} PB"
 
 
-def check_fits(estimate: MemoryEstimate, available: int | None = None) -> None:
-    """A ``TrainingError`` naming both numbers when the run cannot fit in memory."""
+def check_fits(estimate: MemoryEstimate, available: int | None = None, ranks: int = 1) -> None:
+    """A ``TrainingError`` naming both numbers when the run cannot fit in memory: with
+    ``ranks`` processes of the job on this machine, each needing ``estimate``."""
     available = available_memory() if available is None else available
-    if available is not None and estimate.total > available:
+    if available is not None and estimate.total * ranks > available:
         biggest = max(estimate.parts, key=estimate.parts.get)
+        each = f" ({ranks} workers, each about {format_bytes(estimate.total)})" if ranks > 1 else ""
         raise TrainingError(
-            f"this run needs about {format_bytes(estimate.total)} of memory but {format_bytes(available)} is "
+            f"this run needs about {format_bytes(estimate.total * ranks)} of memory{each} but "
+            f"{format_bytes(available)} is "
             f"available (largest part: {biggest}, {format_bytes(estimate.parts[biggest])}); use a smaller "
             "model.hidden_size, model.num_layers, data.batch_size or data.seq_length"
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .adapt import Adaptive
-from .data import eval_windows
+from .data import eval_streams, eval_windows
 from .errors import CharlmError, VocabError
 from .model import Model, exp_shifted
 from .vocab import Vocab, describe_chars
@@ -20,19 +20,21 @@ LN2 = math.log(2.0)
 TINY = np.finfo(np.float64).tiny  # a probability that underflowed: ~1022 bits, not infinity
 
 
-def char_nats(model, ids: np.ndarray, batch_size: int, seq_length: int) -> np.ndarray:
+def char_nats(model, ids: np.ndarray, batch_size: int, seq_length: int, streams: slice = slice(None)) -> np.ndarray:
     """-ln p of ids[1 .. M] (M,) float64, each given the characters before it in its stream:
-    (nearly) all of ``ids``, in up to ``batch_size`` streams, one window at a time."""
-    streams, at, state = np.empty((0, 0)), 0, None
+    (nearly) all of ``ids``, in up to ``batch_size`` streams, one window at a time. With
+    ``streams``, only those streams' characters (a data-parallel rank's share), in order."""
+    stream_len = (len(ids) - 1) // eval_streams(len(ids), batch_size, seq_length) if len(ids) >= 2 else 0
+    nats, at, state = np.empty((0, 0)), 0, None
     with model.inference():
-        for x, y, first in eval_windows(ids, batch_size, seq_length):
+        for x, y, first in eval_windows(ids, batch_size, seq_length, streams):
             if first:
                 state = model.zero_state(x.shape[1])
-                streams, at = np.empty((x.shape[1], (len(ids) - 1) // x.shape[1])), 0  # (B', stream length)
+                nats, at = np.empty((x.shape[1], stream_len)), 0  # (B', stream length)
             nll, state = model.nll(x, y, state)
-            streams[:, at : at + len(nll)] = nll.T
+            nats[:, at : at + len(nll)] = nll.T
             at += len(nll)
-    return streams.reshape(-1)
+    return nats.reshape(-1)
 
 
 def evaluate(model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:

@@ -12,10 +12,11 @@ import json
 import math
 import os
 import sys
+import traceback
 
 import click
 
-from .. import __version__
+from .. import __version__, parallel
 from ..adapt import AdaptOptions
 from ..checkpoint import BUNDLED, load_checkpoint
 from ..errors import CharlmError, echo
@@ -61,10 +62,18 @@ class CharlmGroup(click.Group):
         except BrokenPipeError:
             _quiet_broken_pipe()
         except CharlmError as e:
-            _fail(e.render(_flag))
+            _fail(e.render(_flag), e)
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
-            _fail(f"{where}{e.strerror or e}")
+            _fail(f"{where}{e.strerror or e}", e)
+        except Exception:
+            w = _workers()
+            if w is None or w.size == 1:
+                raise
+            # A bug or an exhausted resource on one rank: the others would wait for it forever.
+            traceback.print_exc()
+            sys.stderr.flush()
+            w.abort(1)
 
 
 # The library's errors name its parameters (errors.CharlmError); only the CLI knows their flags.
@@ -77,7 +86,21 @@ def _flag(name: str, value) -> str:
     return flag if value is None or value is True else f"{flag} {value}"
 
 
-def _fail(message: str):
+def _workers():
+    """This process's rank in an MPI job, or None outside one."""
+    try:
+        return parallel.current() if parallel.under_launcher() else None
+    except CharlmError:
+        return None
+
+
+def _fail(message: str, error: BaseException | None = None):
+    w = _workers()
+    if w is not None and w.size > 1:
+        if getattr(error, "quiet", False):  # rank 0 says why
+            sys.exit(1)
+        if w.rank:
+            message = f"worker {w.rank}: {message}"
     line = " ".join(message.split())  # one line, whatever the message held
     if len(line) > MAX_MESSAGE:
         line = line[: MAX_MESSAGE - 3] + "..."

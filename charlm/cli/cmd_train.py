@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from .. import finetune
+from .. import finetune, parallel
 from ..audit import audit, show_char
 from ..autoconfig import choose, finetune_recipe
 from ..baseline import MAX_BASELINE_CHARS, corpus_baseline
@@ -18,6 +19,7 @@ from ..blas import core, forced_core_note
 from ..checkpoint import load_checkpoint
 from ..config import load_config
 from ..data import describe_fingerprint, load_corpus
+from ..launch import launch
 from ..memory import available_memory, format_bytes
 from ..rundir import checkpoint_path
 from ..score import LN2
@@ -169,8 +171,11 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--json", "as_json", is_flag=True,
         help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
+@option("--workers", type=click.IntRange(1, 4096), default=1, metavar="N",
+        help="Train as N processes on this machine (data-parallel, one BLAS thread each, data.batch_size / N "
+             "streams each; needs charlm[mpi]). Under mpiexec, the ranks it started are the workers.")
 def train(corpus, include, exclude, config_path, overrides, out_dir, resume, overwrite, source, allow_new_corpus,
-          minutes, dry_run, full_eval, as_json, quiet):
+          minutes, dry_run, full_eval, as_json, quiet, workers):
     """Train a model on CORPUS: one or more UTF-8 files or directories. A directory is read
     recursively in sorted order; files that are not UTF-8 text are skipped, and a line says
     which.
@@ -187,6 +192,15 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
     if minutes is not None and resume:
         raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
                                "--set train.max_minutes=...)")
+    if workers > 1 and not parallel.under_launcher():
+        sys.exit(launch(workers, sys.argv[1:]))
+    w = parallel.current()
+    if w.size > 1 and workers not in (1, w.size):
+        raise click.UsageError(f"--workers {workers}, but mpiexec started {w.size} ranks: give the same number, "
+                               "or leave --workers out under mpiexec")
+    if not w.root:  # rank 0 speaks for the job
+        quiet, as_json = True, False
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of this process)
     corpus = CorpusSource(tuple(corpus), tuple(include), tuple(exclude))
     reporter = TqdmReporter(quiet, as_json)
     blas_note = forced_core_note()  # before --minutes times the candidates: it explains slow steps
@@ -195,25 +209,27 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
     if resume == "auto":  # the same command line starts the run, and continues it after a crash
         last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
         resume = str(last) if last.is_file() else None
-    if source:
-        trainer = _finetune_trainer(corpus, source, minutes, config_path, overrides, out_dir, reporter, overwrite,
-                                    quiet, as_json)
-    elif minutes is not None:
-        trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
-                                    as_json)
-    elif resume:
-        ck = load_checkpoint(checkpoint_path(resume, resume=True))
-        cfg = load_config(config_path, list(overrides), base=ck.config)
-        trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus)
-    else:
-        cfg = load_config(config_path, list(overrides))
-        trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+    with w.together():  # a rank that cannot start stops them all
+        if source:
+            trainer = _finetune_trainer(corpus, source, minutes, config_path, overrides, out_dir, reporter,
+                                        overwrite, quiet, as_json, w)
+        elif minutes is not None:
+            trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite,
+                                        quiet, as_json, w)
+        elif resume:
+            ck = load_checkpoint(checkpoint_path(resume, resume=True))
+            cfg = load_config(config_path, list(overrides), base=ck.config)
+            trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus,
+                                     workers=w)
+        else:
+            cfg = load_config(config_path, list(overrides))
+            trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, workers=w)
     if trainer.corpus.summary and not quiet:
         click.echo(dumps({"event": "corpus", "summary": trainer.corpus.summary, **trainer.corpus.fingerprint})
                    if as_json else trainer.corpus.summary)
     if dry_run:
         return _dry_run(trainer, as_json, blas_note)
-    if not quiet and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
+    if not quiet and w.root and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
         reporter.baseline = corpus_baseline(trainer.corpus, trainer.config.data.val_fraction)
     with _StopFlag() as stop:
         result = trainer.run(should_stop=stop, full_eval=full_eval)
@@ -227,31 +243,32 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
             click.echo(f"the best validation loss ({result.best_val:.4f} nats/char) is above the {b.order}-gram "
                        f"baseline's ({b.kneser_ney_bpc * LN2:.4f}): try --from bundled (English text), a longer "
                        "--minutes, or more text")
-    if stop.signum is not None:
-        sys.exit(128 + stop.signum)
+    if result.reason == "interrupted":  # by a signal to this rank or to another
+        sys.exit(128 + (stop.signum or signal.SIGINT))
 
 
-def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet, as_json):
-    corpus = load_corpus(corpus_path)
+def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet, as_json,
+                      w):
+    corpus = w.root_first(lambda: load_corpus(corpus_path))
     if not quiet and not as_json:
         click.echo(f"timing the candidate models for a {minutes:g}-minute budget...", err=True)
-    choice = choose(corpus, minutes)
+    choice = choose(corpus, minutes, workers=w)
     if as_json:
         click.echo(dumps({"event": "plan", "chose": choice.name, "steps": choice.steps, "measured": [
             {"model": n, "seconds_per_step": s, "steps": k} for n, s, k in choice.measured]}))
     elif not quiet:
         click.echo(choice.reason(minutes))
     cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{minutes:g}min")
-    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite)
+    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, workers=w)
 
 
 def _finetune_trainer(corpus_path, source, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
-                      as_json):
+                      as_json, w):
     ck = finetune.open_source(source)
-    corpus = load_corpus(corpus_path)
+    corpus = w.root_first(lambda: load_corpus(corpus_path))
     if minutes is not None and not quiet and not as_json:
         click.echo(f"timing the source model for a {minutes:g}-minute budget...", err=True)
-    choice = finetune_recipe(ck.config, corpus, minutes)
+    choice = finetune_recipe(ck.config, corpus, minutes, workers=w)
     label = "bundled" if source == "bundled" else Path(source).stem if Path(source).is_file() else Path(source).name
     if as_json:
         click.echo(dumps({"event": "plan", "from": ck.meta["path"], "chose": choice.name, "steps": choice.steps}))
@@ -262,7 +279,8 @@ def _finetune_trainer(corpus_path, source, minutes, config_path, overrides, out_
     cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{_stem(corpus_path)}-from-{label}")
     finetune.check_same_size(cfg, ck)
     corpus = finetune.encode_for(ck, corpus)
-    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, start=finetune.start(ck, corpus, cfg))
+    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, start=finetune.start(ck, corpus, cfg),
+                   workers=w)
 
 
 def _stem(source: CorpusSource) -> str:
@@ -272,18 +290,22 @@ def _stem(source: CorpusSource) -> str:
 
 
 def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
+    sec = tr.seconds_per_step()  # by every worker together
+    if not tr.workers.root:
+        return
     chars = audit(tr.corpus)
     counts = tr.model.param_counts()
     spe = tr.batches.num_windows
-    sec = tr.seconds_per_step()
     avail = available_memory()
+    n, local = tr.workers.size, tr.workers.local_size
     report = {
         "config": tr.config.to_dict(), "corpus": tr.corpus.fingerprint,
         "train_chars": tr.train_chars, "val_chars": len(tr.val_ids),
         "vocabulary": [c.to_dict() for c in chars],
         "parameters": sum(n for _, n in counts), "parameters_by_group": dict(counts),
         "steps_per_epoch": spe, "total_steps": tr.budget.total_steps,
-        "memory_bytes": tr.memory.total, "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
+        "workers": n, "memory_bytes": tr.memory.total * local, "memory_bytes_per_worker": tr.memory.total,
+        "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
         "seconds_per_step": sec, "seconds_per_epoch": sec * spe, "output_dir": str(tr.out_dir),
         "blas_core": core(), "blas_note": blas_note,
     }
@@ -306,9 +328,12 @@ def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
     click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
     parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in tr.memory.parts.items())
     avail_s = "unknown" if avail is None else format_bytes(avail)
-    click.echo(f"memory: about {format_bytes(tr.memory.total)} ({parts}); available {avail_s}")
+    each = f"; {local} workers here, each about {format_bytes(tr.memory.total)}" if local > 1 else ""
+    click.echo(f"memory: about {format_bytes(tr.memory.total * local)} ({'rank 0: ' if n > 1 else ''}{parts}{each}); "
+               f"available {avail_s}")
     eta = f"; the budget about {_minutes(sec * total)}" if total else ""
-    click.echo(f"time: {sec * 1000:,.1f} ms per step (timed), about {_minutes(sec * spe)} per epoch{eta}")
+    by = f", {n} workers" if n > 1 else ""
+    click.echo(f"time: {sec * 1000:,.1f} ms per step (timed{by}), about {_minutes(sec * spe)} per epoch{eta}")
     click.echo(f"dry run: nothing trained, nothing written (a run would write to {tr.out_dir})")
 
 
