@@ -106,7 +106,7 @@ def allreduce_job() -> None:
 
 def run_job(args: list[str], ranks: int = 2) -> dict:
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
-    r = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.workers", *args],
+    r = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.workers", "--threads", "1", *args],
                        capture_output=True, text=True, env=env, timeout=600)
     if r.returncode:
         sys.exit(f"the {ranks}-rank job failed: {r.stderr.strip()[-400:]}")
