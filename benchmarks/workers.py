@@ -27,6 +27,7 @@ THREADS = set_threads()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -44,6 +45,9 @@ from .common import corpus_path, have_torch, machine_info  # noqa: E402
 from .throughput import GRID, TorchStep, interleaved, load_batches  # noqa: E402
 
 SHARES = (50, 25, 13, 7, 4)  # B/N of a 50-stream batch for N = 1, 2, 4, 8, 16
+RANKS = (1, 2, 4, 8, 16)
+# Networks between machines: assumed (latency s, bandwidth bytes/s), not measured here (one machine).
+NETWORKS = {"10 GbE": (50e-6, 1.1e9), "1 GbE": (50e-6, 0.11e9)}
 SCALING_ROWS = ("lstm-1x128", "lstm-2x128", "lstm-2x256", "lstm-2x512")
 MESSAGE_FLOATS = (1_000, 10_000, 100_000, 300_000, 1_000_000, 4_000_000)
 
@@ -161,6 +165,41 @@ def scaling(corpus, as_json: bool) -> dict:
     return {"steps": steps, **comm}
 
 
+def allreduce_fit(by_bytes: dict) -> tuple[float, float]:
+    """(latency, bandwidth) of a(S) = latency + S / bandwidth through the 2-rank measurements at
+    ~400 KB and ~4 MB, which bracket the models' gradients."""
+    points = sorted((int(k), v) for k, v in by_bytes.items())  # JSON made the sizes strings
+    (s1, t1), (s2, t2) = points[2], points[4]
+    bandwidth = (s2 - s1) / (t2 - t1)
+    return max(0.0, t1 - s1 / bandwidth), bandwidth
+
+
+def predict(steps: dict, comm: dict, T: int = 50) -> list[dict]:
+    """The model: a step of N ranks takes one rank's step at its share of the batch, c(B/N),
+    plus the gradient's allreduce, a = latency * ceil(log2 N) + 2 (N-1)/N * S / bandwidth (S the
+    gradient's bytes; ring and recursive-doubling allreduce both move about that), plus the
+    per-step agreement. On one machine the global batch stays B = 50 (the same training run);
+    across M machines of 2 ranks each, every rank keeps b = 25 streams (B = 25 N: a larger
+    batch, so fewer, larger steps), and the allreduce adds a ring between machines."""
+    lat, bw = allreduce_fit(comm["allreduce_s_by_bytes"])
+    out = []
+    for name, c in steps.items():
+        S = 4 * c["params"]
+        for N, b in zip(RANKS, SHARES):
+            a = 0.0 if N == 1 else lat * math.ceil(math.log2(N)) + 2 * (N - 1) / N * S / bw + comm["agree_s"]
+            t = c[b] + a
+            out.append({"row": name, "where": "one machine", "ranks": N, "batch": 50, "step_s": t,
+                        "allreduce_share": a / t, "chars_per_s": 50 * T / t})
+        for net, (nlat, nbw) in NETWORKS.items():
+            for M in (2, 4):
+                N = 2 * M
+                a = lat + S / bw + 2 * (M - 1) * nlat + 2 * (M - 1) / M * S / nbw + comm["agree_s"]
+                t = c[25] + a
+                out.append({"row": name, "where": f"{M} machines, {net}", "ranks": N, "batch": 25 * N, "step_s": t,
+                            "allreduce_share": a / t, "chars_per_s": 25 * N * T / t})
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", default=",".join(r[0] for r in GRID))
@@ -182,8 +221,14 @@ def main():
     corpus = load_corpus(corpus_path())
     if args.scaling:
         out = scaling(corpus, args.json)
+        out["predicted"] = predict(out["steps"], out)
         if args.json:
             print(json.dumps(out))
+            return None
+        for p in out["predicted"]:
+            print(f"predicted {p['row']:11s} {p['where']:20s} {p['ranks']:>2} ranks, B {p['batch']:>3}: "
+                  f"{1000 * p['step_s']:8.2f} ms/step, {p['chars_per_s']:>10,.0f} chars/s, allreduce "
+                  f"{100 * p['allreduce_share']:4.1f}% of the step")
         return None
     torch = args.torch and have_torch()
     for name in args.rows.split(","):

@@ -202,7 +202,7 @@ def test_resuming_with_other_workers_carries_on_where_the_batch_divides(corpus, 
 def test_the_dry_run_times_the_workers_together_and_gives_memory_per_worker(corpus):
     r = run("train", corpus, "--dry-run", "--workers", "2", *SETS)
     assert r.returncode == 0, r.stderr
-    assert "timed, 2 workers" in r.stdout and "2 workers here, each about" in r.stdout
+    assert "timed, 2 workers" in r.stdout and "for the 2 workers here, each about" in r.stdout
     assert r.stdout.count("# config") == 1  # rank 0 alone prints
     r = run("train", corpus, "--dry-run", "--workers", "2", "--json", *SETS)
     report = json.loads(r.stdout)

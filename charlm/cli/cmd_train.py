@@ -328,8 +328,8 @@ def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
     click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
     parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in tr.memory.parts.items())
     avail_s = "unknown" if avail is None else format_bytes(avail)
-    each = f"; {local} workers here, each about {format_bytes(tr.memory.total)}" if local > 1 else ""
-    click.echo(f"memory: about {format_bytes(tr.memory.total * local)} ({'rank 0: ' if n > 1 else ''}{parts}{each}); "
+    each = f" for the {local} workers here, each about {format_bytes(tr.memory.total)}" if local > 1 else ""
+    click.echo(f"memory: about {format_bytes(tr.memory.total * local)}{each} ({'rank 0: ' if n > 1 else ''}{parts}); "
                f"available {avail_s}")
     eta = f"; the budget about {_minutes(sec * total)}" if total else ""
     by = f", {n} workers" if n > 1 else ""
