@@ -196,6 +196,8 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
         sys.exit(launch(workers, sys.argv[1:]))
     w = parallel.current()
     if w.size > 1 and workers not in (1, w.size):
+        if not w.root:  # rank 0 says why
+            sys.exit(2)
         raise click.UsageError(f"--workers {workers}, but mpiexec started {w.size} ranks: give the same number, "
                                "or leave --workers out under mpiexec")
     if not w.root:  # rank 0 speaks for the job
