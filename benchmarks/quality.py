@@ -2,10 +2,13 @@
 
     python -m benchmarks.quality --minutes 10 [--config configs/lstm-shakespeare.yaml] [--threads 2]
 
-Trains the config's model with charlm, then the same model in PyTorch (same initial weights,
+Trains the config's model with charlm and the same model in PyTorch (same initial weights,
 batch, seq, optimizer, lr schedule, clipping, data order), each for the same training-time
-budget on the same cores, one after the other. The whole validation split is evaluated after
-every minute of training; evaluation time is not counted as training time. The curves compare
+budget on the same cores, taking turns: each side trains for --block seconds of its own
+training time, then the other (a pause between turns lets the last library's threads go idle),
+so a machine that slows down for a while slows both alike. The whole validation split is
+evaluated after every minute of a side's training; evaluation time is not counted as training
+time. The curves compare
 the networks; a config with an n-gram mixture (model.ngram_order) has charlm's mixed loss
 printed beside its network's.
 
@@ -41,7 +44,7 @@ def run_charlm(cfg, minutes, log):
             return {"val_loss": r["val_loss_net"], "val_loss_mixed": r["val_loss"]}
         return {"val_loss": r["val_loss"]}
 
-    return _curve("charlm", minutes, lambda trained_s: tr.train_step(), evaluate, log)
+    return Curve("charlm", minutes, lambda trained_s: tr.train_step(), evaluate, log)
 
 
 def run_torch(cfg, minutes, log):
@@ -71,7 +74,7 @@ def run_torch(cfg, minutes, log):
         tw.rnn.eval()
         return {"val_loss": float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))}
 
-    return _curve("torch", minutes, step, evaluate, log)
+    return Curve("torch", minutes, step, evaluate, log)
 
 
 def torch_twin(cfg):
@@ -88,20 +91,41 @@ def torch_twin(cfg):
     return tw
 
 
-def _curve(name, minutes, step, evaluate, log):
-    """Train until ``minutes`` of training time (``step(training seconds so far)``); evaluate
-    after each whole minute (``evaluate()`` -> a dict with the network's "val_loss")."""
-    trained, next_eval, steps, points = 0.0, 60.0, 0, []
-    while trained < 60.0 * minutes:
-        t = time.perf_counter()
-        step(trained)
-        trained += time.perf_counter() - t
-        steps += 1
-        if trained >= next_eval or trained >= 60.0 * minutes:
-            points.append({"backend": name, "minutes": round(trained / 60, 2), "steps": steps, **evaluate()})
-            log(points[-1])
-            next_eval += 60.0
-    return points
+class Curve:
+    """One side's run: ``advance(s)`` trains (``step(training seconds so far)``) until s seconds
+    of training time or the budget, evaluating after each whole minute (``evaluate()`` -> a
+    dict with the network's "val_loss")."""
+
+    def __init__(self, name, minutes, step, evaluate, log):
+        self.name, self.budget, self.step, self.evaluate, self.log = name, 60.0 * minutes, step, evaluate, log
+        self.trained, self.next_eval, self.steps, self.points = 0.0, 60.0, 0, []
+
+    @property
+    def done(self) -> bool:
+        return self.trained >= self.budget
+
+    def advance(self, until_s: float) -> None:
+        while self.trained < min(until_s, self.budget):
+            t = time.perf_counter()
+            self.step(self.trained)
+            self.trained += time.perf_counter() - t
+            self.steps += 1
+            if self.trained >= self.next_eval or self.done:
+                self.points.append({"backend": self.name, "minutes": round(self.trained / 60, 2), "steps": self.steps,
+                                    **self.evaluate()})
+                self.log(self.points[-1])
+                self.next_eval += 60.0
+
+
+def take_turns(curves: list[Curve], block_s: float, pause_s: float = 0.5) -> None:
+    """Advance each side by ``block_s`` of its training time in turn until all are done."""
+    until = 0.0
+    while not all(c.done for c in curves):
+        until += block_s
+        for c in curves:
+            if not c.done:
+                c.advance(until)
+                time.sleep(pause_s)  # the other library's thread pool stops spinning
 
 
 def chart(curves, width=50, lo=None, hi=None):
@@ -126,6 +150,7 @@ def main(argv=None):
     p.add_argument("--config", default=str(ROOT / "configs" / "lstm-shakespeare.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--block", type=float, default=10.0, help="seconds of training time per turn")
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-torch", dest="torch", action="store_false")
     args = p.parse_args(argv)
@@ -138,9 +163,11 @@ def main(argv=None):
         lambda r: print(f"{r['backend']:6s} {r['minutes']:6.2f} min  step {r['steps']:6d}  val {r['val_loss']:.4f} nats/char"
                         + (f" (mixed with the n-gram {r['val_loss_mixed']:.4f})" if "val_loss_mixed" in r else ""),
                         flush=True))
-    curves = {"charlm": run_charlm(cfg, args.minutes, log)}
+    sides = [run_charlm(cfg, args.minutes, log)]
     if args.torch and have_torch():
-        curves["torch"] = run_torch(cfg, args.minutes, log)
+        sides.append(run_torch(cfg, args.minutes, log))
+    take_turns(sides, args.block)
+    curves = {c.name: c.points for c in sides}
     if not args.json:
         print(chart(curves))
     return curves

@@ -100,6 +100,20 @@ def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys)
     assert '"config": "lstm-shakespeare"' in capsys.readouterr().out
 
 
+def test_quality_sides_take_turns_so_the_machine_slows_both_alike():
+    import time
+
+    from benchmarks import quality
+
+    order = []
+    sides = [quality.Curve(name, 0.001, lambda s, n=name: (order.append(n), time.sleep(0.002)), lambda: {"val_loss": 1.0},
+                           lambda r: None) for name in ("a", "b")]  # 0.06 s of training each
+    quality.take_turns(sides, block_s=0.01, pause_s=0)
+    assert all(c.done and c.trained >= 0.06 and len(c.points) == 1 for c in sides)
+    switches = sum(x != y for x, y in zip(order, order[1:]))
+    assert switches >= 5  # turns of ~0.01 s, not one side's whole run and then the other's
+
+
 @needs_torch
 def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch):
     """Both sides of the quality benchmark start from one draw of the weights: at step 0 they

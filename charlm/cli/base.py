@@ -66,6 +66,8 @@ class CharlmGroup(click.Group):
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             _fail(f"{where}{e.strerror or e}", e)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own: a usage error or an exit, which click reports
         except Exception:
             w = _workers()
             if w is None or w.size == 1:
