@@ -37,8 +37,9 @@ import numpy as np  # noqa: E402
 
 from charlm.config import Config  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
-from charlm.launch import THREAD_VARIABLES, mpiexec  # noqa: E402
+from charlm.launch import mpiexec  # noqa: E402
 from charlm.parallel import current  # noqa: E402
+from charlm.threads import THREAD_VARIABLES  # noqa: E402
 from charlm.train import Trainer  # noqa: E402
 
 from .common import corpus_path, have_torch, machine_info  # noqa: E402

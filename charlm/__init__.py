@@ -12,6 +12,10 @@
 
 __version__ = "0.1.0"
 
+from .threads import one_thread_per_rank  # noqa: E402
+
+one_thread_per_rank()  # before anything loads NumPy
+
 from .adapt import Adaptive, AdaptOptions  # noqa: E402
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
 from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config  # noqa: E402

@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 
 from .errors import CharlmError
+from .threads import THREAD_VARIABLES
 
-THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 # What MPICH's mpiexec (hydra) prints of its own: its banner for a rank that died, and its notes.
 _MPI_LINE = re.compile(r"=+|=\s.*|YOUR APPLICATION TERMINATED WITH THE EXIT STRING.*|This typically refers to a "
                        r"problem with your application\.|Please see the FAQ page.*|\[(mpiexec|proxy:)[^\]]*\].*")

@@ -20,7 +20,6 @@ Shape letters: B streams in the global batch, b this rank's, H hidden size, N ra
 from __future__ import annotations
 
 import json
-import os
 import zlib
 from contextlib import contextmanager
 from functools import cache
@@ -28,8 +27,7 @@ from functools import cache
 import numpy as np
 
 from .errors import CharlmError, TrainingError
-
-SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # set by MPICH's and Open MPI's launchers
+from .threads import ranks_from_launcher
 
 
 class WorkerFailed(CharlmError):
@@ -214,16 +212,11 @@ class MPIWorkers(Workers):
         self.comm.Abort(code)
 
 
-def under_launcher() -> bool:
-    """Whether an MPI launcher (mpiexec) started this process, with any number of ranks."""
-    return any(v in os.environ for v in SIZE_VARIABLES)
-
-
 @cache
 def current() -> Workers:
     """This process's place in the job: ``MPIWorkers`` under an MPI launcher with more than one
     rank, otherwise ``Workers()``. ``CharlmError`` when MPI started it but mpi4py is missing."""
-    if all(os.environ.get(v, "1") == "1" for v in SIZE_VARIABLES):
+    if ranks_from_launcher() == 1:
         return Workers()
     try:
         from mpi4py import MPI

@@ -104,6 +104,20 @@ def test_a_batch_that_does_not_divide_among_the_workers_is_refused():
     Rank(0, 2).check_divides(50)
 
 
+def test_under_mpiexec_each_rank_gets_one_blas_thread_unless_the_user_chose(monkeypatch):
+    from charlm.threads import THREAD_VARIABLES, one_thread_per_rank
+
+    for v in (*THREAD_VARIABLES, "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("PMI_SIZE", "1")
+    one_thread_per_rank()
+    assert not any(v in os.environ for v in THREAD_VARIABLES)
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    one_thread_per_rank()
+    assert [os.environ[v] for v in THREAD_VARIABLES] == ["1", "4", "1"]
+
+
 def test_memory_per_worker_counts_its_share_of_the_batch_and_the_ngram_on_rank_0_only():
     cfg = Config.from_dict({"model": {"hidden_size": 64, "ngram_order": 5}, "data": {"batch_size": 32}})
     one = training_memory(cfg, 65, 100_000)
@@ -207,6 +221,15 @@ def test_the_dry_run_times_the_workers_together_and_gives_memory_per_worker(corp
     r = run("train", corpus, "--dry-run", "--workers", "2", "--json", *SETS)
     report = json.loads(r.stdout)
     assert report["workers"] == 2 and report["memory_bytes"] == 2 * report["memory_bytes_per_worker"]
+
+
+def test_minutes_times_the_candidates_with_every_worker(corpus):
+    r = run("train", corpus, "--minutes", "0.2", "--dry-run", "--workers", "2", "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    plan, report = (json.loads(l) for l in r.stdout.splitlines()[:2])  # one of each: rank 0 speaks
+    assert plan["event"] == "plan" and all(m["seconds_per_step"] > 0 for m in plan["measured"])
+    assert report["workers"] == 2 and report["config"]["data"]["batch_size"] % 2 == 0
+    assert len(r.stdout.splitlines()) == 2
 
 
 def test_workers_without_mpi_installed_is_one_line(corpus, tmp_path, monkeypatch):

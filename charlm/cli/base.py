@@ -20,6 +20,7 @@ from .. import __version__, parallel
 from ..adapt import AdaptOptions
 from ..checkpoint import BUNDLED, load_checkpoint
 from ..errors import CharlmError, echo
+from ..threads import under_launcher
 
 MAX_MESSAGE = 400  # characters of an error line
 
@@ -68,14 +69,16 @@ class CharlmGroup(click.Group):
             _fail(f"{where}{e.strerror or e}", e)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click's own: a usage error or an exit, which click reports
-        except Exception:
+        except (Exception, KeyboardInterrupt) as e:
             w = _workers()
             if w is None or w.size == 1:
                 raise
-            # A bug or an exhausted resource on one rank: the others would wait for it forever.
-            traceback.print_exc()
+            # A bug, an exhausted resource or a second Ctrl-C on one rank: the others would wait
+            # for it forever.
+            if not isinstance(e, KeyboardInterrupt):
+                traceback.print_exc()
             sys.stderr.flush()
-            w.abort(1)
+            w.abort(130 if isinstance(e, KeyboardInterrupt) else 1)
 
 
 # The library's errors name its parameters (errors.CharlmError); only the CLI knows their flags.
@@ -91,7 +94,7 @@ def _flag(name: str, value) -> str:
 def _workers():
     """This process's rank in an MPI job, or None outside one."""
     try:
-        return parallel.current() if parallel.under_launcher() else None
+        return parallel.current() if under_launcher() else None
     except CharlmError:
         return None
 

@@ -24,6 +24,7 @@ from ..memory import available_memory, format_bytes
 from ..rundir import checkpoint_path
 from ..score import LN2
 from ..sources import CorpusSource
+from ..threads import under_launcher
 from ..train import Reporter, Trainer
 from .base import Finite, dumps, main, option
 
@@ -192,7 +193,7 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
     if minutes is not None and resume:
         raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
                                "--set train.max_minutes=...)")
-    if workers > 1 and not parallel.under_launcher():
+    if workers > 1 and not under_launcher():
         sys.exit(launch(workers, sys.argv[1:]))
     w = parallel.current()
     if w.size > 1 and workers not in (1, w.size):
