@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from charlm.config import Config  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
-from charlm.launch import mpiexec  # noqa: E402
+from charlm.launch import mpi_launcher  # noqa: E402
 from charlm.parallel import current  # noqa: E402
 from charlm.threads import THREAD_VARIABLES  # noqa: E402
 from charlm.train import Trainer  # noqa: E402
@@ -111,7 +111,7 @@ def allreduce_job() -> None:
 
 def run_job(args: list[str], ranks: int = 2) -> dict:
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
-    r = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "benchmarks.workers", "--threads", "1", *args],
+    r = subprocess.run([mpi_launcher(), "-n", str(ranks), sys.executable, "-m", "benchmarks.workers", "--threads", "1", *args],
                        capture_output=True, text=True, env=env, timeout=600)
     if r.returncode:
         sys.exit(f"the {ranks}-rank job failed: {r.stderr.strip()[-400:]}")

@@ -35,7 +35,7 @@ _MPI_LINE = re.compile(r"=+|=\s.*|YOUR APPLICATION TERMINATED WITH THE EXIT STRI
 _DIED = re.compile(r"EXIT STRING: (.*?) \(signal (\d+)\)")
 
 
-def mpiexec() -> str:
+def mpi_launcher() -> str:
     """The mpiexec that came with charlm[mpi] (or another on PATH); ``CharlmError`` without one."""
     beside = Path(sys.executable).parent / "mpiexec"
     found = str(beside) if beside.is_file() else shutil.which("mpiexec")
@@ -47,7 +47,7 @@ def mpiexec() -> str:
 
 def launch(workers: int, args: list[str]) -> int:
     """Run ``charlm ARGS`` as ``workers`` ranks; their exit status (1 when one died)."""
-    cmd = [mpiexec(), "-n", str(workers), sys.executable, "-m", "charlm", *args]
+    cmd = [mpi_launcher(), "-n", str(workers), sys.executable, "-m", "charlm", *args]
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, errors="replace",
                             start_new_session=True)

@@ -246,7 +246,7 @@ def test_workers_without_mpi_installed_is_one_line(corpus, tmp_path, monkeypatch
 
 
 def test_workers_must_match_the_ranks_mpiexec_started(corpus, tmp_path):
-    r = subprocess.run([launch.mpiexec(), "-n", "2", CHARLM, "train", corpus, "--out", tmp_path / "r", "--workers",
+    r = subprocess.run([launch.mpi_launcher(), "-n", "2", CHARLM, "train", corpus, "--out", tmp_path / "r", "--workers",
                         "3", *SETS], text=True, capture_output=True, timeout=120,
                        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert r.returncode == 2 and r.stderr.count("Error: ") == 1, r.stderr
@@ -254,7 +254,7 @@ def test_workers_must_match_the_ranks_mpiexec_started(corpus, tmp_path):
 
 
 def test_mpiexec_runs_the_same_command(corpus, tmp_path):
-    mpiexec = launch.mpiexec()
+    mpiexec = launch.mpi_launcher()
     out = tmp_path / "run"
     r = subprocess.run([mpiexec, "-n", "2", CHARLM, "train", corpus, "--out", out, "--json", *SETS], text=True,
                        capture_output=True, timeout=120, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
