@@ -28,7 +28,6 @@ THREADS = set_threads()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
-import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -39,7 +38,6 @@ from charlm.config import Config  # noqa: E402
 from charlm.data import load_corpus  # noqa: E402
 from charlm.launch import mpi_launcher  # noqa: E402
 from charlm.parallel import current  # noqa: E402
-from charlm.threads import THREAD_VARIABLES  # noqa: E402
 from charlm.train import Trainer  # noqa: E402
 
 from .common import corpus_path, have_torch, machine_info  # noqa: E402
@@ -110,9 +108,8 @@ def allreduce_job() -> None:
 
 
 def run_job(args: list[str], ranks: int = 2) -> dict:
-    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
     r = subprocess.run([mpi_launcher(), "-n", str(ranks), sys.executable, "-m", "benchmarks.workers", "--threads", "1", *args],
-                       capture_output=True, text=True, env=env, timeout=600)
+                       capture_output=True, text=True, timeout=600)
     if r.returncode:
         sys.exit(f"the {ranks}-rank job failed: {r.stderr.strip()[-400:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

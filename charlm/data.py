@@ -291,12 +291,12 @@ class Batches:
                 f"{batch_size} x (seq_length {seq_length} + 1) needs at least {need}; "
                 "use a longer corpus or a smaller batch_size/seq_length"
             )
-        self.B, self.T, self.ids = batch_size, seq_length, ids
+        self.T, self.ids = seq_length, ids
         stream_len = len(ids) // batch_size
         self.num_windows = (stream_len - 1) // seq_length
         # (T+1, B) positions of window 0: stream b starts at b * stream_len.
         self._at = np.arange(seq_length + 1)[:, None] + (np.arange(batch_size) * stream_len)[None, streams]
-        self.B = self._at.shape[1]
+        self.B = self._at.shape[1]  # this rank's streams (all B without ``streams``)
 
     @property
     def chars_per_window(self) -> int:

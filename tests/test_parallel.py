@@ -118,6 +118,28 @@ def test_under_mpiexec_each_rank_gets_one_blas_thread_unless_the_user_chose(monk
     assert [os.environ[v] for v in THREAD_VARIABLES] == ["1", "4", "1"]
 
 
+def test_the_launcher_gives_every_rank_one_blas_thread_whatever_the_shell_set(monkeypatch):
+    seen = {}
+
+    class Started:
+        stdout = io.StringIO("")
+
+        def __init__(self, cmd, env, **kw):
+            seen.update(cmd=cmd, env=env)
+
+        def wait(self):
+            return 0
+
+        def send_signal(self, s):
+            pass
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.setattr(launch.subprocess, "Popen", Started)
+    assert launch.launch(3, ["train", "x.txt"]) == 0
+    assert seen["cmd"][1:3] == ["-n", "3"] and seen["cmd"][-2:] == ["train", "x.txt"]
+    assert [seen["env"][v] for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")] == ["1"] * 3
+
+
 def test_memory_per_worker_counts_its_share_of_the_batch_and_the_ngram_on_rank_0_only():
     cfg = Config.from_dict({"model": {"hidden_size": 64, "ngram_order": 5}, "data": {"batch_size": 32}})
     one = training_memory(cfg, 65, 100_000)
