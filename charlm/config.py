@@ -81,6 +81,9 @@ class TrainConfig:
     weight_decay: float = _opt(0.0, "adam: decoupled weight decay (AdamW): every step shrinks the weights by "
                                "lr * weight_decay of themselves (0: off)", lo=0.0, hi=10.0)
     eps: float = _opt(1e-8, "adam/adagrad/rmsprop epsilon", lo=0.0, lo_open=True, hi=1.0)
+    bias_lr: float = _opt(1.0, "learning-rate multiplier for the recurrent layers' biases: 2 trains them as PyTorch "
+                          "and char-rnn do, whose layers add an input and a recurrent bias that each take a full "
+                          "step (exactly, for LSTM and RNN layers); 1: one bias, one step", lo=0.0, lo_open=True, hi=100.0)
     grad_clip: float = _opt(5.0, "global gradient-norm clip (0: off)", lo=0.0)
     lr_schedule: str = _opt("constant", "learning-rate schedule: constant; step (lr_decay every lr_decay_every epochs); "
                             "cosine or linear (a warm-up, then down to min_lr by the end of whichever budget ends "

@@ -5,7 +5,9 @@ One interface: ``step(grad, lr)`` updates ``params`` in place. State is a few fl
 parameter name and restore it exactly. With train.ema, every optimizer also keeps an
 exponential moving average of the weights (slot ``ema``), which the trainer evaluates,
 samples from and saves as best.npz. Every update is a handful of in-place whole-vector
-operations into one preallocated scratch array.
+operations into one preallocated scratch array. train.bias_lr scales the step of the recurrent
+layers' biases: PyTorch's and char-rnn's layers have two bias vectors where charlm has one, and
+each of the two takes a full step, so their sum moves twice as far as one bias would.
 """
 
 from __future__ import annotations
@@ -20,15 +22,20 @@ from .config import TrainConfig
 class Optimizer:
     slots: tuple[str, ...] = ()
 
-    def __init__(self, params: np.ndarray, cfg: TrainConfig):
+    def __init__(self, params: np.ndarray, cfg: TrainConfig, biases: list[slice] = ()):
+        """``biases``: the slices of ``params`` whose steps train.bias_lr scales."""
         self.params, self.cfg = params, cfg
         self.state = {s: np.zeros_like(params) for s in slot_names(cfg)}  # the first step fills ema
         self.t = 0
         self._tmp = np.empty_like(params)
+        self._biases = list(biases) if cfg.bias_lr != 1.0 else []
 
     def step(self, grad: np.ndarray, lr: float) -> None:
         self.t += 1
-        self._update(grad, lr)
+        s = self._update(grad, lr)
+        for b in self._biases:
+            s[b] *= self.cfg.bias_lr
+        self.params -= s
         if "ema" in self.state:
             self._average()
 
@@ -42,17 +49,18 @@ class Optimizer:
         s *= 1.0 - d
         ema += s
 
-    def _update(self, grad, lr):
+    def _update(self, grad, lr) -> np.ndarray:
+        """Update the slots; return the step (the scratch array), which ``step`` subtracts."""
         raise NotImplementedError
 
     def _divide_by_rms(self, g, sq, lr):
-        """p -= lr g / (sqrt(sq) + eps), through the scratch array."""
+        """lr g / (sqrt(sq) + eps), in the scratch array."""
         s = self._tmp
         np.sqrt(sq, out=s)
         s += self.cfg.eps
         np.divide(g, s, out=s)
         s *= lr
-        self.params -= s
+        return s
 
 
 class SGD(Optimizer):
@@ -64,8 +72,7 @@ class SGD(Optimizer):
         buf = self.state["momentum"]
         buf *= self.cfg.momentum
         buf += g
-        np.multiply(buf, lr, out=self._tmp)
-        self.params -= self._tmp
+        return np.multiply(buf, lr, out=self._tmp)
 
 
 class Adam(Optimizer):
@@ -92,7 +99,7 @@ class Adam(Optimizer):
         s += c.eps
         np.divide(m, s, out=s)
         s *= lr / bc1
-        self.params -= s
+        return s
 
 
 class Adagrad(Optimizer):
@@ -104,7 +111,7 @@ class Adagrad(Optimizer):
         acc, s = self.state["sum"], self._tmp
         np.multiply(g, g, out=s)
         acc += s
-        self._divide_by_rms(g, acc, lr)
+        return self._divide_by_rms(g, acc, lr)
 
 
 class RMSprop(Optimizer):
@@ -118,7 +125,7 @@ class RMSprop(Optimizer):
         np.multiply(g, g, out=s)
         s *= 1.0 - a
         v += s
-        self._divide_by_rms(g, v, lr)
+        return self._divide_by_rms(g, v, lr)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop}
@@ -129,8 +136,9 @@ def slot_names(cfg: TrainConfig) -> tuple[str, ...]:
     return OPTIMIZERS[cfg.optimizer].slots + (("ema",) if cfg.ema else ())
 
 
-def make_optimizer(params: np.ndarray, cfg: TrainConfig) -> Optimizer:
-    return OPTIMIZERS[cfg.optimizer](params, cfg)
+def make_optimizer(params: np.ndarray, cfg: TrainConfig, biases: list[slice] = ()) -> Optimizer:
+    """``biases``: the slices train.bias_lr applies to (``Model.bias_slices()``)."""
+    return OPTIMIZERS[cfg.optimizer](params, cfg, biases)
 
 
 def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:

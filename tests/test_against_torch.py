@@ -81,3 +81,36 @@ def test_optimizers_match_pytorch(name):
         torch.nn.utils.clip_grad_norm_([tp], 5.0)
         topt.step()
     np.testing.assert_allclose(ours, tp.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rnn"])
+@pytest.mark.parametrize("bias_lr, both_biases", [(2.0, True), (1.0, False)])
+def test_bias_lr_2_trains_as_pytorchs_two_biases(kind, bias_lr, both_biases):
+    """Adam over a few windows: with train.bias_lr 2 charlm's one bias per gate row follows the
+    sum of PyTorch's bias_ih and bias_hh, both trained; with 1, PyTorch's with bias_hh frozen.
+    No clipping: PyTorch's gradient norm counts the two biases' gradients twice."""
+    import torch
+
+    m = Model(ModelConfig(type=kind, hidden_size=H, num_layers=2, dtype="float64"), V)
+    m.init(np.random.default_rng(0))
+    rnn, head, order = torch_model(m)
+    for l in range(2):
+        getattr(rnn, f"bias_hh_l{l}").requires_grad_(both_biases)
+    cfg = TrainConfig(lr=0.01, bias_lr=bias_lr)
+    opt = make_optimizer(m.flat, cfg, m.bias_slices())
+    params = [p for p in [*rnn.parameters(), *head.parameters()] if p.requires_grad]
+    topt = torch.optim.Adam(params, lr=0.01, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        x, y = rng.integers(0, V, (5, 3)), rng.integers(0, V, (5, 3))
+        m.loss_and_grad(x, y, m.zero_state(3))
+        opt.step(m.grad, 0.01)
+        topt.zero_grad()
+        out, _ = rnn(torch.nn.functional.one_hot(torch.tensor(x), V).double())
+        torch.nn.functional.cross_entropy(head(out).reshape(-1, V), torch.tensor(y.reshape(-1))).backward()
+        topt.step()
+    for l in range(2):
+        b = getattr(rnn, f"bias_ih_l{l}") + getattr(rnn, f"bias_hh_l{l}")
+        np.testing.assert_allclose(m.params[f"l{l}/b"][order], b.detach().numpy(), atol=1e-10)
+        np.testing.assert_allclose(m.params[f"l{l}/Wh"][order], getattr(rnn, f"weight_hh_l{l}").detach().numpy(), atol=1e-10)
+    np.testing.assert_allclose(m.params["head/b"], head.bias.detach().numpy(), atol=1e-10)
