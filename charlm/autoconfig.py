@@ -133,6 +133,7 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
     step``, by default a few real training steps, by all ``workers`` together) and apply the rule."""
     measure = measure or _seconds_per_step(corpus, workers)
     tier_overrides, candidates = tier(minutes)
+    tier_overrides = merge(tier_overrides, _shared_batch(merge(BASE, tier_overrides), workers))
     budget_s = 60.0 * minutes * 0.95  # evaluations take the rest
     cap = _pass_steps(corpus, val_fraction, merge(BASE, tier_overrides)["data"], MAX_PASSES)
     measured = []
@@ -158,6 +159,7 @@ def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None
     the steps that ``minutes`` holds if fewer (timed as ``choose`` times its candidates)."""
     model = {**source.to_dict()["model"], **(MIX["model"] if _small(corpus, val_fraction) else {"ngram_order": 0})}
     raw = merge(FINETUNE, {"model": model})
+    raw = merge(raw, _shared_batch(raw, workers))
     steps = _pass_steps(corpus, val_fraction, raw["data"], FINETUNE_PASSES)
     sec, measured = 0.0, []
     if minutes is not None:
@@ -178,6 +180,13 @@ def _schedule(steps: int, minutes: float | None) -> dict:
     evals = max(1, steps // 20)  # about 20 evaluations (and samples) over the run
     return {"max_steps": steps, "max_minutes": minutes, "warmup_steps": min(100, steps // 10),
             "eval_every": evals, "checkpoint_every": evals}
+
+
+def _shared_batch(raw: dict, workers) -> dict:
+    """``raw``'s batch size as the nearest multiple of the workers, so each trains an equal share
+    of the streams (data.batch_size 50 with 3 workers: 51); nothing changes for one process."""
+    n, b = (1 if workers is None else workers.size), raw["data"]["batch_size"]
+    return {"data": {"batch_size": max(1, round(b / n)) * n}}
 
 
 def _small(corpus: Corpus, val_fraction: float) -> bool:

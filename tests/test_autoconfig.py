@@ -1,10 +1,12 @@
 """The recipes (charlm/autoconfig.py): --minutes on the machine and the corpus, the fine-tuning recipe,
 and the shipped configs that --minutes picks on the reference machine."""
 
+import types
+
 import numpy as np
 import pytest
 
-from charlm.autoconfig import BASE, CANDIDATES, LONG_CANDIDATES, MIN_STEPS, choose, merge, tier
+from charlm.autoconfig import BASE, CANDIDATES, LONG_CANDIDATES, MIN_STEPS, choose, finetune_recipe, merge, tier
 from charlm.config import Config, TrainConfig, load_config
 from charlm.data import Corpus, load_corpus
 
@@ -74,7 +76,7 @@ def test_the_time_budget_rule_fits_the_corpus(corpus_file):
     assert big.train.max_steps == int(600 * 0.95 / fake({"model": {"num_layers": 2, "hidden_size": 384}}))
 
 def test_the_finetuning_recipe_keeps_the_source_model_and_fits_passes_and_budget(corpus_file):
-    from charlm.autoconfig import FINETUNE_DROPOUT, FINETUNE_PASSES, finetune_recipe
+    from charlm.autoconfig import FINETUNE_DROPOUT, FINETUNE_PASSES
     from charlm.data import Corpus
 
     small = load_corpus(corpus_file)
@@ -122,3 +124,22 @@ def test_no_mixture_for_a_vocabulary_too_large_to_index_its_5_grams(corpus_file)
     fake = lambda raw: 0.01
     assert Config.from_dict(choose(Corpus(small.ids, huge, small.fingerprint), 1, measure=fake).config).model.ngram_order == 0
     assert Config.from_dict(choose(small, 1, measure=fake).config).model.ngram_order == 5
+
+
+@pytest.mark.parametrize("workers, batches", [(3, (33, 51, 33)), (4, (32, 48, 32)), (7, (35, 49, 35))])
+def test_the_recipes_batch_is_shared_equally_by_the_workers(shakespeare, workers, batches):
+    """--minutes and --from with --workers N: the chosen batch is the nearest multiple of N,
+    and the candidates are timed with it."""
+    corpus = load_corpus(shakespeare)
+    seen = []
+
+    def fake(raw):
+        seen.append(raw["data"]["batch_size"])
+        return 0.01
+
+    w = types.SimpleNamespace(size=workers)
+    short, mid = (Config.from_dict(choose(corpus, m, measure=fake, workers=w).config) for m in (1, 10))
+    source = Config.from_dict({"model": {"num_layers": 1, "hidden_size": 16}})
+    tuned = Config.from_dict(finetune_recipe(source, corpus, minutes=1, measure=fake, workers=w).config)
+    assert (short.data.batch_size, mid.data.batch_size, tuned.data.batch_size) == batches
+    assert set(seen) == {batches[0], batches[1]}
