@@ -127,10 +127,10 @@ def test_no_mixture_for_a_vocabulary_too_large_to_index_its_5_grams(corpus_file)
 
 
 @pytest.mark.parametrize("workers, batches", [(3, (33, 51, 33)), (4, (32, 48, 32)), (7, (35, 49, 35))])
-def test_the_recipes_batch_is_shared_equally_by_the_workers(shakespeare, workers, batches):
+def test_the_recipes_batch_is_shared_equally_by_the_workers(corpus_file, workers, batches):
     """--minutes and --from with --workers N: the chosen batch is the nearest multiple of N,
     and the candidates are timed with it."""
-    corpus = load_corpus(shakespeare)
+    corpus = load_corpus(corpus_file)
     seen = []
 
     def fake(raw):
