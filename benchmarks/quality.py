@@ -16,6 +16,13 @@ A cosine schedule ends where each side's budget ends, as in `charlm train` with
 train.max_minutes (charlm/schedule.py): each side's schedule follows its own training time,
 so the side that steps faster gets more steps inside the schedule (instead of extra steps at
 the minimum learning rate after a schedule sized in steps for someone else's speed).
+
+    python -m benchmarks.quality --steps 2870 [--side charlm|torch] [--threads 1]
+
+A budget of steps instead: each side makes exactly that many steps with the schedule over
+them, evaluated after each tenth. It measures what a step is worth, apart from what it costs:
+time plays no part, so the sides need neither turns nor a quiet machine, and two processes
+(``--side charlm`` and ``--side torch``, one thread each) can run at once.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from charlm.train import Trainer  # noqa: E402
 from .common import ROOT, TorchTwin, corpus_path, have_torch, machine_info  # noqa: E402
 
 
-def run_charlm(cfg, minutes, log):
+def run_charlm(cfg, budget, log):
     tr = Trainer(cfg, corpus_path(), out_dir=None)
 
     def evaluate():
@@ -44,10 +51,10 @@ def run_charlm(cfg, minutes, log):
             return {"val_loss": r["val_loss_net"], "val_loss_mixed": r["val_loss"]}
         return {"val_loss": r["val_loss"]}
 
-    return Curve("charlm", minutes, lambda trained_s: tr.train_step(), evaluate, log)
+    return Curve("charlm", budget, lambda trained_s: tr.train_step(), evaluate, log)
 
 
-def run_torch(cfg, minutes, log):
+def run_torch(cfg, budget, log):
     from charlm.data import Batches, load_corpus, split
     from charlm.schedule import Budget, Schedule
 
@@ -74,7 +81,7 @@ def run_torch(cfg, minutes, log):
         tw.rnn.eval()
         return {"val_loss": float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))}
 
-    return Curve("torch", minutes, step, evaluate, log)
+    return Curve("torch", budget, step, evaluate, log)
 
 
 def torch_twin(cfg):
@@ -91,45 +98,59 @@ def torch_twin(cfg):
     return tw
 
 
-class Curve:
-    """One side's run: ``advance(s)`` trains (``step(training seconds so far)``) until s seconds
-    of training time or the budget, evaluating after each whole minute (``evaluate()`` -> a
-    dict with the network's "val_loss")."""
+class SideBudget:
+    """What ends a side's run and when it is evaluated: ``minutes`` of training time (an
+    evaluation after each minute), or ``steps`` (one after each tenth)."""
 
-    def __init__(self, name, minutes, step, evaluate, log):
-        self.name, self.budget, self.step, self.evaluate, self.log = name, 60.0 * minutes, step, evaluate, log
-        self.trained, self.next_eval, self.steps, self.points = 0.0, 60.0, 0, []
+    def __init__(self, minutes=None, steps=None):
+        self.by_steps = steps is not None
+        self.total = steps if self.by_steps else 60.0 * minutes
+        self.every = max(1, steps // 10) if self.by_steps else 60.0
+
+
+class Curve:
+    """One side's run: ``advance(until)`` trains (``step(training seconds so far)``) until
+    ``until`` of the budget (seconds of training time, or steps), evaluating as the budget
+    says (``evaluate()`` -> a dict with the network's "val_loss")."""
+
+    def __init__(self, name, budget, step, evaluate, log):
+        self.name, self.budget, self.step, self.evaluate, self.log = name, budget, step, evaluate, log
+        self.trained, self.next_eval, self.steps, self.points = 0.0, budget.every, 0, []
+
+    @property
+    def progress(self):
+        return self.steps if self.budget.by_steps else self.trained
 
     @property
     def done(self) -> bool:
-        return self.trained >= self.budget
+        return self.progress >= self.budget.total
 
-    def advance(self, until_s: float) -> None:
-        while self.trained < min(until_s, self.budget):
+    def advance(self, until) -> None:
+        while self.progress < min(until, self.budget.total):
             t = time.perf_counter()
             self.step(self.trained)
             self.trained += time.perf_counter() - t
             self.steps += 1
-            if self.trained >= self.next_eval or self.done:
+            if self.progress >= self.next_eval or self.done:
                 self.points.append({"backend": self.name, "minutes": round(self.trained / 60, 2), "steps": self.steps,
                                     **self.evaluate()})
                 self.log(self.points[-1])
-                self.next_eval += 60.0
+                self.next_eval += self.budget.every
 
 
-def take_turns(curves: list[Curve], block_s: float, pause_s: float = 0.5) -> None:
-    """Advance each side by ``block_s`` of its training time in turn until all are done."""
+def take_turns(curves: list[Curve], block: float, pause_s: float = 0.5) -> None:
+    """Advance each side by ``block`` of its budget (seconds or steps) in turn until all are done."""
     until = 0.0
     while not all(c.done for c in curves):
-        until += block_s
+        until += block
         for c in curves:
             if not c.done:
                 c.advance(until)
                 time.sleep(pause_s)  # the other library's thread pool stops spinning
 
 
-def chart(curves, width=50, lo=None, hi=None):
-    """A plain-text chart: one row per minute, a bar per backend (shorter is better)."""
+def chart(curves, width=50, lo=None, hi=None, by_steps=False):
+    """A plain-text chart: one row per evaluation, a bar per backend (shorter is better)."""
     vals = [p["val_loss"] for c in curves.values() for p in c]
     lo = min(vals) - 0.05 if lo is None else lo
     hi = max(vals) if hi is None else hi
@@ -140,36 +161,48 @@ def chart(curves, width=50, lo=None, hi=None):
             if i < len(c):
                 p = c[i]
                 bar = "#" * max(1, int(round(width * (p["val_loss"] - lo) / max(1e-9, hi - lo))))
-                lines.append(f"{p['minutes']:5.1f} min {name:6s} {p['val_loss']:.3f} {bar}")
+                at = f"{p['steps']:6d} steps" if by_steps else f"{p['minutes']:5.1f} min"
+                lines.append(f"{at} {name:6s} {p['val_loss']:.3f} {bar}")
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=10.0)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, help="training time per side (default 10)")
+    budget.add_argument("--steps", type=int, help="steps per side instead of minutes, the schedule over them")
     p.add_argument("--config", default=str(ROOT / "configs" / "lstm-shakespeare.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--block", type=float, default=10.0, help="seconds of training time per turn")
+    p.add_argument("--block", type=float, default=10.0, help="seconds of training time per turn (minutes only)")
+    p.add_argument("--side", choices=("both", "charlm", "torch"), default="both",
+                   help="train one side only (torch: where PyTorch is installed)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--no-torch", dest="torch", action="store_false")
     args = p.parse_args(argv)
-    # Minutes alone end the schedule (and the run): neither side is held to the config's step count.
-    cfg = load_config(args.config, args.overrides + [f"train.max_minutes={args.minutes}", "train.max_steps=null",
-                                                     "train.epochs=null"])
-    info = {**machine_info(), "threads": THREADS, "config": cfg.name, "minutes": args.minutes}
+    if (args.steps is not None and args.steps < 1) or (args.minutes is not None and args.minutes <= 0):
+        p.error("the budget must be positive")
+    budget = SideBudget(steps=args.steps) if args.steps else SideBudget(minutes=args.minutes or 10.0)
+    # Only the benchmark's budget ends the schedule (and the run): not the config's steps or minutes.
+    limit = [f"train.max_steps={args.steps}", "train.max_minutes=null"] if args.steps else [
+        f"train.max_minutes={budget.total / 60}", "train.max_steps=null"]
+    cfg = load_config(args.config, args.overrides + limit + ["train.epochs=null"])
+    info = {**machine_info(), "threads": THREADS, "config": cfg.name,
+            **({"steps": args.steps} if args.steps else {"minutes": budget.total / 60})}
     print(json.dumps(info) if args.json else "# " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     log = (lambda r: print(json.dumps(r), flush=True)) if args.json else (
         lambda r: print(f"{r['backend']:6s} {r['minutes']:6.2f} min  step {r['steps']:6d}  val {r['val_loss']:.4f} nats/char"
                         + (f" (mixed with the n-gram {r['val_loss_mixed']:.4f})" if "val_loss_mixed" in r else ""),
                         flush=True))
-    sides = [run_charlm(cfg, args.minutes, log)]
-    if args.torch and have_torch():
-        sides.append(run_torch(cfg, args.minutes, log))
-    take_turns(sides, args.block)
+    sides = [run_charlm(cfg, budget, log)] if args.side in ("both", "charlm") else []
+    if args.side in ("both", "torch") and have_torch():
+        sides.append(run_torch(cfg, budget, log))
+    if not sides:
+        p.error("--side torch needs PyTorch (pip install torch==2.13.0)")
+    # Turns share a machine's slow spells out between the sides; a step budget has no use for them.
+    take_turns(sides, budget.total if budget.by_steps else args.block)
     curves = {c.name: c.points for c in sides}
     if not args.json:
-        print(chart(curves))
+        print(chart(curves, by_steps=budget.by_steps))
     return curves
 
 

@@ -100,19 +100,46 @@ def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys)
     assert '"config": "lstm-shakespeare"' in capsys.readouterr().out
 
 
-def test_quality_sides_take_turns_so_the_machine_slows_both_alike():
-    import time
-
+def test_quality_sides_take_turns_so_the_machine_slows_both_alike(monkeypatch):
     from benchmarks import quality
 
-    order = []
-    sides = [quality.Curve(name, 0.001, lambda s, n=name: (order.append(n), time.sleep(0.002)), lambda: {"val_loss": 1.0},
-                           lambda r: None) for name in ("a", "b")]  # 0.06 s of training each
-    quality.take_turns(sides, block_s=0.01, pause_s=0)
-    assert all(c.done and c.trained >= 0.06 and len(c.points) == 1 for c in sides)
-    switches = sum(x != y for x, y in zip(order, order[1:]))
-    assert switches >= 5  # turns of ~0.01 s, not one side's whole run and then the other's
+    clock, order = [0.0], []
 
+    def step(trained_s, name):  # each step takes 2 ms of a fake clock: a loaded machine cannot change the turns
+        order.append(name)
+        clock[0] += 0.002
+
+    monkeypatch.setattr(quality.time, "perf_counter", lambda: clock[0])
+    sides = [quality.Curve(name, quality.SideBudget(minutes=0.001), lambda s, n=name: step(s, n),
+                           lambda: {"val_loss": 1.0}, lambda r: None) for name in ("a", "b")]  # 0.06 s of training each
+    quality.take_turns(sides, block=0.01, pause_s=0)
+    assert all(c.done and c.trained >= 0.06 and len(c.points) == 1 for c in sides)
+    assert order == (["a"] * 5 + ["b"] * 5) * 6  # turns of 0.01 s, not one side's whole run and then the other's
+
+
+def test_quality_step_budget_gives_each_side_the_same_steps(shakespeare, monkeypatch):
+    """--steps: every side makes exactly the budget's steps, evaluated after each tenth, with the
+    config's step limit set to them and no time limit, so the schedule ends with them."""
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import quality
+
+    small = ["--set", "model.hidden_size=16", "--set", "model.num_layers=1", "--set", "model.dropout=0"]
+    curves = quality.main(["--steps", "20", "--json", *small])
+    assert set(curves) == ({"charlm", "torch"} if HAVE_TORCH else {"charlm"})
+    for points in curves.values():
+        assert [p["steps"] for p in points] == list(range(2, 21, 2))
+    seen = []
+    monkeypatch.setattr(quality, "run_torch", lambda *a: pytest.fail("--side charlm ran PyTorch's side"))
+    real = quality.run_charlm
+
+    def spy(cfg, budget, log):
+        curve = real(cfg, budget, log)
+        seen.append(cfg.train)
+        return curve
+
+    monkeypatch.setattr(quality, "run_charlm", spy)
+    assert set(quality.main(["--steps", "3", "--side", "charlm", "--json", *small])) == {"charlm"}
+    assert seen[0].max_steps == 3 and seen[0].max_minutes is None
 
 @needs_torch
 def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch):
