@@ -17,7 +17,7 @@ train.max_minutes (charlm/schedule.py): each side's schedule follows its own tra
 so the side that steps faster gets more steps inside the schedule (instead of extra steps at
 the minimum learning rate after a schedule sized in steps for someone else's speed).
 
-    python -m benchmarks.quality --steps 2870 [--side charlm|torch] [--threads 1]
+    python -m benchmarks.quality --steps 2900 [--side charlm|torch] [--threads 1]
 
 A budget of steps instead: each side makes exactly that many steps with the schedule over
 them, evaluated after each tenth. It measures what a step is worth, apart from what it costs:
