@@ -169,7 +169,7 @@ def chart(curves, width=50, lo=None, hi=None, by_steps=False):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--minutes", type=float, help="training time per side (default 10)")
+    budget.add_argument("--minutes", type=float, default=10.0, help="training time per side")
     budget.add_argument("--steps", type=int, help="steps per side instead of minutes, the schedule over them")
     p.add_argument("--config", default=str(ROOT / "configs" / "lstm-shakespeare.yaml"))
     p.add_argument("--set", dest="overrides", action="append", default=[])
@@ -179,15 +179,15 @@ def main(argv=None):
                    help="train one side only (torch: where PyTorch is installed)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if (args.steps is not None and args.steps < 1) or (args.minutes is not None and args.minutes <= 0):
+    if (args.steps is not None and args.steps < 1) or args.minutes <= 0:
         p.error("the budget must be positive")
-    budget = SideBudget(steps=args.steps) if args.steps else SideBudget(minutes=args.minutes or 10.0)
+    budget = SideBudget(steps=args.steps) if args.steps else SideBudget(minutes=args.minutes)
     # Only the benchmark's budget ends the schedule (and the run): not the config's steps or minutes.
     limit = [f"train.max_steps={args.steps}", "train.max_minutes=null"] if args.steps else [
-        f"train.max_minutes={budget.total / 60}", "train.max_steps=null"]
+        f"train.max_minutes={args.minutes}", "train.max_steps=null"]
     cfg = load_config(args.config, args.overrides + limit + ["train.epochs=null"])
     info = {**machine_info(), "threads": THREADS, "config": cfg.name,
-            **({"steps": args.steps} if args.steps else {"minutes": budget.total / 60})}
+            **({"steps": args.steps} if args.steps else {"minutes": args.minutes})}
     print(json.dumps(info) if args.json else "# " + ", ".join(f"{k} {v}" for k, v in info.items()), flush=True)
     log = (lambda r: print(json.dumps(r), flush=True)) if args.json else (
         lambda r: print(f"{r['backend']:6s} {r['minutes']:6.2f} min  step {r['steps']:6d}  val {r['val_loss']:.4f} nats/char"

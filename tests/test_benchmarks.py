@@ -141,6 +141,7 @@ def test_quality_step_budget_gives_each_side_the_same_steps(shakespeare, monkeyp
     assert set(quality.main(["--steps", "3", "--side", "charlm", "--json", *small])) == {"charlm"}
     assert seen[0].max_steps == 3 and seen[0].max_minutes is None
 
+
 @needs_torch
 def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch):
     """Both sides of the quality benchmark start from one draw of the weights: at step 0 they
