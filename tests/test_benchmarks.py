@@ -33,19 +33,33 @@ def test_big_corpus_small(tmp_path, capsys):
 
 
 def _products(monkeypatch, fn):
-    """(m, k, n) of every np.matmul call made by fn(), batched products expanded."""
+    """(m, k, n) of every matrix product made by fn(): np.matmul calls, batched products
+    expanded, and the products charlm.blas.accumulate adds to an array (the time loops')."""
     import numpy as np
 
-    seen, real = [], np.matmul
+    from charlm import blas
+
+    seen, real, real_acc = [], np.matmul, blas.accumulate
 
     def spy(a, b, *args, **kw):
         batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
         seen.extend([(a.shape[-2], a.shape[-1], b.shape[-1] if b.ndim > 1 else 1)] * batch)  # A @ vector: n = 1
         return real(a, b, *args, **kw)
 
+    def spy_acc(A, B, C):
+        add = real_acc(A, B, C)
+
+        def counted(s, s2):
+            seen.append((A.shape[0], A.shape[1], B.shape[2]))
+            add(s, s2)
+
+        return counted
+
     monkeypatch.setattr(np, "matmul", spy)
+    monkeypatch.setattr(blas, "accumulate", spy_acc)
     fn()
     monkeypatch.setattr(np, "matmul", real)
+    monkeypatch.setattr(blas, "accumulate", real_acc)
     return sorted(seen)
 
 

@@ -7,7 +7,10 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from charlm import blas
 
 from .conftest import random_text, tiny_overrides
 from .test_console import charlm
@@ -56,3 +59,45 @@ def test_train_prints_the_note_and_dry_run_json_carries_it(tmp_path, monkeypatch
     monkeypatch.delenv("OPENBLAS_CORETYPE")
     r = charlm("train", corpus, *sets, "--dry-run", cwd=tmp_path)
     assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("feature_major", [False, True])
+def test_accumulate_adds_each_steps_product_to_its_block_only(dtype, feature_major):
+    """C[s2] += A @ B[s], into contiguous (S, M, N) steps or the strided steps of an (M, S, N)
+    buffer seen through its transpose (a dense layer's projection); other steps untouched."""
+    rng = np.random.default_rng(0)
+    M, K, N, S = 12, 5, 4, 6
+    A = rng.standard_normal((M, K)).astype(dtype)
+    B = rng.standard_normal((S + 1, K, N)).astype(dtype)
+    buf = rng.standard_normal((M, S, N) if feature_major else (S, M, N)).astype(dtype)
+    C = buf.transpose(1, 0, 2) if feature_major else buf
+    want = C.copy()
+    add = blas.accumulate(A, B, C)
+    for s, s2 in ((0, 0), (3, 1), (6, 5), (3, 1)):
+        add(s, s2)
+        want[s2] += A @ B[s]
+    np.testing.assert_allclose(C, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
+    assert not np.array_equal(want[1], C[2])  # (a check that can fail: steps differ)
+    with pytest.raises(IndexError):  # a step outside the arrays never reaches the raw pointers
+        add(S + 1, 0)
+
+
+def test_accumulate_falls_back_on_numpy_where_cblas_cannot_read_the_arrays():
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((5, 8)).T.astype(np.float32)  # (8, 5), not C-contiguous
+    B = rng.standard_normal((2, 5, 3)).astype(np.float32)
+    C = np.zeros((2, 8, 3), np.float32)
+    blas.accumulate(A, B, C)(1, 0)
+    np.testing.assert_allclose(C[0], A @ B[1], rtol=1e-6)
+    assert not C[1].any()
+    one = np.zeros((1, 8, 1), np.float32)  # one column (batch 1): NumPy's GEMV
+    blas.accumulate(A, B[:, :, :1], one)(0, 0)
+    np.testing.assert_allclose(one[0], A @ B[0, :, :1], rtol=1e-6)
+
+
+def test_accumulate_runs_openblas_gemm_exactly_where_numpy_is_on_openblas():
+    """Where it is (every Linux wheel), the two tests above test the CBLAS path, not the fallback."""
+    on_openblas = blas.core() is not None
+    assert (blas._gemm(np.dtype(np.float32)) is not None) == on_openblas
+    assert (blas._gemm(np.dtype(np.float64)) is not None) == on_openblas

@@ -37,10 +37,10 @@ class GRU(Layer):
         return dict(local_z=(T, H, B), local_n=(T, H, B), local_r=(T, H, B), dh_out=(T, H, B),
                     d_pre=(T, 3 * H, B), d_pre_n=(T, H, B), dh=(H, B), dh_next=(H, B), dx=self.dx_shape(T, B))
 
-    def recur(self, fw):
+    def recur(self, fw, pre):
         H = self.H
         Wh, bhn = self.scaled_recurrent(), self.p["bhn"][:, None]
-        pre, gates, hn, h, gh, rh = fw.pre, fw.gates, fw.hn, fw.h, fw.gh, fw.rh
+        gates, hn, h, gh, rh = fw.gates, fw.hn, fw.h, fw.gh, fw.rh
         r, z, n = gate_views(gates, H)
         m, h_rec = self.recurrent_mask(pre.shape[2])
         for t in range(pre.shape[0]):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from .base import Layer
 
 
@@ -68,17 +69,19 @@ class LSTM(Layer):
             np.greater_equal(u, z, out=u)  # 1: the unit takes its new value (probability 1 - z)
         self._zone = (fw.u_c, fw.u_h)
 
-    def recur(self, fw):
+    def recur(self, fw, pre):
         H = self.H
-        Wh, pre, gates, h, c, tanh_c, ig = self.scaled_recurrent(), fw.pre, fw.gates, fw.h, fw.c, fw.tanh_c, fw.ig
+        gates, h, c, tanh_c, ig = fw.gates, fw.h, fw.c, fw.tanh_c, fw.ig
         o, i, f, g = gate_views(gates, H)
         m, h_rec = self.recurrent_mask(pre.shape[2])
+        add_recurrent = blas.accumulate(self.scaled_recurrent(), h if m is None else h_rec[None], pre)
         zone = self._zone
         for t in range(pre.shape[0]):
+            if m is not None:
+                np.multiply(h[t], m, out=h_rec)
+            add_recurrent(0 if m is not None else t, t)  # pre_t += Wh h_{t-1}
             a = gates[t]
-            np.matmul(Wh, h[t] if m is None else np.multiply(h[t], m, out=h_rec), out=a)
-            a += pre[t]
-            np.tanh(a, out=a)
+            np.tanh(pre[t], out=a)
             sig = a[: 3 * H]
             sig *= 0.5
             sig += 0.5  # o, i, f = sigmoid (its 1/2 folded into the weights); g = tanh
@@ -101,7 +104,7 @@ class LSTM(Layer):
         o, i, f, g = gate_views(gates, H)
         # Local derivatives of every step at once, outside the time loop (big vectorised ops).
         # local maps dh (o rows) or dc (i, f, g rows) to the gradient of each pre-activation.
-        local = fw.pre  # the projection is dead after the forward pass: it holds these now
+        local = fw.pre  # the pre-activations are dead after the forward pass: it holds these now
         lo, li, lf, lg = gate_views(local, H)
         np.subtract(1.0, gates[:, : 3 * H], out=local[:, : 3 * H])
         local[:, : 3 * H] *= gates[:, : 3 * H]  # sigmoid' = s (1 - s)

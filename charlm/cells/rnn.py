@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import blas
 from .base import Layer
 
 
@@ -22,17 +23,19 @@ class RNN(Layer):
     def buffer_shapes(self, kind, T, B):
         H = self.H
         if kind == "fwd":
-            return dict(pre=(T, H, B), gates=(T, H, B), h=(T + 1, H, B), h_fm=(H, T + 1, B))
+            return dict(pre=(T, H, B), h=(T + 1, H, B), h_fm=(H, T + 1, B))
         return dict(d_pre=(T, H, B), dh_out=(T, H, B), dh=(H, B), dh_next=(H, B), dx=self.dx_shape(T, B))
 
-    def recur(self, fw):
-        Wh, pre, z, h = self.p["Wh"], fw.pre, fw.gates, fw.h
+    def recur(self, fw, pre):
+        h = fw.h
         act = (lambda v, out: np.maximum(v, 0.0, out=out)) if self.activation == "relu" else np.tanh
         m, h_rec = self.recurrent_mask(pre.shape[2])
+        add_recurrent = blas.accumulate(self.p["Wh"], h if m is None else h_rec[None], pre)
         for t in range(pre.shape[0]):
-            np.matmul(Wh, h[t] if m is None else np.multiply(h[t], m, out=h_rec), out=z[t])
-            z[t] += pre[t]
-            act(z[t], out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
+            if m is not None:
+                np.multiply(h[t], m, out=h_rec)
+            add_recurrent(0 if m is not None else t, t)  # pre_t += Wh h_{t-1}
+            act(pre[t], out=h[t + 1])  # h_t = act(Wx x_t + b + Wh h_{t-1})
 
     def bptt(self, fw, bw):
         h, d_pre, dh, dh_next = fw.h, bw.d_pre, bw.dh, bw.dh_next
