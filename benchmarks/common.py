@@ -77,7 +77,8 @@ class TorchTwin:
     """nn.LSTM/GRU/RNN + nn.Linear with cross-entropy, clip_grad_norm_ and Adam (AdamW with a
     weight decay): PyTorch's equivalent of one charlm training step on the same one-hot windows."""
 
-    def __init__(self, kind, layers, hidden, vocab, lr=2e-3, clip=5.0, init="uniform", seed=0, weight_decay=0.0):
+    def __init__(self, kind, layers, hidden, vocab, lr=2e-3, clip=5.0, init="uniform", seed=0, weight_decay=0.0,
+                 betas=(0.9, 0.999), eps=1e-8):
         import torch
 
         torch.manual_seed(seed)
@@ -102,8 +103,8 @@ class TorchTwin:
             torch.nn.init.xavier_uniform_(self.head.weight)
             torch.nn.init.zeros_(self.head.bias)
         self.params = list(self.rnn.parameters()) + list(self.head.parameters())
-        self.opt = (torch.optim.AdamW(self.params, lr=lr, weight_decay=weight_decay) if weight_decay
-                    else torch.optim.Adam(self.params, lr=lr))
+        self.opt = (torch.optim.AdamW(self.params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+                    if weight_decay else torch.optim.Adam(self.params, lr=lr, betas=betas, eps=eps))
         self.eye = torch.eye(vocab)
         self.state = None
 

@@ -91,7 +91,7 @@ def torch_twin(cfg):
     m, t = cfg.model, cfg.train
     start = Trainer(cfg, corpus_path(), out_dir=None).model
     tw = TorchTwin(m.type, m.num_layers, m.hidden_size, start.V, lr=t.lr, clip=t.grad_clip, seed=t.seed,
-                   weight_decay=t.weight_decay)
+                   weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
     tw.load(start)
     tw.torch.set_num_threads(THREADS)
     tw.rnn.dropout = m.dropout

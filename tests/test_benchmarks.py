@@ -159,7 +159,8 @@ def test_quality_step_budget_gives_each_side_the_same_steps(shakespeare, monkeyp
 @needs_torch
 def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch):
     """Both sides of the quality benchmark start from one draw of the weights: at step 0 they
-    assign the same probability to the same text (a twin with its own draw: 4.172 against 4.177 here)."""
+    assign the same probability to the same text (a twin with its own draw: 4.172 against 4.177 here);
+    and PyTorch's Adam gets the config's betas and epsilon, not its own defaults."""
     monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
     from benchmarks import quality
     from charlm.config import load_config
@@ -167,7 +168,8 @@ def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch
     from charlm.train import Trainer
 
     cfg = load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml",
-                      ["model.hidden_size=16", "model.dropout=0.3", "train.seed=3"])
+                      ["model.hidden_size=16", "model.dropout=0.3", "train.seed=3", "train.beta1=0.8",
+                       "train.beta2=0.99", "train.eps=1e-7"])
     tw = quality.torch_twin(cfg)
     tr = Trainer(cfg, shakespeare, out_dir=None)
     ids = tr.val_ids[:4000]
@@ -175,3 +177,5 @@ def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch
     tw.rnn.eval()
     assert float(tw.evaluate(ids, 8, 50)) == pytest.approx(ours, rel=1e-5)
     assert tw.rnn.dropout == 0.3
+    group = tw.opt.param_groups[0]
+    assert group["betas"] == (0.8, 0.99) and group["eps"] == 1e-7 and group["lr"] == cfg.train.lr
