@@ -122,7 +122,7 @@ def _rows(X: np.ndarray, itemsize: int) -> bool:
     """Whether a 2-D block is what CBLAS reads in row-major order: unit stride within each row,
     rows at a positive whole number of elements apart, no shorter than a row."""
     r, c = X.strides
-    return (c == itemsize or X.shape[1] == 1) and r > 0 and r % itemsize == 0 and r // itemsize >= X.shape[1]
+    return c == itemsize and r > 0 and r % itemsize == 0 and r // itemsize >= X.shape[1]
 
 
 def matmul_add(A: np.ndarray, B: np.ndarray, C: np.ndarray) -> None:
