@@ -112,12 +112,19 @@ class TorchTwin:
         """Start from a charlm Model's weights instead of this twin's own draw."""
         load_charlm_weights(model, self.rnn, self.head)
 
-    def step(self, x, y, carry=True):
-        """x, y (T, B) int arrays -> loss; the hidden state carries between calls if ``carry``."""
+    def step(self, x, y, carry=True, masks=None):
+        """x, y (T, B) int arrays -> loss; the hidden state carries between calls if ``carry``.
+
+        ``masks``: one (T, B, H) tensor per gap between layers, multiplied into the lower layer's
+        output instead of nn.LSTM's own dropout (which ``self.rnn.dropout`` sets); a charlm
+        trainer's masks, replayed, make the two sides' runs differ by rounding only."""
         torch = self.torch
         xt, yt = torch.from_numpy(x.astype("int64")), torch.from_numpy(y.astype("int64"))
         self.opt.zero_grad(set_to_none=True)
-        out, state = self.rnn(self.eye[xt], self.state)
+        if masks is None:
+            out, state = self.rnn(self.eye[xt], self.state)
+        else:
+            out, state = self._masked_forward(self.eye[xt], masks)
         loss = torch.nn.functional.cross_entropy(self.head(out).reshape(-1, self.V), yt.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.clip)
@@ -125,6 +132,30 @@ class TorchTwin:
         if carry:
             self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
         return float(loss.detach())
+
+    def _masked_forward(self, inp, masks):
+        """self.rnn one layer at a time (one-layer modules sharing its parameters), each
+        layer's output but the last multiplied by its mask -> (top output, stacked state)."""
+        torch = self.torch
+        if not hasattr(self, "_single"):
+            self._single = []
+            for l in range(self.rnn.num_layers):
+                one = type(self.rnn)(self.rnn.input_size if l == 0 else self.rnn.hidden_size, self.rnn.hidden_size, 1)
+                for name in one._flat_weights_names:  # RNNBase.__setattr__ keeps its flat weights in step
+                    setattr(one, name, getattr(self.rnn, name.replace("_l0", f"_l{l}")))
+                self._single.append(one)
+        paired = isinstance(self.rnn, torch.nn.LSTM)  # its state is (h, c)
+        states = []
+        for l, one in enumerate(self._single):
+            s = None if self.state is None else (
+                tuple(t[l : l + 1] for t in self.state) if paired else self.state[l : l + 1])
+            inp, s = one(inp, s)
+            states.append(s)
+            if l < len(masks):
+                inp = inp * masks[l]
+        if paired:
+            return inp, tuple(torch.cat(parts) for parts in zip(*states))
+        return inp, torch.cat(states)
 
     def reset(self):
         self.state = None

@@ -22,7 +22,9 @@ the minimum learning rate after a schedule sized in steps for someone else's spe
 A budget of steps instead: each side makes exactly that many steps with the schedule over
 them, evaluated after each tenth. It measures what a step is worth, apart from what it costs:
 time plays no part, so the sides need neither turns nor a quiet machine, and two processes
-(``--side charlm`` and ``--side torch``, one thread each) can run at once.
+(``--side charlm`` and ``--side torch``, one thread each) can run at once. PyTorch's side is
+given charlm's dropout masks (the ones the charlm side draws for the seed, replayed), so the
+two runs differ by rounding, not by their masks' luck (``mask_replay``).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def run_torch(cfg, budget, log):
     b = Batches(train_ids, cfg.data.batch_size, cfg.data.seq_length)
     t = cfg.train
     tw = torch_twin(cfg)
+    masks = mask_replay(cfg) if budget.by_steps else None
     sched = Schedule(t, Budget(t, b.num_windows).total_steps)
     pos = {"step": 0}
 
@@ -73,7 +76,8 @@ def run_torch(cfg, budget, log):
         for g in tw.opt.param_groups:
             g["lr"] = sched(pos["step"], pos["step"] // b.num_windows, trained_s)
         tw.rnn.train()
-        loss = tw.step(*b.window(k))
+        x, y = b.window(k)
+        loss = tw.step(x, y, masks=masks(*x.shape) if masks else None)
         pos["step"] += 1
         return loss
 
@@ -96,6 +100,37 @@ def torch_twin(cfg):
     tw.torch.set_num_threads(THREADS)
     tw.rnn.dropout = m.dropout
     return tw
+
+
+def mask_replay(cfg):
+    """-> masks(T, B): the dropout masks charlm's trainer draws for its next window, as (T, B, H)
+    tensors for TorchTwin.step, or None where PyTorch's side cannot have them.
+
+    The trainer's generator is seeded by train.seed and first draws the initial weights; a
+    fresh Trainer's is at the very state the charlm side's is at step 0, and charlm draws
+    nothing else in a step when its only noise is dropout between layers. With the same masks
+    the two sides' runs differ by float32 rounding only: with each side's own (PyTorch's
+    nn.LSTM draws its own), the masks alone spread runs of one seed by about 0.007 nats/char.
+    Only the step budget replays them: PyTorch's own dropout costs its step about 5% (its
+    Bernoulli draw), which a time budget has to charge it, as its users are charged.
+    """
+    import numpy as np
+    import torch
+
+    from charlm.cells.base import dropout_mask
+    from charlm.model import dropout_sites
+
+    m = cfg.model
+    if not m.dropout or m.variational_dropout or m.zoneout_cell or m.zoneout_hidden:
+        return None
+    rng, sites = Trainer(cfg, corpus_path(), out_dir=None).state.rng, dropout_sites(m)
+    dtype = np.dtype(m.dtype)
+
+    def masks(T, B):
+        drawn = [dropout_mask(rng, m.dropout, np.empty((m.hidden_size, T, B), dtype)) for _ in sites]
+        return [torch.from_numpy(d).permute(1, 2, 0).float() for d in drawn]  # (H, T, B) -> (T, B, H)
+
+    return masks
 
 
 class SideBudget:

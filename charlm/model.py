@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from .cells import CELLS, LSTM, RNN
-from .cells.base import Buffers, cached_buffers, init_weights, row_sums
+from .cells.base import Buffers, cached_buffers, dropout_mask, init_weights, row_sums
 from .config import ModelConfig
 
 
@@ -126,10 +126,7 @@ class Model:
             if l in sites:
                 d = cached_buffers(self._head_bufs, (f"dropout{l}", T, B),
                                    lambda: Buffers(self.dtype, **window_shapes(self.cfg, self.V, T, B)[1]))
-                rng.random(dtype=self.dtype, out=d.mask)
-                np.greater_equal(d.mask, p, out=d.mask)
-                d.mask *= 1.0 / (1.0 - p)  # inverted dropout: no rescaling at test time
-                masks.append(d.mask)
+                masks.append(dropout_mask(rng, p, d.mask))
                 inp = np.multiply(out, d.mask, out=d.dropped)
             else:
                 masks.append(None)

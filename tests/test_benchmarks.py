@@ -179,3 +179,27 @@ def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch
     assert tw.rnn.dropout == 0.3
     group = tw.opt.param_groups[0]
     assert group["betas"] == (0.8, 0.99) and group["eps"] == 1e-7 and group["lr"] == cfg.train.lr
+
+
+@needs_torch
+def test_quality_step_budget_gives_pytorch_charlms_dropout_masks(shakespeare, monkeypatch):
+    """With a step budget PyTorch's side multiplies in the masks charlm's trainer draws: step by
+    step the two losses agree to float32 rounding, where with nn.LSTM's own dropout they part in
+    the second or third digit. A time budget leaves PyTorch its own dropout (and its cost)."""
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import quality
+    from charlm.config import load_config
+
+    over = ["model.hidden_size=24", "model.num_layers=3", "model.dropout=0.5", "train.seed=5", "train.bias_lr=2",
+            "data.batch_size=4", "data.seq_length=20", "train.max_steps=6", "train.max_minutes=null",
+            "train.epochs=null"]
+    cfg = load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml", over)
+    budget = quality.SideBudget(steps=6)
+    sides = [quality.run_charlm(cfg, budget, print), quality.run_torch(cfg, budget, print)]
+    ours, replayed = ([side.step(0.0) for _ in range(6)] for side in sides)
+    assert replayed == pytest.approx(ours, rel=2e-5)
+    own = quality.run_torch(cfg, quality.SideBudget(minutes=1), print)
+    theirs = [own.step(0.0) for _ in range(6)]
+    assert max(abs(a - b) for a, b in zip(theirs[1:], ours[1:])) > 1e-3
+    assert quality.mask_replay(load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml",
+                                           over + ["model.dropout=0"])) is None

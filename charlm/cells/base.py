@@ -134,11 +134,7 @@ class Layer:
         self._rmask = None
         p = self.recurrent_dropout
         if rng is not None and p > 0:
-            m = self._scratch("_rmask", 1, B)
-            rng.random(dtype=self.dtype, out=m)
-            np.greater_equal(m, p, out=m)
-            m *= 1.0 / (1.0 - p)  # inverted dropout: nothing to rescale at inference
-            self._rmask = m
+            self._rmask = dropout_mask(rng, p, self._scratch("_rmask", 1, B))
 
     def recurrent_mask(self, B: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(this window's recurrent-dropout mask (H, B), a work array for m * h_{t-1}), or
@@ -299,6 +295,16 @@ class Layer:
         # No contiguous copy of Wx^T here: for a product this large OpenBLAS is as fast on the view.
         np.matmul(self.p["Wx"].T, dA, out=dx.reshape(self.D, T * B))
         return dx
+
+
+def dropout_mask(rng: np.random.Generator, p: float, out: np.ndarray) -> np.ndarray:
+    """Fill ``out`` with an inverted-dropout mask and return it: 0 with probability p, else
+    1/(1 - p), so nothing is rescaled at inference. One draw of ``out.size`` uniforms in
+    ``out``'s dtype: benchmarks.quality replays a trainer's masks through it for PyTorch."""
+    rng.random(dtype=out.dtype, out=out)
+    np.greater_equal(out, p, out=out)
+    out *= 1.0 / (1.0 - p)
+    return out
 
 
 def row_sums(A: np.ndarray, out: np.ndarray) -> np.ndarray:
