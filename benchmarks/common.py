@@ -107,6 +107,7 @@ class TorchTwin:
                     if weight_decay else torch.optim.Adam(self.params, lr=lr, betas=betas, eps=eps))
         self.eye = torch.eye(vocab)
         self.state = None
+        self._single = None  # one-layer views of self.rnn, made by the first step given masks
 
     def load(self, model) -> None:
         """Start from a charlm Model's weights instead of this twin's own draw."""
@@ -137,7 +138,7 @@ class TorchTwin:
         """self.rnn one layer at a time (one-layer modules sharing its parameters), each
         layer's output but the last multiplied by its mask -> (top output, stacked state)."""
         torch = self.torch
-        if not hasattr(self, "_single"):
+        if self._single is None:
             self._single = []
             for l in range(self.rnn.num_layers):
                 one = type(self.rnn)(self.rnn.input_size if l == 0 else self.rnn.hidden_size, self.rnn.hidden_size, 1)
