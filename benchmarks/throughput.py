@@ -32,24 +32,26 @@ from charlm.optim import clip_grad_norm, make_optimizer  # noqa: E402
 from .common import TorchTwin, corpus_path, have_torch, machine_info, status_kb  # noqa: E402
 
 # (name, kind, layers, hidden, batch, seq)
-GRID = [
-    ("lstm-1x128", "lstm", 1, 128, 50, 50),
-    ("lstm-1x256", "lstm", 1, 256, 50, 50),
-    ("lstm-1x512", "lstm", 1, 512, 50, 50),
-    ("lstm-2x128", "lstm", 2, 128, 50, 50),
-    ("lstm-2x256", "lstm", 2, 256, 50, 50),
-    ("lstm-2x512", "lstm", 2, 512, 50, 50),
-    ("gru-2x256", "gru", 2, 256, 50, 50),
-    ("rnn-1x100-min-char-rnn", "rnn", 1, 100, 1, 25),
-    ("lstm-2x512-B64-T100", "lstm", 2, 512, 64, 100),
+GRID = [  # name, kind, layers, hidden, B, T, dropout between layers
+    ("lstm-1x128", "lstm", 1, 128, 50, 50, 0.0),
+    ("lstm-1x256", "lstm", 1, 256, 50, 50, 0.0),
+    ("lstm-1x512", "lstm", 1, 512, 50, 50, 0.0),
+    ("lstm-2x128", "lstm", 2, 128, 50, 50, 0.0),
+    ("lstm-2x256", "lstm", 2, 256, 50, 50, 0.0),
+    ("lstm-2x512", "lstm", 2, 512, 50, 50, 0.0),
+    ("gru-2x256", "gru", 2, 256, 50, 50, 0.0),
+    ("rnn-1x100-min-char-rnn", "rnn", 1, 100, 1, 25, 0.0),
+    ("lstm-2x512-B64-T100", "lstm", 2, 512, 64, 100, 0.0),
+    ("lstm-2x384-dropout-recipe", "lstm", 2, 384, 50, 50, 0.4),  # configs/lstm-shakespeare.yaml's model
 ]
-TINY = ("tiny-lstm-1x16", "lstm", 1, 16, 4, 8)
+TINY = ("tiny-lstm-1x16", "lstm", 1, 16, 4, 8, 0.0)
 
 
 class CharlmStep:
-    def __init__(self, kind, layers, hidden, V, batches):
-        self.m = Model(ModelConfig(type=kind, hidden_size=hidden, num_layers=layers), V)
-        self.m.init(np.random.default_rng(0))
+    def __init__(self, kind, layers, hidden, V, batches, dropout=0.0):
+        self.m = Model(ModelConfig(type=kind, hidden_size=hidden, num_layers=layers, dropout=dropout), V)
+        self.rng = np.random.default_rng(0)
+        self.m.init(self.rng)
         self.opt = make_optimizer(self.m.flat, TrainConfig())
         self.batches, self.k, self.state = batches, 0, None
 
@@ -57,7 +59,7 @@ class CharlmStep:
         if self.k % self.batches.num_windows == 0:
             self.state = self.m.zero_state(self.batches.B)
         x, y = self.batches.window(self.k % self.batches.num_windows)
-        loss, self.state = self.m.loss_and_grad(x, y, self.state)
+        loss, self.state = self.m.loss_and_grad(x, y, self.state, self.rng)  # the rng draws dropout's masks
         clip_grad_norm(self.m.grad, 5.0)
         self.opt.step(self.m.grad, 2e-3)
         self.k += 1
@@ -65,8 +67,9 @@ class CharlmStep:
 
 
 class TorchStep:
-    def __init__(self, kind, layers, hidden, V, batches):
+    def __init__(self, kind, layers, hidden, V, batches, dropout=0.0):
         self.t = TorchTwin(kind, layers, hidden, V)
+        self.t.rnn.dropout = dropout  # nn.LSTM's own, between layers, as charlm's
         self.t.torch.set_num_threads(THREADS)
         self.batches, self.k = batches, 0
 
@@ -190,7 +193,7 @@ def memory_probe(backend: str, row_name: str) -> None:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the high-water mark: corpus loading before this does not count
     base = status_kb("VmRSS")
-    side = (CharlmStep if backend == "charlm" else TorchStep)(row[1], row[2], row[3], V, batches)
+    side = (CharlmStep if backend == "charlm" else TorchStep)(row[1], row[2], row[3], V, batches, row[6])
     for _ in range(3):
         side.step()
     print(max(0, status_kb("VmHWM") - base) * 1024)
@@ -218,11 +221,11 @@ def load_batches(B, T):
 
 def run_grid(rows, args, peak) -> list[dict]:
     out = []
-    for name, kind, L, H, B, T in rows:
+    for name, kind, L, H, B, T, dropout in rows:
         batches, V = load_batches(B, T)
-        sides = {"charlm": CharlmStep(kind, L, H, V, batches), "gemm": GemmFloor(kind, L, H, V, batches)}
+        sides = {"charlm": CharlmStep(kind, L, H, V, batches, dropout), "gemm": GemmFloor(kind, L, H, V, batches)}
         if args.torch:
-            sides["torch"] = TorchStep(kind, L, H, V, batches)
+            sides["torch"] = TorchStep(kind, L, H, V, batches, dropout)
         med = interleaved(sides, args.min_steps, args.min_seconds)
         chars = B * T
         flops = 3 * forward_flops(kind, L, H, B, T, V)

@@ -55,8 +55,8 @@ class TrainerStep:
     """charlm's training step as ``charlm train`` takes it, with this process's workers."""
 
     def __init__(self, row, corpus, workers=None, batch=None):
-        _, kind, L, H, B, T = row
-        cfg = Config.from_dict({"model": {"type": kind, "num_layers": L, "hidden_size": H},
+        _, kind, L, H, B, T, dropout = row
+        cfg = Config.from_dict({"model": {"type": kind, "num_layers": L, "hidden_size": H, "dropout": dropout},
                                 "data": {"batch_size": batch or B, "seq_length": T},
                                 "train": {"max_steps": 10**9, "sample_length": 0}}, name="bench")
         self.tr = Trainer(cfg, corpus, out_dir="/nonexistent-bench-run", workers=workers)
@@ -116,11 +116,11 @@ def run_job(args: list[str], ranks: int = 2) -> dict:
 
 
 def row_figures(row, corpus, rounds: int, seconds: float, torch: bool) -> dict:
-    name, _, _, _, B, T = row
+    name, _, _, _, B, T, dropout = row
     sides = {"charlm_1": TrainerStep(row, corpus)}
     if torch:
         batches, V = load_batches(B, T)
-        sides["torch"] = TorchStep(row[1], row[2], row[3], V, batches)
+        sides["torch"] = TorchStep(row[1], row[2], row[3], V, batches, dropout)
     per = {k: [] for k in (*sides, "charlm_2")}
     for _ in range(rounds):
         med = interleaved(sides, min_steps=10, min_seconds=2 * seconds)
