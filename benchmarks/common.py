@@ -117,8 +117,9 @@ class TorchTwin:
         """x, y (T, B) int arrays -> loss; the hidden state carries between calls if ``carry``.
 
         ``masks``: one (T, B, H) tensor per gap between layers, multiplied into the lower layer's
-        output instead of nn.LSTM's own dropout (which ``self.rnn.dropout`` sets); a charlm
-        trainer's masks, replayed, make the two sides' runs differ by rounding only."""
+        output instead of nn.LSTM's own dropout; a charlm trainer's masks, replayed, make the two
+        sides' runs differ by rounding only. With ``self.rnn.dropout`` set, the step still draws
+        nn.LSTM's own masks and drops them, so it costs what PyTorch's users pay."""
         torch = self.torch
         xt, yt = torch.from_numpy(x.astype("int64")), torch.from_numpy(y.astype("int64"))
         self.opt.zero_grad(set_to_none=True)
@@ -153,6 +154,8 @@ class TorchTwin:
             inp, s = one(inp, s)
             states.append(s)
             if l < len(masks):
+                if self.rnn.dropout:  # nn.LSTM's draw (at::dropout: bernoulli_, then div_), unused
+                    torch.empty_like(inp).bernoulli_(1 - self.rnn.dropout).div_(1 - self.rnn.dropout)
                 inp = inp * masks[l]
         if paired:
             return inp, tuple(torch.cat(parts) for parts in zip(*states))

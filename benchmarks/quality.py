@@ -22,9 +22,11 @@ the minimum learning rate after a schedule sized in steps for someone else's spe
 A budget of steps instead: each side makes exactly that many steps with the schedule over
 them, evaluated after each tenth. It measures what a step is worth, apart from what it costs:
 time plays no part, so the sides need neither turns nor a quiet machine, and two processes
-(``--side charlm`` and ``--side torch``, one thread each) can run at once. PyTorch's side is
-given charlm's dropout masks (the ones the charlm side draws for the seed, replayed), so the
-two runs differ by rounding, not by their masks' luck (``mask_replay``).
+(``--side charlm`` and ``--side torch``, one thread each) can run at once.
+
+With either budget PyTorch's side is given charlm's dropout masks (the ones the charlm side
+draws for the seed, replayed), so the two runs differ by rounding and speed, not by their
+masks' luck; its step still pays for drawing its own (``mask_replay``).
 """
 
 from __future__ import annotations
@@ -65,9 +67,13 @@ def run_torch(cfg, budget, log):
     b = Batches(train_ids, cfg.data.batch_size, cfg.data.seq_length)
     t = cfg.train
     tw = torch_twin(cfg)
-    masks = mask_replay(cfg) if budget.by_steps else None
+    replay = mask_replay(cfg)
     sched = Schedule(t, Budget(t, b.num_windows).total_steps)
-    pos = {"step": 0}
+    pos = {"step": 0, "masks": None}
+
+    def prepare():
+        """Untimed: charlm's masks for the next step (the step pays for PyTorch's own draw)."""
+        pos["masks"] = replay(b.T, b.B) if replay else None
 
     def step(trained_s):
         k = pos["step"] % b.num_windows
@@ -76,8 +82,7 @@ def run_torch(cfg, budget, log):
         for g in tw.opt.param_groups:
             g["lr"] = sched(pos["step"], pos["step"] // b.num_windows, trained_s)
         tw.rnn.train()
-        x, y = b.window(k)
-        loss = tw.step(x, y, masks=masks(*x.shape) if masks else None)
+        loss = tw.step(*b.window(k), masks=pos["masks"])
         pos["step"] += 1
         return loss
 
@@ -85,7 +90,7 @@ def run_torch(cfg, budget, log):
         tw.rnn.eval()
         return {"val_loss": float(tw.evaluate(val, cfg.data.batch_size, cfg.data.seq_length))}
 
-    return Curve("torch", budget, step, evaluate, log)
+    return Curve("torch", budget, step, evaluate, log, prepare)
 
 
 def torch_twin(cfg):
@@ -109,10 +114,10 @@ def mask_replay(cfg):
     The trainer's generator is seeded by train.seed and first draws the initial weights; a
     fresh Trainer's is at the very state the charlm side's is at step 0, and charlm draws
     nothing else in a step when its only noise is dropout between layers. With the same masks
-    the two sides' runs differ by float32 rounding only: with each side's own (PyTorch's
-    nn.LSTM draws its own), the masks alone spread runs of one seed by about 0.007 nats/char.
-    Only the step budget replays them: PyTorch's own dropout costs its step about 5% (its
-    Bernoulli draw), which a time budget has to charge it, as its users are charged.
+    the two sides' runs differ by float32 rounding only; with each side's own, the masks alone
+    spread the runs by about 0.009 nats/char at the end (docs/performance.md, session 15). The
+    replayed masks are drawn outside PyTorch's step time, and its step still draws (and drops)
+    nn.LSTM's own, so a time budget charges it what dropout costs its users (TorchTwin.step).
     """
     import numpy as np
     import torch
@@ -148,8 +153,9 @@ class Curve:
     ``until`` of the budget (seconds of training time, or steps), evaluating as the budget
     says (``evaluate()`` -> a dict with the network's "val_loss")."""
 
-    def __init__(self, name, budget, step, evaluate, log):
+    def __init__(self, name, budget, step, evaluate, log, prepare=None):
         self.name, self.budget, self.step, self.evaluate, self.log = name, budget, step, evaluate, log
+        self.prepare = prepare  # called before each step, outside its time
         self.trained, self.next_eval, self.steps, self.points = 0.0, budget.every, 0, []
 
     @property
@@ -162,6 +168,8 @@ class Curve:
 
     def advance(self, until) -> None:
         while self.progress < min(until, self.budget.total):
+            if self.prepare:
+                self.prepare()
             t = time.perf_counter()
             self.step(self.trained)
             self.trained += time.perf_counter() - t

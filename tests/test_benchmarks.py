@@ -183,26 +183,54 @@ def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch
 
 @needs_torch
 @pytest.mark.parametrize("kind", ["lstm", "rnn"])
-def test_quality_step_budget_gives_pytorch_charlms_dropout_masks(shakespeare, monkeypatch, kind):
-    """With a step budget PyTorch's side multiplies in the masks charlm's trainer draws: step by
-    step the two losses agree to float32 rounding, where with nn.LSTM's own dropout they part in
-    the second or third digit. A time budget leaves PyTorch its own dropout (and its cost). (Not
-    the GRU: with train.bias_lr 2 its candidate rows' bias steps twice PyTorch's b_in, so its
-    runs part by the third step with or without masks.)"""
+def test_quality_gives_pytorch_charlms_dropout_masks(shakespeare, monkeypatch, kind):
+    """PyTorch's side multiplies in the masks charlm's trainer draws: step by step the two
+    losses agree to float32 rounding, where with nn.LSTM's own dropout they part in the second
+    or third digit. (Not the GRU: with train.bias_lr 2 its candidate rows' bias steps twice
+    PyTorch's b_in, so its runs part by the third step with or without masks.)"""
     monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
     from benchmarks import quality
     from charlm.config import load_config
 
-    over = [f"model.type={kind}", "model.hidden_size=24", "model.num_layers=3", "model.dropout=0.5", "train.seed=5", "train.bias_lr=2",
-            "data.batch_size=4", "data.seq_length=20", "train.max_steps=6", "train.max_minutes=null",
-            "train.epochs=null"]
+    over = [f"model.type={kind}", "model.hidden_size=24", "model.num_layers=3", "model.dropout=0.5", "train.seed=5",
+            "train.bias_lr=2", "data.batch_size=4", "data.seq_length=20", "train.max_steps=6",
+            "train.max_minutes=null", "train.epochs=null"]
     cfg = load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml", over)
-    budget = quality.SideBudget(steps=6)
-    sides = [quality.run_charlm(cfg, budget, print), quality.run_torch(cfg, budget, print)]
-    ours, replayed = ([side.step(0.0) for _ in range(6)] for side in sides)
-    assert replayed == pytest.approx(ours, rel=2e-5)
-    own = quality.run_torch(cfg, quality.SideBudget(minutes=1), print)
-    theirs = [own.step(0.0) for _ in range(6)]
+
+    def losses(curve):
+        out = []
+        for _ in range(6):
+            if curve.prepare:
+                curve.prepare()
+            out.append(curve.step(0.0))
+        return out
+
+    ours = losses(quality.run_charlm(cfg, quality.SideBudget(steps=6), print))
+    for budget in (quality.SideBudget(steps=6), quality.SideBudget(minutes=1)):
+        assert losses(quality.run_torch(cfg, budget, print)) == pytest.approx(ours, rel=2e-5)
+    monkeypatch.setattr(quality, "mask_replay", lambda cfg: None)
+    theirs = losses(quality.run_torch(cfg, quality.SideBudget(steps=6), print))  # nn.LSTM's own dropout
     assert max(abs(a - b) for a, b in zip(theirs[1:], ours[1:])) > 1e-3
+    monkeypatch.undo()
     assert quality.mask_replay(load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml",
                                            over + ["model.dropout=0"])) is None
+
+
+@needs_torch
+def test_torch_twin_given_masks_still_pays_for_its_own_draw():
+    """With masks, the twin's step draws nn.LSTM's dropout masks all the same (torch's generator
+    moves on), so a time budget charges PyTorch its dropout; without dropout set, it draws nothing."""
+    import numpy as np
+    import torch
+
+    from benchmarks.common import TorchTwin
+
+    tw = TorchTwin("lstm", 2, 8, 5)
+    x = np.arange(12).reshape(4, 3) % 5
+    ones = [torch.ones(4, 3, 8)]
+    tw.step(x, x, masks=ones)  # the first makes the one-layer views, which draw their own initial weights
+    for p, moves in ((0.0, False), (0.3, True)):
+        tw.rnn.dropout = p
+        before = torch.get_rng_state()
+        tw.step(x, x, masks=ones)
+        assert (not torch.equal(before, torch.get_rng_state())) == moves
