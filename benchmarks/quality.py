@@ -95,8 +95,8 @@ def run_torch(cfg, budget, log):
 
 def torch_twin(cfg):
     """The PyTorch model of the config, starting from the very weights charlm starts from for
-    this seed (a fresh Trainer's), so the initial draw is not one of the differences measured;
-    train.seed also seeds PyTorch's dropout masks."""
+    this seed (a fresh Trainer's), so the initial draw is not one of the differences measured.
+    Its dropout is nn.LSTM's own; run_torch multiplies in charlm's masks instead (mask_replay)."""
     m, t = cfg.model, cfg.train
     start = Trainer(cfg, corpus_path(), out_dir=None).model
     tw = TorchTwin(m.type, m.num_layers, m.hidden_size, start.V, lr=t.lr, clip=t.grad_clip, seed=t.seed,
