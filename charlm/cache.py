@@ -1,40 +1,66 @@
 """The encoded-corpus cache: a corpus's ids, encoded once into a file that later runs map
 instead of decoding the text again.
 
-    <cache dir>/<key>.ids    the ids, raw (uint8 or uint16), in corpus order
-    <cache dir>/<key>.json   what they are: the format, the key, the vocabulary, the length,
-                             the corpus's fingerprint and summary line, the ids file's SHA-256
+    <cache dir>/<key>.corpus    one entry: a header, the ids, then their metadata as JSON
+
+    header (HEADER_BYTES)  MAGIC, the key, the ids' and the metadata's byte counts, the
+                           metadata's SHA-256
+    ids                    uint8 or uint16, in corpus order
+    metadata               the vocabulary, each id's count, the corpus's fingerprint and summary
+                           line, each file's name, size and SHA-256, the ids' SHA-256, the
+                           source (for replacing an entry of an older version of the same files)
 
 The directory is $CHARLM_CACHE, else $XDG_CACHE_HOME/charlm/corpora, else
-~/.cache/charlm/corpora; CHARLM_CACHE=off turns the cache off. ``charlm cache`` lists it and
-``charlm cache --clear`` empties it. Corpora under CACHE_MIN_BYTES are not cached: they encode
-in well under a second.
+~/.cache/charlm/corpora; CHARLM_CACHE=off turns the cache off. Corpora under CACHE_MIN_BYTES are
+not cached: they encode in well under a second.
 
-The key is a SHA-256 of what names the text without reading it: the paths and globs, every
-file's name, size, modification time and inode, what the listing skipped, and the vocabulary
-the ids are in (their own, or a checkpoint's). A changed file changes its key, so a stale entry
-is never found. An entry that is found is checked before it is trusted: its metadata parses and
-names this key, and the ids file has the recorded length and SHA-256 (read in chunks, so the
-check leaves nothing resident). A damaged entry is deleted and the corpus encoded again.
-Entries are written to temporary files and renamed into place, metadata last, so a killed run
-leaves no entry that looks whole. Processes on one machine that map the same entry share its
-pages.
+Finding: the key is a SHA-256 of what names the text without reading it (the paths and globs,
+every file's name, size, modification time and inode, what the listing skipped, the
+vocabulary), so an entry is found without decoding anything. Trusting: a found entry is used
+only once every part of it checks: the header, the metadata's checksum and every field it
+holds, the ids' SHA-256 and range, and the SHA-256 of every file's bytes as they are now. That
+last check is what proves the entry belongs to the text: a file rewritten in place with its
+size and time put back has the same key, and is caught there. Hashing is one read of the
+text, several times faster than decoding it (docs/commands.md has the numbers). An entry that
+fails a check is deleted and the corpus encoded again.
+
+Writing: an entry is written to a temporary file beside it, ``.<key>.corpus.<random>.tmp``,
+that its writer holds under an exclusive ``flock`` while it lives, and renamed into place: one
+file, one rename, so no reader ever sees half an entry. A writer that was killed leaves its
+temporary unlocked; the next use of the cache deletes it (``sweep``), and ``charlm cache`` lists
+it until then. Committing an entry deletes the entries of older versions of the same source,
+so editing a corpus does not grow the cache.
+
+Only files charlm wrote are ever deleted, whatever directory CHARLM_CACHE names: entries and
+temporaries are recognised by their name and their first bytes (MAGIC); entries of the format
+before (``<key>.ids`` beside ``<key>.json``) by their JSON naming that key.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import re
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write_text, fsync_dir, temporary_name
+from .files import fsync_dir, temporary_name
 
-FORMAT = 1
 CACHE_MIN_BYTES = 16 << 20
 HASH_CHUNK = 8 << 20
+MAGIC = b"charlm corpus\n\x00\x02"  # 16 bytes; the last is the format
+HEADER = struct.Struct("<16s32sQQ32s")  # magic, key, ids bytes, metadata bytes, metadata SHA-256
+HEADER_BYTES = 128  # the ids start here: aligned for any dtype
+SUFFIX = ".corpus"
+_ENTRY_NAME = re.compile(r"[0-9a-f]{32}\.corpus")
+_TEMPORARY_NAME = re.compile(r"\.([0-9a-f]{32})\.corpus\.[0-9a-f]{12}\.tmp")
+_OLD_NAME = re.compile(r"([0-9a-f]{32})\.(ids|json)")  # the format before: two files an entry
 
 
 def cache_dir() -> Path | None:
@@ -50,7 +76,11 @@ def cache_dir() -> Path | None:
 
 def entry_key(description: dict) -> str:
     """The key of an entry: a SHA-256 of ``description`` (JSON with sorted keys)."""
-    return hashlib.sha256(json.dumps(description, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return _digest(description)[:32]
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -61,52 +91,164 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class Header:
+    key: str
+    ids_bytes: int
+    meta_bytes: int
+    meta_sha256: bytes
+
+
+def entry_bytes(key: str, ids: bytes, meta: dict) -> bytes:
+    """A whole entry file's bytes (for tests that forge one; ``EntryWriter`` streams the same)."""
+    body = json.dumps(meta).encode("utf-8")
+    return _header(key, len(ids), body) + ids + body
+
+
+def _header(key: str, ids_bytes: int, body: bytes) -> bytes:
+    raw = HEADER.pack(MAGIC, key.encode("ascii"), ids_bytes, len(body), hashlib.sha256(body).digest())
+    return raw.ljust(HEADER_BYTES, b"\0")
+
+
+def read_header(raw: bytes) -> tuple[Header, dict]:
+    """(the header, the metadata) of an entry's bytes (at least the header and the metadata);
+    ``ValueError`` when they are not an intact entry's."""
+    if len(raw) < HEADER_BYTES:
+        raise ValueError("shorter than a header")
+    magic, key, ids_bytes, meta_bytes, meta_sha = HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise ValueError("not a charlm cache entry")
+    header = Header(key.decode("ascii", "replace"), ids_bytes, meta_bytes, meta_sha)
+    body = bytes(raw[HEADER_BYTES + ids_bytes : HEADER_BYTES + ids_bytes + meta_bytes])
+    if len(body) != meta_bytes or hashlib.sha256(body).digest() != meta_sha:
+        raise ValueError("metadata checksum")
+    return header, json.loads(body.decode("utf-8"))
+
+
 class Entry:
-    """One cache entry's two files."""
+    """One cache entry: ``<key>.corpus`` in ``directory``."""
 
     def __init__(self, directory: Path, key: str):
-        self.key = key
-        self.ids_path = directory / f"{key}.ids"
-        self.meta_path = directory / f"{key}.json"
+        self.directory, self.key = directory, key
+        self.path = directory / f"{key}{SUFFIX}"
 
-    def load(self) -> tuple[np.memmap, dict] | None:
-        """(the ids mapped read-only, the metadata), or None when there is no whole, intact
-        entry (a damaged one is removed)."""
-        if not self.meta_path.is_file():
+    def load(self, files: list[Path]) -> tuple[np.memmap, dict] | None:
+        """(the ids mapped read-only, the metadata) when the entry is whole, intact and was made
+        from ``files`` as their bytes are now; otherwise None, and a failed entry is deleted."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
             return None
         try:
-            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            dtype, n = np.dtype(meta["dtype"]), int(meta["length"])
-            ok = (meta.get("format") == FORMAT and meta.get("key") == self.key
-                  and self.ids_path.stat().st_size == n * dtype.itemsize
-                  and file_sha256(self.ids_path) == meta["ids_sha256"])
-        except (OSError, ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            self.remove()
+            header, meta = _read_header_only(self.path, size)
+            if header.key != self.key:
+                raise ValueError("key")
+            dtype, n = _check_meta(meta, header)
+            if not _ids_intact(self.path, dtype, header.ids_bytes, meta) or not _files_unchanged(files, meta["files"]):
+                raise ValueError("stale or damaged")
+            ids = np.memmap(self.path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(n,))
+        except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, struct.error):
+            _remove_if_ours(self.path)
             return None
-        return np.memmap(self.ids_path, dtype=dtype, mode="r", shape=(n,)), meta
+        return ids, meta
 
-    def remove(self) -> None:
-        for p in (self.meta_path, self.ids_path):
-            try:
-                p.unlink()
-            except OSError:
-                pass
-
-    def writer(self) -> IdsWriter:
-        self.ids_path.parent.mkdir(parents=True, exist_ok=True)
-        return IdsWriter(self)
+    def writer(self) -> EntryWriter:
+        """An ``OSError`` when the directory cannot take a file (not a directory, read-only, full)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return EntryWriter(self)
 
 
-class IdsWriter:
-    """Appends ids to a temporary file; ``commit(meta)`` renames it into place and writes the
-    metadata, then maps the ids. Leaving the ``with`` block without a commit deletes it."""
+def _read_header_only(path: Path, size: int) -> tuple[Header, dict]:
+    """The header and metadata of the entry file at ``path`` (``size`` bytes), without its ids."""
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+        if len(head) < HEADER_BYTES:
+            raise ValueError("shorter than a header")
+        magic, _, ids_bytes, meta_bytes, _ = HEADER.unpack_from(head)
+        if magic != MAGIC:
+            raise ValueError("not a charlm cache entry")
+        if HEADER_BYTES + ids_bytes + meta_bytes != size:
+            raise ValueError("size")
+        f.seek(HEADER_BYTES + ids_bytes)
+        body = f.read(meta_bytes)
+    magic, key, ids_bytes, meta_bytes, meta_sha = HEADER.unpack_from(head)
+    if hashlib.sha256(body).digest() != meta_sha:
+        raise ValueError("metadata checksum")
+    return Header(key.decode("ascii", "replace"), ids_bytes, meta_bytes, meta_sha), json.loads(body.decode("utf-8"))
+
+
+def _is_int(x, lo: int = 0) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= lo
+
+
+def _is_sha(x) -> bool:
+    return isinstance(x, str) and re.fullmatch(r"[0-9a-f]{64}", x) is not None
+
+
+def _check_meta(meta: dict, header: Header) -> tuple[np.dtype, int]:
+    """(the ids' dtype, their count) once every field of ``meta`` has the form charlm writes and
+    agrees with the others; ``ValueError`` naming the first that does not."""
+    from .vocab import token_dtype  # the vocabulary's module; the cache itself needs no more of it
+
+    vocab, counts, fp, files = meta["vocab"], meta["counts"], meta["fingerprint"], meta["files"]
+    if not isinstance(vocab, str) or not vocab or len(set(vocab)) != len(vocab):
+        raise ValueError("vocab")
+    dtype, n = np.dtype(meta["dtype"]), meta["length"]
+    if dtype != token_dtype(len(vocab)) or not _is_int(n) or n * dtype.itemsize != header.ids_bytes:
+        raise ValueError("dtype or length")
+    if not isinstance(counts, list) or len(counts) != len(vocab) or not all(_is_int(c) for c in counts) \
+            or sum(counts) != n:
+        raise ValueError("counts")
+    if not isinstance(fp, dict) or fp.get("chars") != n or not _is_sha(fp.get("sha256")) \
+            or not isinstance(fp.get("path"), str) or not _is_int(fp.get("files"), 1):
+        raise ValueError("fingerprint")
+    if not isinstance(files, list) or len(files) != fp["files"] or not all(
+            isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and _is_int(f[1]) and _is_sha(f[2])
+            for f in files):
+        raise ValueError("files")
+    if not isinstance(meta["summary"], str) or not _is_sha(meta["ids_sha256"]):
+        raise ValueError("summary or ids_sha256")
+    return dtype, n
+
+
+def _ids_intact(path: Path, dtype: np.dtype, nbytes: int, meta: dict) -> bool:
+    """The ids' SHA-256 is the recorded one and every id is in the vocabulary: one pass of file
+    reads in chunks (not through the mapping, whose pages would stay resident)."""
+    h, top, left = hashlib.sha256(), -1, nbytes
+    with open(path, "rb") as f:
+        f.seek(HEADER_BYTES)
+        while left:
+            chunk = f.read(min(HASH_CHUNK, left))
+            if not chunk:
+                return False
+            h.update(chunk)
+            top = max(top, int(np.frombuffer(chunk, dtype).max()))
+            left -= len(chunk)
+    return h.hexdigest() == meta["ids_sha256"] and top < len(meta["vocab"])
+
+
+def _files_unchanged(paths: list[Path], recorded: list) -> bool:
+    """Every file's bytes are the ones the entry was made from."""
+    if len(paths) != len(recorded):
+        return False
+    for p, (_, size, sha) in zip(paths, recorded):
+        if p.stat().st_size != size or file_sha256(p) != sha:
+            return False
+    return True
+
+
+class EntryWriter:
+    """Streams ids into a temporary file held under an exclusive lock; ``commit(dtype, meta)``
+    appends the metadata, writes the header and renames the file into place, then maps the
+    ids. Leaving the ``with`` block without a commit deletes the temporary."""
 
     def __init__(self, entry: Entry):
-        self.entry, self.tmp = entry, temporary_name(entry.ids_path)
-        self.f = open(self.tmp, "xb")
-        self.hasher, self.length = hashlib.sha256(), 0
+        self.entry, self.tmp = entry, temporary_name(entry.path)
+        self.hasher, self.length, self.f = hashlib.sha256(), 0, None
+        fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        self.f = os.fdopen(fd, "w+b")
+        fcntl.flock(fd, fcntl.LOCK_EX)  # while this process lives: a sweep leaves the file alone
+        self.f.write(b"\0" * HEADER_BYTES)
 
     def write(self, ids: np.ndarray) -> None:
         raw = np.ascontiguousarray(ids).tobytes()
@@ -115,21 +257,26 @@ class IdsWriter:
         self.length += len(ids)
 
     def commit(self, dtype, meta: dict) -> np.memmap:
+        dtype = np.dtype(dtype)
+        meta = {**meta, "dtype": dtype.str, "length": self.length, "ids_sha256": self.hasher.hexdigest()}
+        body = json.dumps(meta).encode("utf-8")
+
+        self.f.write(body)
+        self.f.seek(0)
+        self.f.write(_header(self.entry.key, self.length * dtype.itemsize, body))
         self.f.flush()
         os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.entry.ids_path)
-        fsync_dir(self.entry.ids_path.parent)
-        meta = {**meta, "format": FORMAT, "key": self.entry.key, "dtype": np.dtype(dtype).str,
-                "length": self.length, "ids_sha256": self.hasher.hexdigest()}
-        atomic_write_text(self.entry.meta_path, json.dumps(meta))
-        return np.memmap(self.entry.ids_path, dtype=dtype, mode="r", shape=(self.length,))
+        os.replace(self.tmp, self.entry.path)
+        self.f.close()  # releases the lock: the file is an entry now
+        fsync_dir(self.entry.path.parent)
+        _evict_older(self.entry, meta.get("source"))
+        return np.memmap(self.entry.path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(self.length,))
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        if not self.f.closed:
+        if self.f is not None and not self.f.closed:
             self.f.close()
             try:
                 os.unlink(self.tmp)
@@ -137,34 +284,147 @@ class IdsWriter:
                 pass
 
 
-def entries(directory: Path | None = None) -> list[tuple[Path, dict | None, int]]:
-    """(metadata file, its metadata or None if unreadable, bytes of both files) of every entry."""
+def _evict_older(entry: Entry, source: str | None) -> None:
+    """Delete the other entries made from the same source (older versions of its files)."""
+    if source is None:
+        return
+    for listed in entries(entry.directory):
+        if listed.kind == "entry" and listed.path != entry.path and (listed.meta or {}).get("source") == source:
+            _remove_if_ours(listed.path)
+
+
+# ---- listing, sweeping, clearing -----------------------------------------------------------------
+
+@dataclass
+class Listed:
+    """A file charlm wrote in the cache directory. ``kind``: "entry", "damaged" (an entry file
+    that does not check), "writing" (a live writer's temporary), "killed" (a temporary whose
+    writer is gone) or "old" (an entry of the format before: ``paths`` holds both its files)."""
+
+    path: Path
+    kind: str
+    size: int
+    meta: dict | None = None
+    paths: tuple[Path, ...] = ()
+
+
+def entries(directory: Path | None = None) -> list[Listed]:
+    """Every file of the cache directory that charlm wrote, in name order; nothing else."""
     directory = directory or cache_dir()
-    if directory is None or not directory.is_dir():
+    try:
+        names = sorted(os.listdir(directory)) if directory is not None else []
+    except OSError:
         return []
     out = []
-    for meta_path in sorted(directory.glob("*.json")):
+    for name in names:
+        path = directory / name
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = None
-        ids = meta_path.with_suffix(".ids")
-        size = meta_path.stat().st_size + (ids.stat().st_size if ids.exists() else 0)
-        out.append((meta_path, meta if isinstance(meta, dict) else None, size))
-    return out
+            st = path.stat()
+            if not path.is_file():
+                continue
+            if _ENTRY_NAME.fullmatch(name):
+                out.append(_listed_entry(path, st.st_size))
+            elif _TEMPORARY_NAME.fullmatch(name) and _starts_with_magic_or_is_empty(path, st.st_size):
+                out.append(Listed(path, "writing" if _locked(path) else "killed", st.st_size))
+            elif (m := _OLD_NAME.fullmatch(name)) and m.group(2) == "json":
+                old = _old_entry(directory, m.group(1))
+                if old is not None:
+                    out.append(old)
+        except OSError:
+            continue
+    return [x for x in out if x is not None]
+
+
+def _listed_entry(path: Path, size: int) -> Listed | None:
+    try:
+        header, meta = _read_header_only(path, size)
+        return Listed(path, "entry" if header.key == path.stem and isinstance(meta, dict) else "damaged", size,
+                      meta if isinstance(meta, dict) else None)
+    except (ValueError, UnicodeDecodeError, struct.error):
+        return Listed(path, "damaged", size) if _starts_with_magic_or_is_empty(path, size, empty=False) else None
+
+
+def _old_entry(directory: Path, key: str) -> Listed | None:
+    """An entry of the format before, when its JSON says it is one (charlm wrote it)."""
+    meta_path, ids_path = directory / f"{key}.json", directory / f"{key}.ids"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("key") != key or meta.get("format") != 1:
+        return None
+    paths = (meta_path, ids_path) if ids_path.is_file() else (meta_path,)
+    return Listed(meta_path, "old", sum(p.stat().st_size for p in paths), meta, paths)
+
+
+def _starts_with_magic_or_is_empty(path: Path, size: int, empty: bool = True) -> bool:
+    """A temporary killed before its first write is empty; any later, it starts with a header of
+    zeros (written first) or MAGIC (written last)."""
+    if size == 0:
+        return empty
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    return head in (MAGIC, b"\0" * len(MAGIC)) or (len(head) < len(MAGIC) and not head.strip(b"\0"))
+
+
+def _locked(path: Path) -> bool:
+    """Whether a live process holds ``path``'s lock (its writer)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock this process took
+
+
+def _remove_if_ours(path: Path) -> int:
+    """Delete an entry file or a dead writer's temporary, when its first bytes say charlm wrote
+    it: the bytes freed (0 when it was left)."""
+    try:
+        size = path.stat().st_size
+        if not _starts_with_magic_or_is_empty(path, size, empty=_TEMPORARY_NAME.fullmatch(path.name) is not None):
+            return 0
+        path.unlink()
+        return size
+    except OSError:
+        return 0
+
+
+def sweep(directory: Path | None = None) -> None:
+    """Delete the temporaries of writers that were killed."""
+    for listed in entries(directory):
+        if listed.kind == "killed":
+            _remove_if_ours(listed.path)
 
 
 def clear(directory: Path | None = None) -> tuple[int, int]:
-    """Delete every entry and leftover temporary file: (files removed, bytes freed)."""
-    directory = directory or cache_dir()
-    if directory is None or not directory.is_dir():
-        return 0, 0
+    """Delete every entry, damaged entry, entry of the format before and dead writer's
+    temporary: (files removed, bytes freed). A live writer's temporary stays."""
     n = freed = 0
-    for p in list(directory.glob("*.ids")) + list(directory.glob("*.json")) + list(directory.glob(".*.tmp")):
-        try:
-            size = p.stat().st_size
-            p.unlink()
-        except OSError:
+    for listed in entries(directory):
+        if listed.kind == "writing":
             continue
-        n, freed = n + 1, freed + size
+        for p in listed.paths or (listed.path,):
+            size = p.stat().st_size if p.exists() else 0
+            if listed.kind == "old":
+                try:
+                    p.unlink()
+                except OSError:
+                    continue
+            elif not _remove_if_ours(p) and size:
+                continue
+            n, freed = n + 1, freed + size
     return n, freed
+
+
+def source_id(paths: Iterable[str], include, exclude, vocab: str | None) -> str:
+    """What an entry was made from, apart from the files' contents: entries with the same
+    source are versions of one corpus, and a new one replaces the others."""
+    paths = list(paths)
+    return _digest({"paths": [str(Path(p).resolve()) for p in paths], "as_given": paths,
+                    "include": list(include), "exclude": list(exclude), "vocab": vocab})

@@ -11,6 +11,7 @@ string whole.
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import cache as encoded
 from .errors import CorpusError
+from .memory import available_memory, format_bytes
 from .sources import CorpusSource, Listing, Member, describe_listing, describe_skipped, list_files
 from .vocab import MAX_CODE_POINT, Vocab, code_points, describe_chars
 
@@ -94,6 +96,7 @@ class Corpus:
     fingerprint: dict
     summary: str = ""
     counts: np.ndarray | None = None  # (V,) occurrences of each id, counted while encoding
+    notice: str = ""  # a line for the user: the cache could not take the corpus, so it is in memory
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -116,7 +119,7 @@ class _Scan:
 
 
 def _scan(path: Path, count: bool) -> _Scan:
-    hasher, n, last = hashlib.sha256(), 0, ""
+    hasher, n, last = _CountingHash(), 0, ""
     counts = np.zeros(128, np.int64) if count else None
     for text in _decoded_chunks(path, hasher):
         n += len(text)
@@ -128,7 +131,21 @@ def _scan(path: Path, count: bool) -> _Scan:
             counts[: len(c)] += c
     if n == 0:
         raise UnreadableFile(f"{path}: file is empty", "empty")
-    return _Scan(n, path.stat().st_size, hasher.hexdigest(), counts, last == FILE_SEPARATOR)
+    return _Scan(n, hasher.nbytes, hasher.hexdigest(), counts, last == FILE_SEPARATOR)
+
+
+class _CountingHash:
+    """A SHA-256 that also counts the bytes it was fed: a file's size as it was read."""
+
+    def __init__(self):
+        self.h, self.nbytes = hashlib.sha256(), 0
+
+    def update(self, raw: bytes) -> None:
+        self.h.update(raw)
+        self.nbytes += len(raw)
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
 
 
 def _readable(source: CorpusSource, listing: Listing, count: bool):
@@ -154,15 +171,17 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     ``CorpusSource`` (sources.py: which files, in which order). Builds the vocabulary unless
     one is given. A corpus of CACHE_MIN_BYTES or more is encoded once into the cache
     (cache.py) and its ids are a read-only memory map of the cached file; ``cache=False``
-    always decodes, into memory."""
+    always decodes, into memory. Where the cache cannot take the corpus (not a directory,
+    read-only, full), it is encoded into memory when it fits, and ``Corpus.notice`` says so."""
     source = CorpusSource.of(spec)
     listing = list_files(source)
-    entry = None
-    if cache:
+    entry, given = None, vocab
+    if cache and encoded.cache_dir() is not None:
+        encoded.sweep(encoded.cache_dir())
         # A resumed run names the vocabulary its corpus was first encoded in: that entry serves it.
         for v in (None, vocab) if vocab is not None else (None,):
             entry = _cache_entry(source, listing, v)
-            hit = entry.load() if entry is not None else None
+            hit = entry.load([m.path for m in listing.members]) if entry is not None else None
             if hit is not None and (vocab is None or hit[1]["vocab"] == "".join(vocab.chars)):
                 ids, meta = hit
                 return Corpus(ids, vocab or Vocab(meta["vocab"]), meta["fingerprint"], meta["summary"],
@@ -186,29 +205,58 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
                    **source.to_fingerprint()}
     summary = "" if one and not skipped else describe_listing(source, len(members), sum(s.nbytes for s in scans),
                                                               skipped)
-    chunks = _encoded(source, members, joins, vocab)
-    if ids_counts is None:
+    counted = ids_counts is None
+    if counted:
         ids_counts = np.zeros(len(vocab), np.int64)
-        chunks = _counted(chunks, ids_counts)
-    if entry is None:
-        ids = np.empty(total, dtype=vocab.dtype)
-        at = 0
-        for chunk in chunks:
-            if at + len(chunk) > total:
-                raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
-            ids[at : at + len(chunk)] = chunk
-            at += len(chunk)
-    else:
-        with entry.writer() as w:
-            for chunk in chunks:
-                w.write(chunk)
-            at = w.length
-            if at == total:
-                ids = w.commit(vocab.dtype, {"vocab": "".join(vocab.chars), "fingerprint": fingerprint,
-                                             "summary": summary, "counts": ids_counts.tolist()})
+
+    def chunks():  # the second pass; a change since the first is an error, so the fingerprint is the text's
+        it = _encoded(source, members, scans, joins, vocab)
+        return _counted(it, ids_counts) if counted else it
+
+    notice = ""
+    if entry is not None:
+        try:
+            with entry.writer() as w:
+                for chunk in chunks():
+                    w.write(chunk)
+                    if w.length > total:
+                        break
+                if w.length == total:
+                    ids = w.commit(vocab.dtype, {
+                        "vocab": "".join(vocab.chars), "fingerprint": fingerprint, "summary": summary,
+                        "counts": ids_counts.tolist(), "files": [[m.name, s.nbytes, s.sha256] for m, s in
+                                                                 zip(members, scans)],
+                        "source": encoded.source_id(source.paths, source.include, source.exclude,
+                                                    None if given is None else "".join(given.chars))})
+                    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts)
+            raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
+        except OSError as e:  # the cache's: reading the corpus raises CorpusError
+            notice = _in_memory_instead(entry.directory, e, total * vocab.dtype.itemsize)
+            if counted:
+                ids_counts[:] = 0
+    ids = np.empty(total, dtype=vocab.dtype)
+    at = 0
+    for chunk in chunks():
+        if at + len(chunk) > total:
+            raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
+        ids[at : at + len(chunk)] = chunk
+        at += len(chunk)
     if at != total:
         raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
-    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts)
+    return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts, notice=notice)
+
+
+def _in_memory_instead(directory: Path, error: OSError, nbytes: int) -> str:
+    """The one line that says the cache could not take the corpus and it is encoded in memory;
+    a ``CorpusError`` saying what to do when memory cannot hold it either."""
+    why = "it is not a directory" if error.errno in (errno.EEXIST, errno.ENOTDIR) else error.strerror or str(error)
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise CorpusError(f"the corpus cache {directory} cannot take this corpus ({why}), and its "
+                          f"{format_bytes(nbytes)} of ids do not fit in the {format_bytes(avail)} of memory available: "
+                          f"point CHARLM_CACHE at a directory with {format_bytes(nbytes)} free")
+    return (f"the corpus cache {directory} cannot take this corpus ({why}); it is encoded in memory this time "
+            f"({format_bytes(nbytes)}). Point CHARLM_CACHE at a writable directory, or set CHARLM_CACHE=off")
 
 
 def _counted(chunks, counts: np.ndarray):
@@ -218,14 +266,16 @@ def _counted(chunks, counts: np.ndarray):
         yield chunk
 
 
-def _encoded(source: CorpusSource, members: list[Member], joins: list[bool], vocab: Vocab):
-    """The second pass: the ids of each file's chunks, with the separators, in order."""
+def _encoded(source: CorpusSource, members: list[Member], scans: list[_Scan], joins: list[bool], vocab: Vocab):
+    """The second pass: the ids of each file's chunks, with the separators, in order. A file
+    whose bytes are not the first pass's (its SHA-256) is a ``CorpusError``."""
     sep = vocab.ids_of_code_points(code_points(FILE_SEPARATOR))
     if any(joins) and sep[0] < 0:
         raise CorpusError(f"{source.label}: its files are joined with a newline, which is outside the "
                           "checkpoint's vocabulary")
-    for m, join in zip(members, joins):
-        for text in _decoded_chunks(m.path):
+    for m, scan, join in zip(members, scans, joins):
+        hasher = hashlib.sha256()
+        for text in _decoded_chunks(m.path, hasher):
             chunk = vocab.ids_of_code_points(code_points(text))
             if (chunk < 0).any():
                 raise CorpusError(
@@ -233,6 +283,8 @@ def _encoded(source: CorpusSource, members: list[Member], joins: list[bool], voc
                     f"{describe_chars(vocab.unknown(text))}"
                 )
             yield chunk.astype(vocab.dtype, copy=False)
+        if hasher.hexdigest() != scan.sha256:
+            raise CorpusError(f"{m.path}: the file changed while it was being read; run again")
         if join:
             yield sep.astype(vocab.dtype)
 

@@ -25,7 +25,10 @@ def baseline(corpus, include, exclude, order, val_fraction, as_json):
     has to beat. CORPUS: files and directories, read as train reads them. Beyond 20 million
     training characters the model is fitted on the last 20 million and scored on 2 million of
     the validation split, and the output says so."""
-    b = corpus_baseline(load_corpus(CorpusSource(tuple(corpus), tuple(include), tuple(exclude))), val_fraction, order)
+    loaded = load_corpus(CorpusSource(tuple(corpus), tuple(include), tuple(exclude)))
+    if loaded.notice:
+        click.echo(loaded.notice, err=True)
+    b = corpus_baseline(loaded, val_fraction, order)
     if as_json:
         click.echo(dumps(b.to_dict()))
         return

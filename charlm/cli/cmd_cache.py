@@ -8,29 +8,42 @@ from .. import cache
 from ..memory import format_bytes
 from .base import dumps, main, option
 
+KINDS = {"damaged": "a damaged entry (the next run on its corpus replaces it; --clear deletes it)",
+         "writing": "being written by a running charlm",
+         "killed": "left by a process that was killed while writing (the next run deletes it)",
+         "old": "an entry of the format before (never read again; --clear deletes it)"}
+
 
 @main.command("cache")
-@option("--clear", is_flag=True, help="Delete every entry.")
+@option("--clear", is_flag=True, help="Delete every entry and what killed writers left; nothing charlm did not write.")
 @option("--json", "as_json", is_flag=True, help="One JSON object.")
 def cache_command(clear, as_json):
     """List the encoded-corpus cache: where it is ($CHARLM_CACHE, else ~/.cache/charlm/corpora;
-    CHARLM_CACHE=off turns it off) and each corpus in it. Corpora of 16 MB and more are encoded
-    once into it, and later runs map the file instead of decoding the text again."""
+    CHARLM_CACHE=off turns it off), each corpus in it, and anything else charlm left there.
+    Corpora of 16 MB and more are encoded once into it, and later runs map the file instead of
+    decoding the text again."""
     d = cache.cache_dir()
     if clear:
         n, freed = cache.clear(d)
         click.echo(dumps({"directory": str(d), "removed_files": n, "freed_bytes": freed}) if as_json
-                   else f"removed {n:,} files ({format_bytes(freed)}) from {d}")
+                   else f"removed {n:,} file{'s' * (n != 1)} ({format_bytes(freed)}) from {d}")
         return
     listed = cache.entries(d)
     if as_json:
         click.echo(dumps({"directory": None if d is None else str(d), "entries": [
-            {"file": str(p), "bytes": size, "corpus": (m or {}).get("fingerprint")} for p, m, size in listed]}))
+            {"file": str(x.path), "bytes": x.size, "corpus": x.meta.get("fingerprint")}
+            for x in listed if x.kind == "entry"], "other": [
+            {"file": str(x.path), "bytes": x.size, "kind": x.kind} for x in listed if x.kind != "entry"]}))
         return
     if d is None:
         click.echo("the corpus cache is off (CHARLM_CACHE=off)")
         return
-    click.echo(f"{d}: {len(listed):,} corpora, {format_bytes(sum(s for _, _, s in listed))}")
-    for p, m, size in listed:
-        fp = (m or {}).get("fingerprint") or {}
-        click.echo(f"  {p.stem}  {format_bytes(size):>9}  {fp.get('chars', 0):>15,} chars  {fp.get('path', '(unreadable)')}")
+    corpora = [x for x in listed if x.kind == "entry"]
+    click.echo(f"{d}: {len(corpora):,} corpora, {format_bytes(sum(x.size for x in listed))}")
+    for x in corpora:
+        fp = x.meta.get("fingerprint") if isinstance(x.meta.get("fingerprint"), dict) else {}
+        chars = fp.get("chars") if isinstance(fp.get("chars"), int) else 0
+        click.echo(f"  {x.path.stem}  {format_bytes(x.size):>9}  {chars:>15,} chars  {str(fp.get('path', '?'))[:80]}")
+    for x in listed:
+        if x.kind != "entry":
+            click.echo(f"  {x.path.name}  {format_bytes(x.size):>9}  {KINDS[x.kind]}")

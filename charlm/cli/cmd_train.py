@@ -227,6 +227,8 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
         else:
             cfg = load_config(config_path, list(overrides))
             trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, workers=w)
+    if trainer.corpus.notice and w.root:  # the cache could not take the corpus: said even with -q
+        click.echo(trainer.corpus.notice, err=True)
     if trainer.corpus.summary and not quiet:
         click.echo(dumps({"event": "corpus", "summary": trainer.corpus.summary, **trainer.corpus.fingerprint})
                    if as_json else trainer.corpus.summary)
