@@ -148,7 +148,11 @@ class Entry:
                 raise ValueError("stale or damaged")
             ids = np.memmap(self.path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(n,))
         except (OSError, ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError, struct.error):
-            _remove_if_ours(self.path)
+            # Its name is a hash of this corpus's description: charlm wrote it, whatever its bytes say now.
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
             return None
         return ids, meta
 

@@ -8,7 +8,10 @@ Choices (docs/commands.md, "Corpora: files and directories"):
   error, and the summary line names it.
 - Names starting with "." (``.git``, ``.venv``, editor files) are not entered or read.
 - Symbolic links are followed; a directory reached twice (a link loop, or two links to one
-  place) is read once.
+  place) is read once, and so is a file (named twice, named beside a directory that holds it,
+  or reached through a link): read twice, its second copy could land in the validation split.
+- Members that are not regular files (devices, FIFOs, sockets), link loops, unreadable members
+  and paths deeper than the system allows are skipped and counted by kind, at any depth.
 - Order: the paths as given; inside a directory, sorted by the path relative to it.
 - Globs match that relative path with ``fnmatch`` (``*`` also crosses "/", so ``*.py``
   matches ``pkg/sub/mod.py``); with ``--include`` a file must match one, and ``--exclude``
@@ -18,6 +21,7 @@ Choices (docs/commands.md, "Corpora: files and directories"):
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections import Counter
@@ -80,24 +84,30 @@ class CorpusSource:
 @dataclass
 class Member:
     """One file to read: ``name`` is its path relative to the directory it was found under,
-    or the path as given for a named file (``named``: a problem with it is an error)."""
+    or the path as given for a named file (``named``: a problem with it is an error).
+    ``identity``: (device, inode), so a file reached twice is read once."""
 
     path: Path
     name: str
     named: bool
+    identity: tuple[int, int] = (0, 0)
 
 
 @dataclass
 class Listing:
-    """The files of a corpus in reading order, and (name, reason) for each left out."""
+    """The files of a corpus in reading order, (name, reason) for each left out, and the
+    names the globs excluded."""
 
     members: list[Member]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
 
 
 def list_files(source: CorpusSource) -> Listing:
+    """``CorpusError`` for a named path that cannot be read, and when the globs leave no file."""
     listing = Listing([])
     seen_dirs: set[tuple[int, int]] = set()
+    found: list[Member] = []
     for raw in source.paths:
         p = Path(raw)
         try:
@@ -107,58 +117,112 @@ def list_files(source: CorpusSource) -> Listing:
         except OSError as e:
             raise CorpusError(f"{raw}: cannot read: {e.strerror}") from None
         if stat.S_ISDIR(st.st_mode):
-            found: list[Member] = []
-            _walk(p, "", source, found, listing.skipped, seen_dirs)
-            listing.members += sorted(found, key=lambda m: m.name)
+            inside: list[Member] = []
+            _walk(p, source, inside, listing, seen_dirs)
+            found += sorted(inside, key=lambda m: m.name)
         elif stat.S_ISREG(st.st_mode):
-            listing.members.append(Member(p, raw, named=True))
+            found.append(Member(p, raw, named=True, identity=(st.st_dev, st.st_ino)))
         else:
             raise CorpusError(f"{raw}: not a regular file")
+    first: dict[tuple[int, int], str] = {}
+    for m in found:  # a file reached twice (named twice, beside its directory, by a link): the first time only
+        if m.identity in first:
+            listing.skipped.append((m.name, f"read already (as {short(first[m.identity], 40)})"))
+        else:
+            first[m.identity] = m.name
+            listing.members.append(m)
+    if not listing.members and listing.excluded:
+        raise CorpusError(f"{source.label}{describe_globs(source)}: the globs leave no file to read; they excluded "
+                          f"{len(listing.excluded):,} file{'s' * (len(listing.excluded) != 1)} "
+                          f"({', '.join(short(n, 40) for n in listing.excluded[:3])}"
+                          f"{', ...' if len(listing.excluded) > 3 else ''})")
     return listing
 
 
-def _walk(d: Path, prefix: str, source: CorpusSource, found: list, skipped: list, seen: set) -> None:
-    """Depth-first over ``d``; ``prefix`` is d's path relative to the named directory."""
-    try:
-        st = d.stat()
-        if (st.st_dev, st.st_ino) in seen:
-            skipped.append((prefix.rstrip("/") or str(d), "read already (a directory reached twice, by a link)"))
-            return
-        seen.add((st.st_dev, st.st_ino))
-        entries = sorted(os.scandir(d), key=lambda e: e.name)
-    except OSError as e:
-        skipped.append((prefix.rstrip("/") or str(d), f"unreadable ({e.strerror})"))
-        return
-    for e in entries:
-        name = prefix + e.name
-        if e.is_dir() and source.excludes_dir(name):
+def _walk(root: Path, source: CorpusSource, found: list, listing: Listing, seen: set) -> None:
+    """Depth-first over ``root``, in name order, with a stack of directories being read instead of
+    recursion: a tree of any depth is walked. Every member that is not a readable regular file
+    is skipped with its kind."""
+    stack = [_listed(root, "", listing.skipped, seen)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        e, name = entry
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir and source.excludes_dir(name):
+            listing.excluded.append(name + "/")
             continue
         if e.name.startswith("."):
-            skipped.append((name, "hidden"))
+            listing.skipped.append((name, "hidden"))
             continue
         try:
             st = os.stat(e.path)  # follows links
-        except FileNotFoundError:
-            skipped.append((name, "broken symbolic link"))
-            continue
         except OSError as err:
-            skipped.append((name, f"unreadable ({err.strerror})"))
+            listing.skipped.append((name, _unreadable(err, link=e.is_symlink())))
             continue
         if stat.S_ISDIR(st.st_mode):
-            _walk(Path(e.path), name + "/", source, found, skipped, seen)
+            stack.append(_listed(Path(e.path), name + "/", listing.skipped, seen))
         elif not source.wants(name):
-            continue
+            listing.excluded.append(name)
         elif stat.S_ISREG(st.st_mode):
-            found.append(Member(Path(e.path), name, named=False))
+            found.append(Member(Path(e.path), name, named=False, identity=(st.st_dev, st.st_ino)))
         else:
-            skipped.append((name, "not a regular file"))
+            listing.skipped.append((name, _odd_kind(st.st_mode)))
+
+
+def _listed(d: Path, prefix: str, skipped: list, seen: set):
+    """(entry, its name relative to the walk's root) for each member of ``d`` in name order; none
+    when ``d`` was read already (a link back up, or two links to one place) or cannot be listed."""
+    where = prefix.rstrip("/") or str(d)
+    try:
+        st = d.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            skipped.append((where, "read already (a directory reached twice, by a link)"))
+            return
+        seen.add((st.st_dev, st.st_ino))
+        with os.scandir(d) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        skipped.append((where, _unreadable(e)))
+        return
+    for e in entries:
+        yield e, prefix + e.name
+
+
+def _unreadable(e: OSError, link: bool = False) -> str:
+    if e.errno == errno.ELOOP:
+        return "link loop"
+    if e.errno == errno.ENAMETOOLONG:
+        return "path too long (deeper than the system allows)"
+    if e.errno == errno.ENOENT and link:
+        return "broken symbolic link"
+    return f"unreadable ({e.strerror})"
+
+
+def _odd_kind(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "not a regular file"
+
+
+def describe_globs(source: CorpusSource) -> str:
+    return "".join(f" --include {short(g, 20)}" for g in source.include) + \
+        "".join(f" --exclude {short(g, 20)}" for g in source.exclude)
 
 
 def describe_listing(source: CorpusSource, files: int, nbytes: int, skipped: list[tuple[str, str]]) -> str:
     """One line: what was read and what was skipped."""
-    globs = "".join(f" --include {short(g, 20)}" for g in source.include) + \
-        "".join(f" --exclude {short(g, 20)}" for g in source.exclude)
-    line = f"corpus: read {files:,} file{'s' * (files != 1)} ({format_bytes(nbytes)}) from {source.label}{globs}"
+    line = f"corpus: read {files:,} file{'s' * (files != 1)} ({format_bytes(nbytes)}) from {source.label}" \
+           f"{describe_globs(source)}"
     return line + (f"; {describe_skipped(skipped)}" if skipped else "")
 
 

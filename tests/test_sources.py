@@ -104,7 +104,7 @@ def test_broken_links_fifos_and_unreadable_files_are_skipped(tmp_path, monkeypat
     monkeypatch.setattr(data, "open", fake_open, raising=False)
     c = load_corpus(d)
     assert c.vocab.decode(c.ids) == "hello\n"
-    for kind in ("broken symbolic link 1", "not a regular file 1", "unreadable 1"):
+    for kind in ("broken symbolic link 1", "FIFO 1", "unreadable 1"):
         assert kind in c.summary
     with pytest.raises(CorpusError, match="locked.txt: cannot read: Permission denied"):
         load_corpus(d / "locked.txt")  # a file named on the command line is an error instead
@@ -144,3 +144,115 @@ def test_train_on_a_source_tree_with_include(src):
     r = CliRunner().invoke(main, ["baseline", "src", "src/README.md", "--include", "*.py", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["train_chars"] > 1000
+
+
+# ---- odd trees: every odd member skipped and counted by kind, the rest trains, no traceback ----
+
+def test_links_to_devices_fifos_sockets_and_link_loops_are_skipped_by_kind(tmp_path):
+    import socket
+
+    d = tree(tmp_path / "d", {"a.txt": "hello\n"})
+    os.symlink("/dev/null", d / "null.txt")
+    os.symlink("/dev/zero", d / "zero.txt")  # read as a file, it would never end
+    os.mkfifo(d / "pipe.txt")
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(d / "sock.txt"))
+    os.symlink("loop2.txt", d / "loop1.txt")
+    os.symlink("loop1.txt", d / "loop2.txt")
+    try:
+        c = load_corpus(d)
+    finally:
+        s.close()
+    assert c.vocab.decode(c.ids) == "hello\n"
+    for kind in ("device 2", "FIFO 1", "socket 1", "link loop 2"):
+        assert kind in c.summary, c.summary
+
+
+def test_a_tree_deeper_than_the_recursion_limit_and_than_a_path_can_be(tmp_path):
+    """1,500 levels (deeper than Python's recursion limit) are read; beyond PATH_MAX is skipped."""
+    import sys
+
+    d = tmp_path / "d"
+    d.mkdir()
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        for level in range(2600):  # ~5,200 characters of path: more than PATH_MAX (4,096)
+            os.mkdir("n", dir_fd=fd)
+            sub = os.open("n", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+            if level == 1500:
+                with open(os.open("deep.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+                    f.write("deep\n")
+        with open(os.open("deepest.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+            f.write("deepest\n")
+    finally:
+        os.close(fd)
+    tree(d, {"top.txt": "top\n"})
+    assert sys.getrecursionlimit() < 1500
+    try:
+        c = load_corpus(d)
+        assert c.vocab.decode(c.ids) == "deep\ntop\n"
+        assert "path too long" in c.summary, c.summary
+    finally:
+        remove_chain(d, "n")
+
+
+def remove_chain(d, link):
+    """Delete a chain of directories ``d/link/link/...`` deeper than rmtree's recursion can go."""
+    fds = [os.open(d, os.O_RDONLY)]
+    try:
+        while link in os.listdir(fds[-1]):
+            fds.append(os.open(link, os.O_RDONLY, dir_fd=fds[-1]))
+        while len(fds) > 1:
+            for name in os.listdir(fds[-1]):
+                os.unlink(name, dir_fd=fds[-1])
+            os.close(fds.pop())
+            os.rmdir(link, dir_fd=fds[-1])
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_a_huge_number_of_files(tmp_path):
+    d = tmp_path / "d"
+    for i in range(40):
+        sub = d / f"s{i:02d}"
+        sub.mkdir(parents=True)
+        for j in range(150):
+            (sub / f"f{j:03d}.txt").write_text(f"{i} {j}\n")
+        (sub / "x.bin").write_bytes(b"\0\1")
+    c = load_corpus(d)
+    assert c.fingerprint["files"] == 6000 and "skipped 40 (binary 40:" in c.summary
+    assert c.vocab.decode(c.ids).startswith("0 0\n0 1\n")
+
+
+# ---- the same file reached twice is read once --------------------------------------------------
+
+@pytest.mark.parametrize("how", ["named twice", "named beside its directory", "a link in the tree",
+                                 "a hard link", "directory named twice"])
+def test_the_same_file_reached_twice_is_read_once_and_the_summary_says_so(tmp_path, how):
+    """Read twice, the last copy would be the validation split: text the model trained on."""
+    d = tree(tmp_path / "d", {"a.txt": "alpha\n", "b.txt": "beta\n"})
+    paths = {"named twice": [d / "a.txt", d / "b.txt", d / "a.txt"],
+             "named beside its directory": [d, d / "b.txt"],
+             "a link in the tree": [d],
+             "a hard link": [d],
+             "directory named twice": [d, d]}[how]
+    if how == "a link in the tree":
+        os.symlink("a.txt", d / "c.txt")
+    if how == "a hard link":
+        os.link(d / "a.txt", d / "c.txt")
+    c = load_corpus(paths)
+    assert sorted(c.vocab.decode(c.ids).splitlines()) == ["alpha", "beta"]
+    assert c.fingerprint["files"] == 2
+    assert "read already" in c.summary, c.summary
+
+
+def test_patterns_that_leave_nothing_name_the_patterns_and_what_they_excluded(src):
+    with pytest.raises(CorpusError) as e:
+        load_corpus(CorpusSource(("src",), include=("*.rs",), exclude=("docs/*",)))
+    message = str(e.value)
+    assert "--include *.rs" in message and "--exclude docs/*" in message, message
+    assert "excluded 7 files" in message and "README.md" in message, message
+    assert "\n" not in message
