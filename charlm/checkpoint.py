@@ -16,6 +16,7 @@ an unpickled object or a traceback.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zipfile
 import zlib
@@ -26,7 +27,7 @@ import numpy as np
 
 from .cells import CELLS
 from .config import Config
-from .errors import CharlmError, CheckpointError
+from .errors import CharlmError, CheckpointError, echo
 from .files import atomic_write
 from .mixture import Mixture
 from .model import Model, param_shapes
@@ -60,9 +61,9 @@ class Checkpoint:
     def build_predictor(self) -> Model | Mixture:
         """What sample and score use: the network, mixed with its n-gram once a weight was fitted."""
         model, w = self.build_model(), self.meta.get("mix_weight")
-        if self.ngram_ids is None or not isinstance(w, float):
+        if self.ngram_ids is None or w is None:
             return model
-        return Mixture(model, KneserNey(self.ngram_ids, self.config.model.ngram_order, len(self.vocab)), w)
+        return Mixture(model, KneserNey(self.ngram_ids, self.config.model.ngram_order, len(self.vocab)), float(w))
 
     def load_params(self, model: Model) -> Model:
         """Copy the saved weights into ``model`` (built from this checkpoint's config)."""
@@ -130,11 +131,6 @@ def load_checkpoint(path, with_training_state: bool = True) -> Checkpoint:
     return _with_reader(checkpoint_path(path), lambda r: _read(r, with_training_state))
 
 
-def read_meta(path) -> dict:
-    """Only a checkpoint's metadata (step, best_val, corpus, config...): cheap, no arrays."""
-    return _with_reader(Path(path), lambda r: r.meta())
-
-
 def _with_reader(p: Path, read):
     """``read(_Reader)`` on the archive at ``p``; any damage becomes a ``CheckpointError``."""
     try:
@@ -144,6 +140,8 @@ def _with_reader(p: Path, read):
         raise
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{p}: not a charlm checkpoint (not a readable .npz archive: {e}); it may be truncated") from None
+    except RecursionError:
+        raise CheckpointError(f"{p}: invalid checkpoint metadata: nested too deeply") from None
     except (OSError, EOFError, ValueError, KeyError, TypeError, OverflowError, IndexError, SyntaxError,
             struct.error, zlib.error, zipfile.LargeZipFile, NotImplementedError, RuntimeError, MemoryError) as e:
         # Everything zipfile and the .npy header parser raise on damaged bytes; found by the
@@ -211,9 +209,120 @@ class _Reader:
         return meta
 
 
+# ---- the metadata's fields ------------------------------------------------------------------
+# Every field a loader reads, and the form charlm writes it in: checked where the file is read,
+# so no command meets a NaN score, a mixture weight of 5 or a lineage that is a string. A field
+# may be absent (a weights-only file keeps few); present, it must have its form. MODEL_FIELDS
+# are read by every command; PROGRESS_FIELDS only with the training state (resume, info, export).
+MAX_COUNT = 1 << 62
+MAX_NAME = 4096  # characters of a path or a name
+MAX_LINEAGE = 64  # generations of fine-tuning
+
+
+class _Bad(ValueError):
+    """A field that is not of the form charlm writes: the field's path and what it should be."""
+
+
+def _count(v, lo: int = 0) -> None:
+    if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v < MAX_COUNT):
+        raise _Bad(f"an integer >= {lo}")
+
+
+def _real(lo: float = -math.inf, hi: float = math.inf, optional: bool = False):
+    def check(v) -> None:
+        if v is None and optional:
+            return
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi):
+            rng = "" if (lo, hi) == (-math.inf, math.inf) else f" in [{lo:g}, {hi:g}]"
+            raise _Bad(f"a finite number{rng}" + (" or null" if optional else ""))
+    return check
+
+
+def _text(v) -> None:
+    if not (isinstance(v, str) and len(v) <= MAX_NAME):
+        raise _Bad(f"a string of at most {MAX_NAME} characters")
+
+
+def _name(v) -> None:
+    if not (isinstance(v, str) and len(v) <= 255):
+        raise _Bad("a name of at most 255 characters")
+
+
+def _texts(v) -> None:
+    if not (isinstance(v, list) and len(v) <= MAX_COUNT and all(isinstance(x, str) and len(x) <= MAX_NAME for x in v)):
+        raise _Bad("a list of strings")
+
+
+def _fields(v, spec: dict, required: tuple = ()) -> None:
+    """``v`` is an object whose fields in ``spec`` pass their checks (those in ``required`` present)."""
+    if not isinstance(v, dict):
+        raise _Bad("an object")
+    for name, check in spec.items():
+        if name in v:
+            try:
+                check(v[name])
+            except _Bad as e:
+                raise _Bad(f"{name}: {e}" if ": " in str(e) else f"{name} is {echo(v[name])}, not {e}") from None
+        elif name in required:
+            raise _Bad(f"{name} is missing")
+
+
+def fingerprint_check(v) -> None:
+    """A corpus fingerprint (data.Corpus.fingerprint), as a checkpoint records it."""
+    _fields(v, {"path": _text, "chars": _count, "sha256": _text, "files": lambda x: _count(x, 1),
+                "paths": _texts, "include": _texts, "exclude": _texts}, required=("path", "chars", "sha256"))
+
+
+def _optional(check):
+    return lambda v: None if v is None else check(v)
+
+
+def lineage_check(v, depth: int = 0) -> None:
+    """A fine-tuned model's lineage (finetune.py), its parents at most MAX_LINEAGE deep."""
+    if depth >= MAX_LINEAGE:
+        raise _Bad(f"at most {MAX_LINEAGE} generations deep")
+    _fields(v, {"source": _text, "sha256": _text, "step": _optional(_count), "best_val": _real(0, optional=True),
+                "corpus": _optional(fingerprint_check), "added_chars": _text,
+                "parent": _optional(lambda p: lineage_check(p, depth + 1))}, required=("source", "sha256"))
+
+
+def _rng_state(v) -> None:
+    try:
+        np.random.default_rng().bit_generator.state = v
+    except (TypeError, ValueError, KeyError, OverflowError):
+        raise _Bad("a NumPy generator's state") from None
+
+
+MODEL_FIELDS = {
+    "config_name": _name,
+    "step": _count, "epoch": _count, "elapsed_s": _real(0), "best_val": _real(0, optional=True),
+    "last_val": _real(0, optional=True), "train_chars": _count, "corpus": _optional(fingerprint_check),
+    "mix_weight": _real(0, 1, optional=True), "lineage": _optional(lineage_check),
+    "ngram_chars": lambda v: _count(v, 1),
+}
+PROGRESS_FIELDS = {
+    "optimizer_t": _count, "batch": _count, "loss_sum": _real(), "loss_count": _count,
+    "plateau_ref": _real(optional=True), "stale_evals": _count, "lr": _real(0, optional=True), "rng": _rng_state,
+    "rank_rngs": _optional(lambda v: [_rng_state(x) for x in v] if isinstance(v, list) else _fail("a list")),
+}
+
+
+def _fail(what: str):
+    raise _Bad(what)
+
+
+def check_meta(meta: dict, path, with_training_state: bool) -> None:
+    """``CheckpointError`` naming the first field of ``meta`` that is not of the form charlm writes."""
+    try:
+        _fields(meta, {**MODEL_FIELDS, **(PROGRESS_FIELDS if with_training_state else {})})
+    except _Bad as e:
+        raise CheckpointError(f"{path}: invalid checkpoint metadata: {e}") from None
+
+
 def _read(r: _Reader, with_training_state: bool) -> Checkpoint:
     path, file_size = r.path, r.file_size
     meta = r.meta()
+    check_meta(meta, path, with_training_state)
     chars = meta.get("vocab")
     if not isinstance(chars, list) or not all(isinstance(c, str) for c in chars):
         raise CheckpointError(f"{path}: checkpoint vocabulary is not a list of characters")
@@ -233,7 +342,7 @@ def _read(r: _Reader, with_training_state: bool) -> Checkpoint:
     meta["path"] = str(path)  # where it was read from (not stored in the file)
     ck = Checkpoint(config=config, vocab=vocab, params=params, meta=meta)
     n = meta.get("ngram_chars")
-    if config.model.ngram_order and isinstance(n, int) and not isinstance(n, bool) and 0 < n <= file_size:
+    if config.model.ngram_order and n is not None:
         ck.ngram_ids = r.array("ngram/ids", (n,), vocab.dtype)
         if int(ck.ngram_ids.max()) >= len(vocab):
             raise CheckpointError(f"{path}: ngram/ids holds ids outside the vocabulary")

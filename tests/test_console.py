@@ -20,9 +20,14 @@ SETS = [x for o in tiny_overrides(**{"model.type": "rnn", "model.num_layers": 1,
         for x in ("--set", o)]
 
 
+# One BLAS thread: a product's rounding depends on how many threads share it, and the tests that
+# compare two runs bit for bit must run both alike (ENV for the ones they start with Popen).
+ENV = {"OPENBLAS_NUM_THREADS": "1", "NO_COLOR": "1"}
+
+
 def charlm(*args, input=None, cwd=None, umask=None, timeout=120):
     assert CHARLM, "the charlm console script is not installed (pip install -e .)"
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "NO_COLOR": "1"}
+    env = {**os.environ, **ENV}
     pre = (lambda: os.umask(umask)) if umask is not None else None
     return subprocess.run([CHARLM, *map(str, args)], input=input, capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=timeout, preexec_fn=pre)

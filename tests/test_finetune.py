@@ -17,7 +17,7 @@ from charlm.errors import ConfigError
 from charlm.mixture import Mixture
 
 from .conftest import random_text
-from .test_console import CHARLM, charlm, one_error_line
+from .test_console import CHARLM, ENV, charlm, one_error_line
 
 NEW_TEXT = ("Hello, World! 123 (four) 5678; \"quoted\" ünïcödé\n" * 60) + random_text(2500, seed=7)
 SOURCE_SETS = ["--set", "model.hidden_size=24", "--set", "model.num_layers=2", "--set", "data.batch_size=8",
@@ -77,7 +77,7 @@ def test_a_finetuned_run_resumes_exactly(source, tmp_path):
     ref = charlm("train", new, "--from", src, "--out", tmp_path / "ref", *LONG, timeout=300)
     assert ref.returncode == 0, ref.stderr
     p = subprocess.Popen([CHARLM, "train", str(new), "--from", str(src), "--out", str(tmp_path / "run"), *LONG],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **ENV})
     t = time.time()
     while not (tmp_path / "run" / "last.npz").exists():
         assert time.time() - t < 60
