@@ -11,7 +11,12 @@ which a checkpoint does not carry), and is pulled back towards its trained weigh
     theta <- theta - lr * grad / (sqrt(ms) + eps) + decay * (theta_trained - theta)
 
 so a name or a turn of phrase seen a few lines ago becomes more probable, and what was learned
-from text long past fades. Every character is scored before the model has learned from it. The
+from text long past fades. Adaptation has diverged when a step takes the weights further from
+the trained ones than the trained weights' own norm (each step of the RMS rule moves every
+weight by about lr, so --adapt-lr 1 does at once), or when a loss, gradient, weight or score is
+not finite (a relu RNN within a few segments): the network goes back to its trained weights and
+its statistics to zero, a segment it was scoring is scored again with them, and ``resets``
+counts it, so every score stays a number and the caller can say once what happened. Every character is scored before the model has learned from it. The
 hidden state carries over from segment to segment as in plain scoring; the gradient stops at
 segment boundaries (truncated BPTT, as in training). The weights on disk never change: the
 network that adapts is the copy in memory. With a mixture, the network adapts and the n-gram
@@ -22,6 +27,7 @@ Shape letters: T time (a segment), B batch (1: the text is one stream, in order)
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -51,9 +57,11 @@ class Adaptive:
         self.predictor, self.options = predictor, options
         self.net = predictor.net if isinstance(predictor, Mixture) else predictor
         self.trained = self.net.flat.copy()
+        self._trained_norm2 = float(np.dot(self.trained, self.trained))
         self.ms = np.zeros_like(self.trained)  # mean squared gradient of each weight
         self._tmp = np.empty_like(self.trained)
         self.steps = 0
+        self.resets = 0  # times a diverging step sent the network back to its trained weights
         self.V = predictor.V
 
     def inference(self):
@@ -63,19 +71,31 @@ class Adaptive:
         return self.predictor.zero_state(B)
 
     def forward(self, x, state):
-        return self.predictor.forward(x, state)
+        """x (T, B) ids -> (logits (V, T*B), next state); the trained weights' when the
+        adapted ones give a value that is not finite."""
+        logits, new_state = self.predictor.forward(x, state)
+        if not np.isfinite(logits).all():
+            state = self._reset(state)
+            logits, new_state = self.predictor.forward(x, state)
+        return logits, new_state
 
     def nll(self, x, y, state):
         """x, y (T, B) ids -> (nll (T, B) float64 nats, next state), then one step on them."""
         nats, new_state = self.predictor.nll(x, y, state)
+        if not np.isfinite(nats).all():
+            state = self._reset(state)
+            nats, new_state = self.predictor.nll(x, y, state)
         self.learn(x, y, state)
         return nats, new_state
 
     def learn(self, x, y, state) -> None:
         """One step on the window x -> y (T, B), read from ``state`` (the state it was scored from)."""
         o, net, ms, tmp = self.options, self.net, self.ms, self._tmp
-        net.loss_and_grad(x, y, state[: len(net.layers)])  # no rng: no dropout
+        loss, _ = net.loss_and_grad(x, y, state[: len(net.layers)])  # no rng: no dropout
         g = net.grad
+        if not math.isfinite(loss) or not math.isfinite(float(np.dot(g, g))):
+            self._reset()
+            return
         if o.decay:  # before the step, so the pull is from the weights the gradient was taken at
             np.subtract(self.trained, net.flat, out=tmp)
             tmp *= o.decay
@@ -90,3 +110,20 @@ class Adaptive:
         np.divide(g, tmp, out=tmp)
         tmp *= o.lr
         net.flat -= tmp
+        np.subtract(net.flat, self.trained, out=tmp)
+        drift = float(np.dot(tmp, tmp))
+        if not drift <= self._trained_norm2:  # NaN compares false: non-finite weights are divergence too
+            self._reset()
+
+    def _reset(self, state=None):
+        """Back to the trained weights, with no gradient statistics; ``state`` with every stream
+        whose values are not finite started afresh (what the caller scores from next)."""
+        self.resets += 1
+        self.net.flat[...] = self.trained
+        self.ms[...] = 0.0
+        self.steps = 0
+        if state is None:
+            return None
+        fresh = self.zero_state(state[0][0].shape[1])
+        return [tuple(np.where(np.isfinite(a).all(axis=0, keepdims=True), a, z) if a.dtype.kind == "f" else a
+                      for a, z in zip(layer, zero)) for layer, zero in zip(state, fresh)]

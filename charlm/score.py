@@ -18,6 +18,7 @@ from .vocab import Vocab, describe_chars
 
 LN2 = math.log(2.0)
 TINY = np.finfo(np.float64).tiny  # a probability that underflowed: ~1022 bits, not infinity
+MAX_NATS = -math.log(TINY)  # a character's score at most: the same floor for nll's log-probabilities
 
 
 def char_nats(model, ids: np.ndarray, batch_size: int, seq_length: int, streams: slice = slice(None)) -> np.ndarray:
@@ -126,7 +127,7 @@ def _score_batch(model: Model, ctx: np.ndarray, seqs: list[np.ndarray], window: 
     for t0 in range(0, full_len - 1, window):
         t1 = min(full_len - 1, t0 + window)
         nll, state = model.nll(full[t0:t1], full[t0 + 1 : t1 + 1], state)
-        total -= np.where(mask[t0:t1], nll, 0.0).sum(axis=0)
+        total -= np.where(mask[t0:t1], np.minimum(nll, MAX_NATS), 0.0).sum(axis=0)
     return total
 
 

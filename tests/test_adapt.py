@@ -121,3 +121,62 @@ def test_report_explains_the_held_out_text_adapted(run_dir, tmp_path):
     assert "adapted as it was read" in data["explain_total"] and "static" in data["explain_total"]
     plain = report_data(run_dir / "run", grad_steps=5, grad_streams=4)
     assert plain["explain_total"].endswith("characters")
+
+
+# ---- divergence: every allowed --adapt-* value on every cell and activation gives a valid score ----
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")]
+EXTREMES = [(seg, lr, decay) for seg in (1, 10_000) for lr in (1e-12, 1.0) for decay in (0.0, 1.0)]
+HOSTILE = ("hero hell hole hello\n" * 6) + "zzzz qqqq xxxx " * 10
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A briefly trained float32 checkpoint of each cell and activation."""
+    d = tmp_path_factory.mktemp("cells")
+    text = d / "t.txt"
+    text.write_text(("hero hell hole hello\n" * 100) + random_text(2000, seed=4, alphabet="helo rdxzq\n"))
+    out = {}
+    for cell, act in CELLS:
+        sets = tiny_overrides(**{"model.type": cell, "model.activation": act, "train.max_steps": 20,
+                                 "model.hidden_size": 16, "train.lr": 0.05})
+        r = charlm("train", text, "--out", d / f"{cell}-{act}", "-q", *[x for s in sets for x in ("--set", s)])
+        assert r.returncode == 0, r.stderr
+        out[(cell, act)] = d / f"{cell}-{act}"
+    return out
+
+
+@pytest.mark.parametrize("cell, act", CELLS)
+def test_every_extreme_of_the_adapt_options_gives_a_finite_score_or_says_it_returned(trained, cell, act):
+    from click.testing import CliRunner
+
+    from charlm.cli import main
+
+    for seg, lr, decay in EXTREMES:
+        args = ["score", HOSTILE, "-c", str(trained[(cell, act)]), "--adapt", "--adapt-segment", str(seg),
+                "--adapt-lr", str(lr), "--adapt-decay", str(decay)]
+        for extra in (["--json"], [], ["--explain", "--json"], ["--explain"]):
+            r = CliRunner().invoke(main, args + extra)
+            assert r.exit_code == 0 and r.exception is None, (seg, lr, decay, extra, r.output[-300:])
+            assert not any(w in r.output for w in ("nan", "NaN", "inf", "Infinity")), (seg, lr, decay, extra)
+            assert r.output.count("returned to the trained weights") <= 1
+            if extra == ["--json"]:
+                [row] = [json.loads(l) for l in r.output.splitlines() if l.startswith("{")]
+                assert 0 <= row["bits_per_char"] < 200 and row["static_bits_per_char"] > 0
+
+
+def test_a_diverging_adaptation_returns_to_the_trained_weights_and_says_so_once(trained):
+    """The relu RNN at the largest step: the weights overflow within a few segments."""
+    from charlm.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(trained[("rnn", "relu")] / "best.npz")
+    a = Adaptive(ck.build_predictor(), AdaptOptions(segment=1, lr=1.0, decay=0.0))
+    [s] = score_texts(a, ck.vocab, [HOSTILE])
+    assert a.resets > 0 and np.isfinite(s.log_prob_nats)
+    assert np.isfinite(a.net.flat).all()
+    r = charlm("score", HOSTILE, "-c", trained[("rnn", "relu")], "--adapt", "--adapt-segment", "1", "--adapt-lr",
+               "1", "--adapt-decay", "0", "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("returned to the trained weights") == 1, r.stderr
+    row = json.loads(r.stdout)
+    assert row["adapt_resets"] > 0 and np.isfinite(row["bits_per_char"])

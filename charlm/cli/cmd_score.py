@@ -69,30 +69,34 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
         for i, t in enumerate(texts):
             _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json,
                        None if static is None else static[i].bits_per_char)
+        _say_resets([model])
         return
-    columns = []  # per model: (name, [Score], [static Score] with --adapt, else None)
+    columns = []  # per model: (name, [Score], [static Score] with --adapt, else None, resets)
+    adaptives = []
     for path in checkpoints or [None]:
         ck = open_model(path)
         scored = score_texts(ck.build_predictor(), ck.vocab, texts, context=context, unknown=unknown)
         adapted = None
         if adapt is not None:
-            adapted = score_texts(Adaptive(ck.build_predictor(), adapt), ck.vocab, texts, context=context,
-                                  unknown=unknown)
-        columns.append((ck.meta["path"], adapted or scored, scored if adapted else None))
+            adaptives.append(Adaptive(ck.build_predictor(), adapt))
+            adapted = score_texts(adaptives[-1], ck.vocab, texts, context=context, unknown=unknown)
+        columns.append((ck.meta["path"], adapted or scored, scored if adapted else None,
+                        adaptives[-1].resets if adapted else 0))
+    _say_resets(adaptives)
     order = list(range(len(texts)))
     if sort:
         first = columns[0][1]
         order.sort(key=lambda i: math.inf if first[i].bits_per_char is None else first[i].bits_per_char)
     if as_json:
         for i in order:
-            for name, scores, static in columns:
+            for name, scores, static, resets in columns:
                 extra = {} if static is None else {"static_bits_per_char": static[i].bits_per_char,
                                                    "static_log_prob_nats": static[i].log_prob_nats,
-                                                   "adapt": dataclasses.asdict(adapt)}
+                                                   "adapt": dataclasses.asdict(adapt), "adapt_resets": resets}
                 click.echo(dumps({**scores[i].to_dict(), **extra, "checkpoint": name}))
         return
     if len(columns) == 1 and not sort:
-        _, scores, static = columns[0]
+        _, scores, static, _ = columns[0]
         for i in order:
             s = scores[i]
             skipped = f", {s.skipped} skipped" if s.skipped else ""
@@ -101,15 +105,25 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
             click.echo(f"log p = {s.log_prob_nats:.4f} nats ({s.log_prob_bits:.4f} bits), {rate}, "
                        f"perplexity {_num(s.perplexity)}, {s.chars} chars{skipped}: {_shown(s.text)}")
         return
-    names = [_model_name(name) for name, _, _ in columns]
+    names = [_model_name(name) for name, _, _, _ in columns]
     cell = (lambda sc, st, i: _num(sc[i].bits_per_char)) if adapt is None else \
         (lambda sc, st, i: f"{_num(sc[i].bits_per_char)}/{_num(st[i].bits_per_char)}")
     widths = [max(9 if adapt is None else 13, len(n)) for n in names]
     click.echo("  ".join(f"{n:>{w}}" for n, w in zip(names, widths))
                + ("  text (bits/char)" if adapt is None else "  text (bits/char adapted/static)"))
     for i in order:
-        cells = [f"{cell(scores, static, i):>{w}}" for (_, scores, static), w in zip(columns, widths)]
+        cells = [f"{cell(scores, static, i):>{w}}" for (_, scores, static, _), w in zip(columns, widths)]
         click.echo("  ".join(cells) + f"  {_shown(texts[i])}")
+
+
+def _say_resets(adaptives) -> None:
+    """One line on stderr when adaptation diverged (adapt.py: it returned to the trained weights)."""
+    resets = sum(getattr(a, "resets", 0) for a in adaptives)
+    if resets:
+        a = adaptives[0]
+        click.echo(f"--adapt diverged {resets:,} time{'s' * (resets != 1)} at --adapt-lr {a.options.lr:g} and "
+                   "returned to the trained weights each time; the scores are valid, a smaller --adapt-lr adapts "
+                   "without it", err=True)
 
 
 SURPRISE = [(1.0, "green"), (3.0, None), (6.0, "yellow"), (math.inf, "red")]  # bits -> colour
