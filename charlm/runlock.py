@@ -10,26 +10,7 @@ import os
 from pathlib import Path
 
 from .errors import TrainingError
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), or None if unknown."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _alive(pid: int, started: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    now = _start_time(pid)
-    return started is None or now is None or now == started
+from .processes import alive, identity, parse_identity
 
 
 class RunLock:
@@ -39,13 +20,13 @@ class RunLock:
         self.path = Path(out_dir) / ".lock"
 
     def __enter__(self):
-        me = f"{os.getpid()} {_start_time(os.getpid()) or '-'}\n"
+        me = identity() + "\n"
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self._owner()
-                if owner is not None and owner[0] != os.getpid() and _alive(*owner):
+                if owner is not None and owner[0] != os.getpid() and alive(*owner):
                     raise TrainingError(
                         f"{self.path.parent}: another charlm train (pid {owner[0]}) is using this output "
                         "directory; wait for it to finish or write to another {out_dir}", out_dir=None
@@ -64,10 +45,9 @@ class RunLock:
 
     def _owner(self) -> tuple[int, str | None] | None:
         try:
-            parts = self.path.read_text().split()
-            return int(parts[0]), (parts[1] if len(parts) > 1 and parts[1] != "-" else None)
-        except (OSError, ValueError, IndexError):
-            return None  # unreadable or half-written: treat as stale
+            return parse_identity(self.path.read_text())  # None: half-written, so stale
+        except OSError:
+            return None  # unreadable: treat as stale
 
     def __exit__(self, *exc):
         try:

@@ -150,7 +150,7 @@ def test_second_trainer_is_refused_and_stale_lock_is_taken_over(corpus_file, tmp
     out.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from charlm.runlock import _start_time
+        from charlm.processes import start_time as _start_time
 
         (out / ".lock").write_text(f"{sleeper.pid} {_start_time(sleeper.pid)}\n")
         cfg = load_config(None, tiny_overrides(**{"train.max_steps": 5}))

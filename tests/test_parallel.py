@@ -377,3 +377,65 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_line(corpus, tm
     assert "step 7: loss is not finite" in one_error_line(r, 1)
     assert "worker 1" not in r.stderr and "BAD TERMINATION" not in r.stdout + r.stderr
     assert load_checkpoint(out / "last.npz").meta["step"] == 5
+
+
+# ---- however the launcher ends, nothing outlives it and the run resumes ------------------------
+
+def _mpi_segments() -> set[str]:
+    """MPICH's shared-memory files: a rank that dies without finalising leaves its own."""
+    return {p.name for p in Path("/dev/shm").glob("mpich*")} if Path("/dev/shm").is_dir() else set()
+
+
+def _gone_within(pids: list[int], seconds: float) -> list[int]:
+    """Those of ``pids`` still alive after ``seconds`` (zombies count as gone)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state != "Z":
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["ctrl-c", "sigterm", "sighup", "kill-9"])
+def test_however_the_launcher_ends_no_rank_outlives_it_and_the_run_resumes(corpus, tmp_path, sig):
+    """SIGHUP is what a closed terminal sends; kill -9 gives the launcher no say at all: the
+    ranks notice it is gone, stop after their step, write last.npz and end, and mpiexec with
+    them. Each leaves no MPI file behind."""
+    shm = _mpi_segments()
+    out = tmp_path / "run"
+    proc = _start_long_run(corpus, out)
+    job = _descendants(proc.pid)
+    assert len(job) >= 3  # mpiexec, its proxy, two ranks
+    os.kill(proc.pid, sig)
+    try:
+        proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the launcher did not end") from None
+    left = _gone_within(job, 10)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} of the job's processes outlived the launcher"
+    assert _mpi_segments() <= shm
+    assert not (out / ".lock").exists() or sig == signal.SIGKILL
+    step = load_checkpoint(out / "last.npz").meta["step"]
+    r = run("train", corpus, "--resume", out, "-q", "--workers", "2", "--set", f"train.max_steps={step + 2}")
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(out / "last.npz").meta["step"] == step + 2
+
+
+def test_a_killed_rank_leaves_no_mpi_file_behind_run_after_run(corpus, tmp_path):
+    shm = _mpi_segments()
+    for i in range(2):
+        proc = _start_long_run(corpus, tmp_path / f"run{i}")
+        os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
+        proc.communicate(timeout=30)
+        assert _mpi_segments() <= shm, _mpi_segments() - shm

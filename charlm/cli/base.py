@@ -73,6 +73,9 @@ class CharlmGroup(click.Group):
             w = _workers()
             if w is None or w.size == 1:
                 raise
+            if type(e).__module__.startswith("mpi4py"):
+                # A peer died mid-collective: the launcher says which; this rank ends quietly.
+                os._exit(1)
             # A bug, an exhausted resource or a second Ctrl-C on one rank: the others would wait
             # for it forever.
             if not isinstance(e, KeyboardInterrupt):

@@ -19,7 +19,7 @@ from ..blas import core, forced_core_note
 from ..checkpoint import load_checkpoint
 from ..config import load_config
 from ..data import describe_fingerprint, load_corpus
-from ..launch import launch
+from ..launch import launch, watch_launcher
 from ..memory import available_memory, format_bytes
 from ..rundir import checkpoint_path
 from ..score import LN2
@@ -110,12 +110,25 @@ class TqdmReporter(Reporter):
 class _StopFlag:
     """SIGINT/SIGTERM ask the trainer to stop after the current step (and write last.npz)."""
 
+    active: _StopFlag | None = None  # the one installed now, for a rank's watch of its launcher
+
     def __init__(self):
         self.signum = None
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        _StopFlag.active = self
         return self
+
+    @classmethod
+    def request(cls) -> bool:
+        """Stop as SIGHUP would, from another thread: True when a trainer is running to stop."""
+        flag = cls.active
+        if flag is None:
+            return False
+        if flag.signum is None:
+            flag.signum = signal.SIGHUP
+        return True
 
     def _handle(self, signum, frame):
         if self.signum is not None:  # a second signal: stop now (checkpoints are written atomically)
@@ -123,6 +136,7 @@ class _StopFlag:
         self.signum = signum
 
     def __exit__(self, *exc):
+        _StopFlag.active = None
         for s, h in self._old.items():
             signal.signal(s, h)
 
@@ -196,6 +210,8 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
     if workers > 1 and not under_launcher():
         sys.exit(launch(workers, sys.argv[1:]))
     w = parallel.current()
+    if w.size > 1:
+        watch_launcher(_StopFlag.request)
     if w.size > 1 and workers not in (1, w.size):
         if not w.root:  # rank 0 says why
             sys.exit(2)
