@@ -151,6 +151,18 @@ def open_model(checkpoint):
     return load_checkpoint(checkpoint, with_training_state=False)
 
 
+def network_only_option(command):
+    """--network-only, on every command that uses a model: the network without its n-gram."""
+    return option("--network-only", is_flag=True,
+                  help="Use the checkpoint's network alone, without the n-gram it is mixed with (what charlm export "
+                       "writes to ONNX and to a page); the same as without it for a model with no mixture.")(command)
+
+
+def predictor(ck, network_only: bool):
+    """What a command samples or scores with: the checkpoint's predictor, or its network alone."""
+    return ck.build_model() if network_only else ck.build_predictor()
+
+
 def adapt_options(command):
     """--adapt and its three settings, on every command that scores text."""
     d = AdaptOptions()

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from ..data import read_text
-from ..errors import echo
+from ..errors import CharlmError, echo
 from ..files import atomic_write_text
 from ..novelty import longest_copied
 from ..sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
-from .base import CHECKPOINT_HELP, Finite, dumps, main, open_model, option
+from .base import CHECKPOINT_HELP, Finite, dumps, main, network_only_option, open_model, option, predictor
 
 
 @main.command()
@@ -25,6 +26,8 @@ from .base import CHECKPOINT_HELP, Finite, dumps, main, open_model, option
 @option("--top-p", default=None, type=Finite(0, 1, lo_open=True), show_default="off",
         help="Nucleus sampling (0 < P <= 1): only among the most likely characters whose probability adds up to P.")
 @option("--prime", "-p", default="\n", show_default="a newline", help="Text fed through the model first, and printed.")
+@option("--prime-file", type=click.Path(dir_okay=False, path_type=str), default=None,
+        help="The prime is this file's text, exactly as it is (newlines and all), instead of --prime.")
 @option("--seed", "-s", default=None, type=int, show_default="random", help="Random seed; the same seed gives the same text.")
 @option("--greedy", is_flag=True, help="Always take the most likely character (deterministic).")
 @option("--num-samples", "-N", default=1, type=click.IntRange(1, MAX_BATCH), help="Samples to generate, as one batch.")
@@ -41,9 +44,10 @@ from .base import CHECKPOINT_HELP, Finite, dumps, main, open_model, option
         help="Read primes from stdin, one per line, and stream each continuation; an empty line or end of input quits.")
 @option("--check-novel", type=click.Path(path_type=str), default=None, metavar="CORPUS",
         help="Report each sample's longest substring that also occurs in CORPUS (does the model compose or copy?).")
+@network_only_option
 @click.pass_context
-def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, greedy, num_samples, best_of, beam, stop,
-           as_json, output, interactive, check_novel):
+def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, prime_file, seed, greedy, num_samples, best_of,
+           beam, stop, as_json, output, interactive, check_novel, network_only):
     """Generate text from a trained model; a single sample streams to stdout as it is generated."""
     given = {p for p in ("temperature", "top_k", "top_p", "greedy", "num_samples", "best_of", "prime")
              if ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)}
@@ -55,10 +59,15 @@ def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, gree
         raise click.UsageError("--interactive reads its primes from stdin and writes to stdout: leave out --prime and -o")
     if stop == "":
         raise click.UsageError("--stop needs at least one character")
+    if prime_file is not None:
+        if "prime" in given or interactive:
+            raise click.UsageError("--prime-file is the prime: leave out --prime and --interactive")
+        prime = read_prime(prime_file)
     ck = open_model(checkpoint)
     if not interactive:
         encode_prime(ck.vocab, prime)  # refused before anything is printed
-    job = _SampleJob(ck, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop, check_novel)
+    job = _SampleJob(ck, predictor(ck, network_only), length, temperature, top_k, top_p, seed, greedy, num_samples,
+                     best_of, beam, stop, check_novel)
     if interactive:
         _interactive(job, as_json)
     elif output is None and not as_json and job.streams:
@@ -70,9 +79,9 @@ def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, seed, gree
 class _SampleJob:
     """The options of one ``charlm sample``: makes samples for a prime, and describes them."""
 
-    def __init__(self, ck, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop,
+    def __init__(self, ck, model, length, temperature, top_k, top_p, seed, greedy, num_samples, best_of, beam, stop,
                  check_novel):
-        self.ck, self.model = ck, ck.build_predictor()
+        self.ck, self.model = ck, model
         self.length, self.temperature, self.top_k, self.top_p = length, temperature, top_k, top_p
         self.seed, self.greedy, self.n, self.best_of, self.beam, self.stop = seed, greedy, num_samples, best_of, beam, stop
         self.novel_path = check_novel
@@ -99,6 +108,24 @@ class _SampleJob:
         c = longest_copied(s.text, self.corpus_text)
         click.echo(f"novelty: the longest run also in {self.novel_path} is {c.length} of {s.chars} characters"
                    + (f": {echo(c.text)} (corpus offset {c.offset:,})" if c.length else ""), err=True)
+
+
+def read_prime(path: str) -> str:
+    """A prime file's text exactly as it is; ``CharlmError`` for one that is missing, empty or
+    not UTF-8."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CharlmError(f"{path}: the prime file does not exist") from None
+    except OSError as e:
+        raise CharlmError(f"{path}: cannot read the prime file: {e.strerror}") from None
+    if not raw:
+        raise CharlmError(f"{path}: the prime file is empty (a prime needs at least one character)")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CharlmError(f"{path}: the prime file is not UTF-8 text (byte 0x{raw[e.start]:02X} at offset "
+                          f"{e.start})") from None
 
 
 def _stream(job: _SampleJob, prime: str) -> None:

@@ -15,7 +15,8 @@ from ..audit import show_char
 from ..errors import CharlmError
 from ..score import explain as explain_text
 from ..score import score_texts
-from .base import CHECKPOINT_HELP, adapt_options, adapting, dumps, main, open_model, option
+from .base import (CHECKPOINT_HELP, adapt_options, adapting, dumps, main, network_only_option, open_model, option,
+                   predictor)
 
 
 @main.command()
@@ -36,8 +37,9 @@ from .base import CHECKPOINT_HELP, adapt_options, adapting, dumps, main, open_mo
 @option("--per-char", is_flag=True, help="One row per character: bits, rank of the true character, top 3 guesses "
                                          "(with --json: one object per character).")
 @adapt_options
+@network_only_option
 @option("--json", "as_json", is_flag=True, help="One JSON object per text and model.")
-def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, as_json, **adapt):
+def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, network_only, as_json, **adapt):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
 
     Each character is scored given the context and every character before it. With --adapt,
@@ -64,8 +66,8 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
         if len(checkpoints) > 1:
             raise click.UsageError("--explain and --per-char show one model: give one --checkpoint")
         ck = open_model(checkpoints[0] if checkpoints else None)
-        model = ck.build_predictor() if adapt is None else Adaptive(ck.build_predictor(), adapt)
-        static = None if adapt is None else score_texts(ck.build_predictor(), ck.vocab, texts, context=context)
+        model = predictor(ck, network_only) if adapt is None else Adaptive(predictor(ck, network_only), adapt)
+        static = None if adapt is None else score_texts(predictor(ck, network_only), ck.vocab, texts, context=context)
         for i, t in enumerate(texts):
             _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json,
                        None if static is None else static[i].bits_per_char)
@@ -75,10 +77,10 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
     adaptives = []
     for path in checkpoints or [None]:
         ck = open_model(path)
-        scored = score_texts(ck.build_predictor(), ck.vocab, texts, context=context, unknown=unknown)
+        scored = score_texts(predictor(ck, network_only), ck.vocab, texts, context=context, unknown=unknown)
         adapted = None
         if adapt is not None:
-            adaptives.append(Adaptive(ck.build_predictor(), adapt))
+            adaptives.append(Adaptive(predictor(ck, network_only), adapt))
             adapted = score_texts(adaptives[-1], ck.vocab, texts, context=context, unknown=unknown)
         columns.append((ck.meta["path"], adapted or scored, scored if adapted else None,
                         adaptives[-1].resets if adapted else 0))
