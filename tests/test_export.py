@@ -4,7 +4,6 @@ headless Chromium) against charlm's own scores."""
 
 import json
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

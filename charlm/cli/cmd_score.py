@@ -15,8 +15,17 @@ from ..audit import show_char
 from ..errors import CharlmError
 from ..score import explain as explain_text
 from ..score import score_texts
-from .base import (CHECKPOINT_HELP, adapt_options, adapting, dumps, main, network_only_option, open_model, option,
-                   predictor)
+from .base import (
+    CHECKPOINT_HELP,
+    adapt_options,
+    adapting,
+    dumps,
+    main,
+    network_only_option,
+    open_model,
+    option,
+    predictor,
+)
 
 
 @main.command()
