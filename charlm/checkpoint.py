@@ -98,7 +98,8 @@ def save_checkpoint(path, model: Model, vocab: Vocab, config: Config, meta: dict
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-SUMMARY_KEYS = ("step", "epoch", "elapsed_s", "best_val", "last_val", "train_chars", "corpus", "mix_weight", "lineage")
+SUMMARY_KEYS = ("step", "epoch", "elapsed_s", "best_val", "last_val", "train_chars", "corpus", "mix_weight", "net_val",
+                "lineage")
 
 
 def export_weights(ck: Checkpoint, path) -> None:
@@ -297,7 +298,7 @@ MODEL_FIELDS = {
     "config_name": _name,
     "step": _count, "epoch": _count, "elapsed_s": _real(0), "best_val": _real(0, optional=True),
     "last_val": _real(0, optional=True), "train_chars": _count, "corpus": _optional(fingerprint_check),
-    "mix_weight": _real(0, 1, optional=True), "lineage": _optional(lineage_check),
+    "mix_weight": _real(0, 1, optional=True), "net_val": _real(0, optional=True), "lineage": _optional(lineage_check),
     "ngram_chars": lambda v: _count(v, 1),
 }
 PROGRESS_FIELDS = {

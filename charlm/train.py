@@ -124,6 +124,7 @@ class TrainState:
     stale_evals: int = 0  # evaluations since it did
     lr: float | None = None  # the learning rate of the last step
     mix_weight: float | None = None  # the n-gram mixture's weight on the network, from the last evaluation
+    net_val: float | None = None  # with a mixture: the network's own loss at the last evaluation
     lineage: dict | None = None  # for a fine-tuned run: where its first weights came from
     rank_rngs: list | None = None  # with workers: ranks 1..N-1's RNG states at the checkpoint (rank 0's is rng)
     rng: np.random.Generator = field(default_factory=np.random.default_rng)  # dropout masks and samples
@@ -414,7 +415,7 @@ class Trainer:
         val, net, weight, self._val_kn_nats = self._losses(self.eval_ids, self._val_kn_nats)
         mixed = {} if net is None else {"val_loss_net": net, "mix_weight": weight}
         if net is not None:
-            st.mix_weight = weight
+            st.mix_weight, st.net_val = weight, net
         st.last_val = val
         record = {"step": st.step, "epoch": round(self.epochs(), 4), "elapsed_s": round(st.elapsed_s, 3),
                   "train_loss": st.loss_sum / st.loss_count if st.loss_count else None,

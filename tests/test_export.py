@@ -4,6 +4,7 @@ headless Chromium) against charlm's own scores."""
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -80,3 +81,108 @@ def test_a_bad_prime_file_is_one_line(mixed, tmp_path, content, says):
     assert r.exit_code != 0 and says in r.output and "Traceback" not in r.output
     r = invoke("sample", "-c", mixed, "--prime-file", tmp_path / "x", "--prime", "a")
     assert r.exit_code == 2 and "--prime-file" in r.output
+
+
+# ---- ONNX, checked with onnxruntime -----------------------------------------------------------
+
+CELLS = [("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")]
+HELD_OUT = "hero hole,\nhello hell; a bed faced a cafe.\n" * 3
+
+
+def checkpoint(cell, act, layers, dtype="float32", seed=0, zoneout=0.0):
+    """A network with random weights (a trained one is less chaotic: float32 rounding grows less)."""
+    from charlm.checkpoint import Checkpoint
+    from charlm.config import Config, ModelConfig
+    from charlm.model import Model
+    from charlm.vocab import Vocab
+
+    vocab = Vocab.from_text(HELD_OUT + "xyz")
+    cfg = Config(model=ModelConfig(type=cell, activation=act, hidden_size=24, num_layers=layers, dtype=dtype,
+                                   zoneout_cell=zoneout, zoneout_hidden=zoneout), name=f"{cell}-{act}-{layers}")
+    m = Model(cfg.model, len(vocab))
+    m.init(np.random.default_rng(seed))
+    m.flat *= 1.5 if dtype == "float32" and act == "tanh" else 1.0  # gates that saturate at times
+    return Checkpoint(cfg, vocab, {k: v.copy() for k, v in m.params.items()}, {"path": "x.npz", "lineage": None})
+
+
+def session(ck):
+    ort = pytest.importorskip("onnxruntime")
+    from charlm.export import onnx as exported
+
+    return ort.InferenceSession(exported.build(ck).SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def feeds(ck, ids, h=None, c=None):
+    L, H, B = ck.config.model.num_layers, ck.config.model.hidden_size, ids.shape[1]
+    f = {"ids": ids.astype(np.int64), "h0": np.zeros((L, B, H), np.float32) if h is None else h}
+    if ck.config.model.type == "lstm":
+        f["c0"] = np.zeros((L, B, H), np.float32) if c is None else c
+    return f
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("cell, act", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_onnx_log_probs_equal_charlms_network(cell, act, layers, dtype):
+    ck = checkpoint(cell, act, layers, dtype)
+    net = ck.build_model()
+    ids = ck.vocab.encode(HELD_OUT).astype(np.int64)
+    x = np.stack([ids[:-1], np.roll(ids, 7)[:-1]], axis=1)  # (T, 2): two streams
+    y = np.stack([ids[1:], np.roll(ids, 7)[1:]], axis=1)
+    want, _ = net.nll(x, y, net.zero_state(2))
+    log_probs = session(ck).run(["log_probs"], feeds(ck, x))[0]  # (T, B, V)
+    got = -np.take_along_axis(log_probs, y[:, :, None], axis=2)[:, :, 0]
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()
+    assert want.mean() > 1.0  # not a model that predicts everything with certainty
+
+
+@pytest.mark.parametrize("cell, act", CELLS)
+def test_onnx_state_carried_across_two_calls_equals_one_call(cell, act):
+    ck = checkpoint(cell, act, 2)
+    sess = session(ck)
+    ids = ck.vocab.encode(HELD_OUT).astype(np.int64)[:, None]
+    names = ["log_probs", "hT"] + (["cT"] if cell == "lstm" else [])
+    whole = sess.run(names, feeds(ck, ids))
+    first = sess.run(names, feeds(ck, ids[:50]))
+    second = sess.run(names, feeds(ck, ids[50:], first[1], first[2] if cell == "lstm" else None))
+    np.testing.assert_allclose(np.concatenate([first[0], second[0]]), whole[0], atol=1e-5)
+    for a, b in zip(second[1:], whole[1:]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_onnx_file_carries_its_vocabulary_config_and_lineage(mixed, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "model.onnx"
+    r = invoke("export", mixed, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "onnx" in r.output and "3-gram mixed with this model is not exported" in r.output
+    assert "the network alone scored" in r.output
+    ck = load_checkpoint(mixed)
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["vocabulary"]) == list(ck.vocab.chars)
+    assert json.loads(props["config"]) == ck.config.to_dict()
+    assert json.loads(props["lineage"]) is None
+    # the network alone, as charlm scores it, is what the graph computes
+    sess = pytest.importorskip("onnxruntime").InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    text = "hello hero"
+    ids = ck.vocab.encode("\n" + text).astype(np.int64)[:, None]
+    lp = sess.run(["log_probs"], feeds(ck, ids[:-1]))[0][:, 0, :]
+    bits = -lp[np.arange(len(text)), ids[1:, 0]].sum() / np.log(2) / len(text)
+    r = invoke("score", text, "-c", mixed, "--network-only", "--json")
+    assert abs(json.loads(r.output)["bits_per_char"] - bits) < 1e-4
+
+
+def test_what_onnx_cannot_express_is_one_line(tmp_path):
+    from charlm.errors import CharlmError
+    from charlm.export import onnx as exported
+
+    with pytest.raises(CharlmError, match="zoneout"):
+        exported.build(checkpoint("lstm", "tanh", 1, zoneout=0.1))
+
+
+def test_the_format_follows_the_suffix_or_format(mixed, tmp_path):
+    r = invoke("export", mixed, "-o", tmp_path / "w.bin")
+    assert r.exit_code == 0 and "npz" in r.output
+    assert load_checkpoint(tmp_path / "w.bin").optim == {}
+    r = invoke("export", mixed, "-o", tmp_path / "m.bin", "--format", "onnx")
+    assert r.exit_code == 0 and (tmp_path / "m.bin").read_bytes()[:2] != b"PK"

@@ -1,4 +1,5 @@
-"""``charlm info``, ``export`` and ``keys``: what a checkpoint and a config hold."""
+"""``charlm info``, ``export`` and ``keys``: what a checkpoint and a config hold, and the model
+written for use elsewhere."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import BUNDLED, describe, export_weights, load_checkpoint
+from ..checkpoint import BUNDLED, describe, load_checkpoint
 from ..config import SECTIONS
 from ..data import describe_fingerprint
+from ..export import FORMATS, describe_mixture, export
 from ..finetune import describe_lineage
 from .base import dumps, main, option
 
@@ -47,16 +49,28 @@ def info(checkpoint, as_json):
     click.echo(f"# config {d['config_name']} (resolved)\n{ck.config.to_yaml().rstrip()}")
 
 
-@main.command()
+@main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=str))
 @option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=str), help="The file to write.")
-def export(checkpoint, output):
-    """Write a checkpoint's model alone (no optimizer state): for sampling, scoring, sharing.
+@option("--format", "fmt", type=click.Choice(FORMATS), default=None, show_default="by the output's suffix",
+        help="npz: the model alone, for charlm (no optimizer state, not resumable); onnx: the network as an ONNX "
+             "graph (needs charlm[onnx]); html: one page that samples and scores in a browser, offline.")
+def export_command(checkpoint, output, fmt):
+    """Write a checkpoint's model for use elsewhere: .onnx for ONNX runtimes, .html for a web page,
+    anything else a weights-only .npz for charlm (a third of a training checkpoint's size).
 
-    The file is a third of a training checkpoint's size and cannot be resumed.
+    ONNX: inputs ids int64 (T, B) and the state h0 (and c0 for an LSTM) float32 (layers, B,
+    hidden); outputs log_probs (T, B, V) and hT (and cT); the vocabulary is the metadata
+    property 'vocabulary'. The page: open it, or link to page.html#prime=ROMEO:&temperature=0.8
+    (a sample) or page.html#score=TEXT (bits per character). ONNX and the page hold the network
+    alone, without a mixture's n-gram.
     """
-    export_weights(load_checkpoint(checkpoint), output)
-    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB)")
+    ck = load_checkpoint(checkpoint, with_training_state=False)
+    fmt = export(ck, output, fmt)
+    click.echo(f"wrote {output} ({Path(output).stat().st_size / 1e6:.1f} MB, {fmt})")
+    note = describe_mixture(ck) if fmt != "npz" else None
+    if note:
+        click.echo(note)
 
 
 @main.command()
