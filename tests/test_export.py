@@ -13,7 +13,7 @@ from charlm.cli import main
 from charlm.sample import generate
 from charlm.score import score_texts
 
-from .conftest import random_text, tiny_overrides
+from .conftest import random_text, tiny_overrides, watched
 
 
 def invoke(*args):
@@ -186,3 +186,76 @@ def test_the_format_follows_the_suffix_or_format(mixed, tmp_path):
     assert load_checkpoint(tmp_path / "w.bin").optim == {}
     r = invoke("export", mixed, "-o", tmp_path / "m.bin", "--format", "onnx")
     assert r.exit_code == 0 and (tmp_path / "m.bin").read_bytes()[:2] != b"PK"
+
+
+# ---- the page, checked in headless Chromium --------------------------------------------------------
+
+def exported_page(ck, path):
+    from charlm.export import page
+
+    page.write(ck, path)
+    return path
+
+
+def page_bits(browser, path, text):
+    from urllib.parse import quote
+
+    page = browser.new_page()
+    errors, requests = watched(page)
+    page.goto(path.as_uri() + "#score=" + quote(text))
+    page.wait_for_function("document.getElementById('bits-per-char').textContent !== ''")
+    bits = float(page.locator("#bits-per-char").inner_text())
+    colours = [page.locator("#score-chars span").nth(i).get_attribute("class") for i in range(len(text))]
+    page.close()
+    assert errors == [] and [u for u in requests if not u.startswith("file:")] == []
+    return bits, colours
+
+
+@pytest.mark.parametrize("cell, act, zoneout", [("lstm", "tanh", 0.0), ("gru", "tanh", 0.0), ("rnn", "tanh", 0.0),
+                                                ("rnn", "relu", 0.0), ("lstm", "tanh", 0.2)])
+def test_the_page_scores_as_charlm_does(browser, tmp_path, cell, act, zoneout):
+    from charlm.score import explain
+
+    ck = checkpoint(cell, act, 2, zoneout=zoneout)
+    text = "hello hero, a bed faced a cafe"
+    want = score_texts(ck.build_model(), ck.vocab, [text])[0].bits_per_char
+    bits, colours = page_bits(browser, exported_page(ck, tmp_path / "page.html"), text)
+    assert abs(bits - want) < 1e-3, (bits, want)
+    limits = [(1, "low"), (3, "mid"), (6, "high"), (float("inf"), "top")]  # score --explain's colours
+    surprise = [c.bits for c in explain(ck.build_model(), ck.vocab, text)]
+    assert colours == [next(name for lim, name in limits if b <= lim) for b in surprise]
+
+
+def test_the_bundled_models_page_is_small_offline_and_streams_a_sample(browser, tmp_path):
+    from charlm.checkpoint import BUNDLED
+
+    out = tmp_path / "page.html"
+    r = invoke("export", BUNDLED, "-o", out)
+    assert r.exit_code == 0, r.output
+    weights = sum(a.nbytes for a in load_checkpoint(BUNDLED).params.values())
+    assert out.stat().st_size < 1.5 * weights
+    html = out.read_text()
+    assert "<script src" not in html and "<link" not in html and "http" not in html.split("<script")[0]
+    page = browser.new_page()
+    errors, requests = watched(page)
+    page.goto(out.as_uri() + "#prime=ROMEO:&temperature=0.8&length=600&seed=1")
+    seen = []
+    for _ in range(200):
+        seen.append(len(page.locator("#sample").inner_text()))
+        if page.locator("#sample-status").inner_text() == "600 characters":
+            break
+        page.wait_for_timeout(20)
+    text = page.locator("#sample").inner_text()
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 600
+    assert len({n for n in seen if 6 < n < 606}) >= 3  # it streamed in: seen at three lengths or more
+    # a page that scores: bits per character as charlm score --network-only prints them
+    r = invoke("score", "To be, or not to be", "--network-only", "--json")
+    want = json.loads(r.output.splitlines()[-1])["bits_per_char"]
+    page.goto(out.as_uri() + "#score=To%20be%2C%20or%20not%20to%20be")
+    page.wait_for_function("document.getElementById('bits-per-char').textContent !== ''")
+    assert abs(float(page.locator("#bits-per-char").inner_text()) - want) < 1e-3
+    # unknown characters are said, as charlm says them
+    page.goto(out.as_uri() + "#score=caf%C3%A9")
+    assert "'é' (U+00E9)" in page.locator("#score-error").inner_text()
+    assert errors == [] and [u for u in requests if not u.startswith("file:")] == []
+    page.close()

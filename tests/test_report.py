@@ -3,8 +3,6 @@ Chromium (Debian's, driven by playwright): it loads offline without errors, draw
 and text, and the unit explorer recolours the text when another unit is chosen."""
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,9 +16,8 @@ from charlm.model import Model
 from charlm.report import render, report_data
 from charlm.train import train
 
+from .conftest import watched
 from .test_gradients import numeric_grad, rel_err
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def test_features_of_a_known_text():
@@ -96,13 +93,7 @@ def test_report_data(run):
     assert "<script src" not in page and "<link" not in page  # everything inline
 
 
-def test_report_command_and_its_page_in_chromium(run, tmp_path):
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
+def test_report_command_and_its_page_in_chromium(run, tmp_path, browser):
     out = tmp_path / "report.html"
     charlm = Path(sys.executable).parent / "charlm"
     r = subprocess.run([str(charlm), "report", str(run), "-o", str(out), "--chars", "400"], capture_output=True,
@@ -110,44 +101,37 @@ def test_report_command_and_its_page_in_chromium(run, tmp_path):
     assert r.returncode == 0 and f"wrote {out}" in r.stdout, r.stderr
     data = json.loads(out.read_text().split('<script id="data" type="application/json">')[1].split("</script>")[0])
     best = data["correlations"][0]
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1100, "height": 900})
-        errors, requests = [], []
-        page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda q: requests.append(q.url))
-        page.goto(out.as_uri())
-        page.wait_for_selector("#unit-text span")
-        assert errors == [] and [u for u in requests if not u.startswith("file:")] == []
-        # the charts: two loss lines, one gradient line per layer and state
-        assert page.locator("#loss-chart polyline").count() == 2
-        assert page.locator("#flow-chart polyline").count() == 4
-        assert page.locator("#loss-chart polyline").first.get_attribute("points").count(",") == 3
-        # the explained text: one span per character, hover text with the top guesses
-        spans = page.locator("#explained span")
-        assert spans.count() == 400 and "top guesses" in spans.nth(5).get_attribute("title")
-        spans.nth(5).hover()
-        assert "bits, rank" in page.locator("#explain-status").inner_text()
-        assert page.locator("#explain-total").inner_text().endswith("bits/char over 400 characters")
-        # the unit explorer starts on the best-correlated unit, whose r the table shows
-        assert page.locator("#unit-layer").input_value() == best["unit"]
-        assert page.locator("#unit-index").input_value() == str(best["index"])
-        first_row = page.locator("#correlations tbody tr").first.inner_text()
-        assert best["feature"] in first_row and f"{best['r']:.3f}" in first_row
-        pos_rows = page.locator("#correlations tbody tr", has_text="position in the line")
-        assert pos_rows.count() >= 1
-        before = [page.locator("#unit-text span").nth(i).get_attribute("style") for i in range(60)]
-        page.locator("#unit-index").fill(str((best["index"] + 1) % 16))
-        page.locator("#unit-index").dispatch_event("input")
-        after = [page.locator("#unit-text span").nth(i).get_attribute("style") for i in range(60)]
-        assert after != before and page.locator("#unit-text span").count() == 400
-        page.locator("#unit-layer").select_option("l1/h")
-        assert page.locator("#unit-label").inner_text().startswith("l1/h unit")
-        pos_rows.first.click()
-        assert "position in the line" in page.locator("#correlations tr.selected").inner_text()
-        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-        browser.close()
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors, requests = watched(page)
+    page.goto(out.as_uri())
+    page.wait_for_selector("#unit-text span")
+    assert errors == [] and [u for u in requests if not u.startswith("file:")] == []
+    # the charts: two loss lines, one gradient line per layer and state
+    assert page.locator("#loss-chart polyline").count() == 2
+    assert page.locator("#flow-chart polyline").count() == 4
+    assert page.locator("#loss-chart polyline").first.get_attribute("points").count(",") == 3
+    # the explained text: one span per character, hover text with the top guesses
+    spans = page.locator("#explained span")
+    assert spans.count() == 400 and "top guesses" in spans.nth(5).get_attribute("title")
+    spans.nth(5).hover()
+    assert "bits, rank" in page.locator("#explain-status").inner_text()
+    assert page.locator("#explain-total").inner_text().endswith("bits/char over 400 characters")
+    # the unit explorer starts on the best-correlated unit, whose r the table shows
+    assert page.locator("#unit-layer").input_value() == best["unit"]
+    assert page.locator("#unit-index").input_value() == str(best["index"])
+    first_row = page.locator("#correlations tbody tr").first.inner_text()
+    assert best["feature"] in first_row and f"{best['r']:.3f}" in first_row
+    pos_rows = page.locator("#correlations tbody tr", has_text="position in the line")
+    assert pos_rows.count() >= 1
+    before = [page.locator("#unit-text span").nth(i).get_attribute("style") for i in range(60)]
+    page.locator("#unit-index").fill(str((best["index"] + 1) % 16))
+    page.locator("#unit-index").dispatch_event("input")
+    after = [page.locator("#unit-text span").nth(i).get_attribute("style") for i in range(60)]
+    assert after != before and page.locator("#unit-text span").count() == 400
+    page.locator("#unit-layer").select_option("l1/h")
+    assert page.locator("#unit-label").inner_text().startswith("l1/h unit")
+    pos_rows.first.click()
+    assert "position in the line" in page.locator("#correlations tr.selected").inner_text()
+    page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    page.close()
     assert (tmp_path / "report.png").stat().st_size > 50_000
