@@ -58,24 +58,57 @@ def check_sampling(length: int, temperature: float, top_k: int | None, top_p: fl
         raise CharlmError(f"the number of samples must be between 1 and {MAX_BATCH:,}, got {n}")
 
 
-def _draw_weights(e: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:
-    """e (V, N) unnormalised probabilities, each column's max 1 -> the weights to draw from."""
+def draw_weights(e: np.ndarray, temperature, top_k, top_p) -> np.ndarray:
+    """e (V, N) unnormalised probabilities, each column's max 1 -> the weights to draw from.
+
+    Each setting is one value for every column, or an (N,) array of one per column (the
+    server's streams each have their own): temperature > 0; top_k None or 0 for all V; top_p
+    None or 1 for no nucleus."""
+    if np.ndim(temperature) or np.ndim(top_k) or np.ndim(top_p):
+        return _draw_weights_per_column(e, temperature, top_k, top_p)
     V = e.shape[0]
     # exp(z / T) = e ** (1 / T); e <= 1 stays <= 1, so no overflow at any temperature
     p = e ** (1.0 / temperature) if temperature != 1.0 else e.copy()
-    if top_k is not None and top_k < V:
+    if top_k and top_k < V:
         drop = np.argpartition(p, V - top_k, axis=0)[: V - top_k]  # (V-k, N): the least likely
         np.put_along_axis(p, drop, 0.0, axis=0)
     if top_p is not None and top_p < 1:
         # Nucleus: the smallest set of most likely characters whose probability reaches top_p.
-        order = np.argsort(-p, axis=0)
-        ps = np.take_along_axis(p, order, axis=0)
-        cum = np.cumsum(ps, axis=0) / ps.sum(axis=0)
-        keep_sorted = (cum - ps / ps.sum(axis=0)) < top_p  # mass before this one is below top_p
-        keep = np.empty_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=0)
-        p[~keep] = 0.0
+        p[~_nucleus(p, top_p)] = 0.0
     return p
+
+
+def _nucleus(p: np.ndarray, top_p) -> np.ndarray:
+    """(V, N) bool: each column's nucleus, the most likely characters until the probability
+    before one reaches top_p (a number, or a (1, N) row of them)."""
+    order = np.argsort(-p, axis=0)
+    ps = np.take_along_axis(p, order, axis=0)
+    cum = np.cumsum(ps, axis=0) / ps.sum(axis=0)
+    keep_sorted = (cum - ps / ps.sum(axis=0)) < top_p  # mass before this one is below top_p
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=0)
+    return keep
+
+
+def _draw_weights_per_column(e, temperature, top_k, top_p) -> np.ndarray:
+    V, N = e.shape
+    t = np.broadcast_to(np.asarray(temperature, np.float64), (N,))
+    p = e ** (1.0 / t)[None, :]
+    k = np.broadcast_to(np.asarray(0 if top_k is None else top_k), (N,))
+    if ((k > 0) & (k < V)).any():
+        rank = np.empty((V, N), np.int64)
+        np.put_along_axis(rank, np.argsort(-p, axis=0, kind="stable"), np.arange(V)[:, None], axis=0)
+        p[rank >= np.where(k > 0, k, V)[None, :]] = 0.0
+    q = np.broadcast_to(np.asarray(1.0 if top_p is None else top_p, np.float64), (N,))
+    if (q < 1).any():
+        p[~_nucleus(p, q[None, :])] = 0.0
+    return p
+
+
+def draw(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draws from weights p (V, N), one uniform in [0, 1) per column u (N,) -> (N,) ids."""
+    cdf = np.cumsum(p, axis=0)
+    return np.minimum((cdf <= (u * cdf[-1])[None, :]).sum(axis=0), p.shape[0] - 1)
 
 
 def encode_prime(vocab: Vocab, prime: str) -> np.ndarray:
@@ -154,10 +187,7 @@ def _generation(model, vocab, prime, length, n, temperature, top_k, top_p, greed
             if greedy:
                 nxt = np.argmax(e, axis=0)
             else:
-                p = e if plain else _draw_weights(e, temperature, top_k, top_p)
-                cdf = np.cumsum(p, axis=0)  # inverse-CDF draw: one uniform per sample
-                u = rng.random(n) * cdf[-1]
-                nxt = np.minimum((cdf <= u[None, :]).sum(axis=0), len(vocab) - 1)
+                nxt = draw(e if plain else draw_weights(e, temperature, top_k, top_p), rng.random(n))
             gained = (np.log(e[nxt, cols]) - lse).tolist()
             for b in range(n) if stop is None else np.flatnonzero(~done).tolist():
                 texts[b].append(chars[nxt[b]])

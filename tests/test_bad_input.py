@@ -179,6 +179,7 @@ def test_resume_with_other_vocabulary(run_dir, tmp_path):
         (["sample", "--num-samples", "0"], "0 is not in the range 1<=x<=10000"),
         (["sample", "--beam", "3", "--top-k", "2"], "--beam searches, it does not sample: leave out --top-k"),
         (["sample", "--top-k", "0"], "0 is not in the range x>=1"),
+        (["sample", "--seed", "-1"], "-1 is not in the range"),
         (["sample", "--prime", ""], "the prime text must have at least one character"),
         (["score", "hello Ω"], "text has character(s) not in the model's vocabulary: 'Ω' (U+03A9)"),
         (["score", "hello", "--context", "Ω"], "context has 1 character(s) not in the model's vocabulary: 'Ω'"),

@@ -28,7 +28,8 @@ from .base import CHECKPOINT_HELP, Finite, dumps, main, network_only_option, ope
 @option("--prime", "-p", default="\n", show_default="a newline", help="Text fed through the model first, and printed.")
 @option("--prime-file", type=click.Path(dir_okay=False, path_type=str), default=None,
         help="The prime is this file's text, exactly as it is (newlines and all), instead of --prime.")
-@option("--seed", "-s", default=None, type=int, show_default="random", help="Random seed; the same seed gives the same text.")
+@option("--seed", "-s", default=None, type=click.IntRange(min=0), show_default="random",
+        help="Random seed (0 or more); the same seed gives the same text.")
 @option("--greedy", is_flag=True, help="Always take the most likely character (deterministic).")
 @option("--num-samples", "-N", default=1, type=click.IntRange(1, MAX_BATCH), help="Samples to generate, as one batch.")
 @option("--best-of", default=1, type=click.IntRange(1, 100),
