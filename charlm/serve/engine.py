@@ -4,18 +4,19 @@ one (a step's products are as cheap for 16 columns as for 1; the per-step overhe
 
 Shape letters: B streams in the step, V vocabulary, H hidden, P a prompt's length.
 
-A ``Stream`` is one completion choice: its prompt's ids, its ``Params``, its own random
+A ``Stream`` is one completion choice: its prompt's ids, its ``Params`` and its own random
 generator (seeded from the request, so it draws what it would draw alone: a stream's seed and
-its place in a batch are independent) and its hidden state, (H, 1) per layer and state name.
+its place in a batch are independent).
 The engine runs in a thread of its own, in three phases per step:
 
 1. admit: waiting streams join, up to ``max_batch`` in flight (``submit`` refuses more than
    ``max_waiting`` waiting with ``Busy``);
 2. prefill: up to ``prefill_chars`` characters of new prompts run through the model, in
    windows (with ``echo`` and ``logprobs``, each prompt character's log-probability is kept);
-3. decode: the streams' states are stacked into (H, B) arrays, the model takes one step over
-   all of them, each stream draws its character with its own settings (``sample.draw_weights``
-   per column, ``sample.draw`` with its own uniform), and its state columns go back to it.
+3. decode: the model takes one step over the batch, whose state is (H, B) arrays, one column
+   per stream (a stream's column is appended when it joins and dropped when it ends, so a
+   steady batch copies nothing), and each stream draws its character with its own settings
+   (``sample.draw_weights`` per column, ``sample.draw`` with its own uniform).
 
 What a stream makes goes to its consumer through ``Stream.take`` (another thread: the HTTP
 side), which wakes when there is something new; the consumer takes everything that piled up at
@@ -140,7 +141,8 @@ class Engine:
         self.max_batch, self.max_waiting, self.prefill_chars, self.window = max_batch, max_waiting, prefill_chars, window
         self._waiting: deque[Stream] = deque()
         self._prefilling: list[Stream] = []
-        self._active: list[Stream] = []
+        self._active: list[Stream] = []  # in the batch, in the order of its state's columns
+        self._state = None  # the batch's state: per layer a tuple of (H, B) arrays
         self._cv = threading.Condition()
         self._stopping = False
         self.steps = 0  # decode steps taken, for benchmarks
@@ -190,7 +192,7 @@ class Engine:
         except Exception as e:  # noqa: BLE001 (reported to every stream's client as a 500)
             for s in self._prefilling + self._active:
                 s._publish(error=f"{type(e).__name__}: {e}")
-            self._prefilling, self._active = [], []
+            self._prefilling, self._active, self._state = [], [], None
 
     def _prefill(self) -> None:
         budget = self.prefill_chars
@@ -218,7 +220,7 @@ class Engine:
                 if s.params.max_tokens == 0:
                     s._publish(finish="length")
                 else:
-                    self._active.append(s)
+                    self._join(s)
             if budget <= 0:
                 break
 
@@ -236,38 +238,64 @@ class Engine:
             s._offset += 1
         return out
 
+    def _join(self, s: Stream) -> None:
+        """A prefilled stream joins the batch: its state becomes the batch state's last column."""
+        if not self._active:
+            self._state = s.state
+        else:
+            self._state = [tuple(np.concatenate([a, b], axis=1) for a, b in zip(layer, mine))
+                           for layer, mine in zip(self._state, s.state)]
+        s.state = None  # from now on its state is its column of the batch's
+        self._active.append(s)
+
     def _decode(self) -> None:
-        streams = [s for s in self._active if not s.cancelled]
-        self._active = streams
+        streams = self._active
+        if any(s.cancelled for s in streams):
+            self._keep([not s.cancelled for s in streams])
+            streams = self._active
         if not streams:
             return
-        B, layers = len(streams), len(streams[0].state)
-        state = [tuple(np.concatenate([s.state[l][k] for s in streams], axis=1)
-                       for k in range(len(streams[0].state[l]))) for l in range(layers)]
+        B = len(streams)
         x = np.array([[s.x for s in streams]], dtype=np.int64)  # (1, B)
-        logits, state = self.model.forward(x, state)
+        logits, self._state = self.model.forward(x, self._state)
         e = logits.astype(np.float64)  # (V, B), each column's max 1 after exp_shifted
         _, total = exp_shifted(e)
         lse = np.log(total)
-        p = [s.params for s in streams]
-        greedy = np.array([q.temperature == 0 for q in p])
-        weights = draw_weights(e, np.array([q.temperature if q.temperature else 1.0 for q in p]),
-                               np.array([q.top_k for q in p]), np.array([q.top_p for q in p]))
-        nxt = draw(weights, np.array([s.rng.random() for s in streams]))
-        if greedy.any():
-            nxt = np.where(greedy, np.argmax(e, axis=0), nxt)
+        nxt = draw(self._weights(e, [s.params for s in streams]), np.array([s.rng.random() for s in streams]))
+        greedy = [b for b, s in enumerate(streams) if s.params.temperature == 0]
+        if greedy:
+            nxt[greedy] = np.argmax(e[:, greedy], axis=0)
         self.steps += 1
         self.step_columns += B
-        still = []
+        going = []
+        chars = self.vocab.chars
         for b, s in enumerate(streams):
-            s.state = [tuple(a[:, b : b + 1] for a in layer) for layer in state]
             s.x = int(nxt[b])
             want = s.params.logprobs
-            lp = float(np.log(e[s.x, b]) - lse[b]) if want is not None else None
-            top = _top(np.log(e[:, b]) - lse[b], want, self.vocab.chars, s.x) if want is not None else None
-            if self._append(s, self.vocab.chars[s.x], lp, top):
-                still.append(s)
-        self._active = still
+            lp = top = None
+            if want is not None:
+                logp = np.log(e[:, b]) - lse[b]
+                lp, top = float(logp[s.x]), _top(logp, want, chars, s.x)
+            going.append(self._append(s, chars[s.x], lp, top))
+        if not all(going):
+            self._keep(going)
+
+    def _keep(self, keep: list[bool]) -> None:
+        """Only the streams (and state columns) where ``keep`` is True stay in the batch."""
+        cols = np.flatnonzero(keep)
+        self._active = [s for s, k in zip(self._active, keep) if k]
+        self._state = [tuple(a[:, cols] for a in layer) for layer in self._state] if len(cols) else None
+
+    @staticmethod
+    def _weights(e: np.ndarray, params: list[Params]) -> np.ndarray:
+        """What each column draws from: one setting for all when the streams share theirs."""
+        first = params[0]
+        if all((q.temperature, q.top_k, q.top_p) == (first.temperature, first.top_k, first.top_p) for q in params):
+            if (first.temperature in (0, 1)) and not first.top_k and first.top_p >= 1:
+                return e  # plain sampling (or greedy, which takes its argmax instead)
+            return draw_weights(e, first.temperature or 1.0, first.top_k or None, first.top_p)
+        return draw_weights(e, np.array([q.temperature or 1.0 for q in params]), np.array([q.top_k for q in params]),
+                            np.array([q.top_p for q in params]))
 
     def _append(self, s: Stream, char: str, logprob, top) -> bool:
         """Add one generated character; release what can no longer start a stop string. False
