@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import NotFiniteError
 from .mixture import Mixture
 
 EPS = 1e-8
@@ -73,20 +74,31 @@ class Adaptive:
     def forward(self, x, state):
         """x (T, B) ids -> (logits (V, T*B), next state); the trained weights' when the
         adapted ones give a value that is not finite."""
-        logits, new_state = self.predictor.forward(x, state)
-        if not np.isfinite(logits).all():
-            state = self._reset(state)
-            logits, new_state = self.predictor.forward(x, state)
-        return logits, new_state
+        return self._with_trained_on_overflow(self.predictor.forward, x, state)
 
     def nll(self, x, y, state):
         """x, y (T, B) ids -> (nll (T, B) float64 nats, next state), then one step on them."""
-        nats, new_state = self.predictor.nll(x, y, state)
-        if not np.isfinite(nats).all():
-            state = self._reset(state)
-            nats, new_state = self.predictor.nll(x, y, state)
+        (nats, new_state), state = self._with_trained_on_overflow(self.predictor.nll, x, y, state, keep_state=True)
         self.learn(x, y, state)
         return nats, new_state
+
+    def _with_trained_on_overflow(self, fn, *args, keep_state=False):
+        """``fn(*args)`` (the last argument the state); when it overflows (``NotFiniteError``),
+        again from the trained weights, with every stream whose state is not finite started
+        afresh. An overflow of the trained weights themselves is the caller's to report."""
+        *head, state = args
+        try:
+            out = fn(*head, state)
+        except NotFiniteError:
+            if self.steps == 0 and self._finite(state):
+                raise  # nothing adapted, nothing to go back to
+            state = self._reset(state)
+            out = fn(*head, state)
+        return (out, state) if keep_state else out
+
+    @staticmethod
+    def _finite(state) -> bool:
+        return all(np.isfinite(a).all() for layer in state for a in layer if a.dtype.kind == "f")
 
     def learn(self, x, y, state) -> None:
         """One step on the window x -> y (T, B), read from ``state`` (the state it was scored from)."""

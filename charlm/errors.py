@@ -50,6 +50,11 @@ class VocabError(CharlmError):
     """Text contains characters the model's vocabulary does not have."""
 
 
+class NotFiniteError(CharlmError):
+    """A network's values overflowed on some input (a relu RNN's hidden state can grow without
+    bound): there is no probability to report."""
+
+
 class TrainingError(CharlmError):
     """Training cannot go on (non-finite loss, output directory in use, disk full, memory)."""
 

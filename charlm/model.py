@@ -19,6 +19,7 @@ import numpy as np
 from .cells import CELLS, LSTM, RNN
 from .cells.base import Buffers, cached_buffers, dropout_mask, init_weights, row_sums
 from .config import ModelConfig
+from .errors import NotFiniteError
 
 
 def param_shapes(cfg: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
@@ -180,13 +181,20 @@ class Model:
                 layer.freeze(False)
 
     def forward(self, x, state):
-        """x (T, B) ids -> (logits (V, T*B) in a reused buffer, next state)."""
+        """x (T, B) ids -> (logits (V, T*B) in a reused buffer, next state). ``NotFiniteError``
+        when a logit is not finite: every use of a model's predictions (scores, samples, the
+        server) then says so in one line instead of reporting NaN."""
         T, B = x.shape
         inp = x
-        for l, layer in enumerate(self.layers):
-            inp = layer.forward(inp, state[l])
-        new_state = [layer.last_state() for layer in self.layers]
-        return self._logits(inp, self._buffers(T, B)), new_state
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported once, below
+            for l, layer in enumerate(self.layers):
+                inp = layer.forward(inp, state[l])
+            new_state = [layer.last_state() for layer in self.layers]
+            logits = self._logits(inp, self._buffers(T, B))
+        if not np.isfinite(logits).all():
+            raise NotFiniteError("the network's values are not finite on this text (its activations overflowed, as "
+                                 "a relu RNN's hidden state can); there is no probability to report")
+        return logits, new_state
 
     def nll(self, x, y, state):
         """x, y (T, B) ids -> (nll (T, B) float64 nats of each y given all before it, next state)."""

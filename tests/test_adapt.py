@@ -180,3 +180,31 @@ def test_a_diverging_adaptation_returns_to_the_trained_weights_and_says_so_once(
     assert r.stderr.count("returned to the trained weights") == 1, r.stderr
     row = json.loads(r.stdout)
     assert row["adapt_resets"] > 0 and np.isfinite(row["bits_per_char"])
+
+
+# ---- a network whose activations overflow: one line, never NaN -------------------------------
+
+@pytest.fixture(scope="module")
+def overflowing(trained, tmp_path_factory):
+    """The trained relu RNN with its recurrent weights multiplied: every weight finite, but its
+    hidden state grows past float32 within a few hundred characters."""
+    from charlm.checkpoint import load_checkpoint, save_checkpoint
+
+    ck = load_checkpoint(trained[("rnn", "relu")] / "best.npz")
+    model = ck.build_model()
+    for l in range(ck.config.model.num_layers):
+        model.params[f"l{l}/Wh"][...] *= 40
+    out = tmp_path_factory.mktemp("overflow") / "relu.npz"
+    save_checkpoint(out, model, ck.vocab, ck.config, {k: v for k, v in ck.meta.items() if k != "path"})
+    return out
+
+
+@pytest.mark.parametrize("args", [["score", "{text}"], ["score", "{text}", "--json"], ["score", "{text}", "--explain"],
+                                  ["score", "{text}", "--adapt", "--json"], ["sample", "-n", "400", "--json"],
+                                  ["sample", "-n", "400"], ["sample", "-n", "100", "--beam", "3"]])
+def test_a_network_that_overflows_is_one_line_not_nan(overflowing, args):
+    text = ("hero hell hole hello\n" * 20)
+    r = charlm(*[a.replace("{text}", text) for a in args], "-c", overflowing)
+    line = one_error_line(r, 1)
+    assert "not finite" in line and "RuntimeWarning" not in r.stderr
+    assert "nan" not in r.stdout.lower()

@@ -450,3 +450,33 @@ def test_the_playground_streams_suggests_and_colours(server, browser, tmp_path):
     assert all(u.startswith(server.url) for u in requests)
     page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
     page.close()
+
+
+def test_a_stream_whose_values_overflow_ends_alone():
+    """One stream's overflow (a relu RNN on some text) is that stream's error; the batch goes on."""
+    from charlm.errors import NotFiniteError
+    from charlm.serve.engine import Params, Stream, seeded
+
+    ck = load_checkpoint(BUNDLED, with_training_state=False)
+    model, z = ck.build_model(), int(ck.vocab.encode("z")[0])
+
+    class Overflowing:  # the bundled network, whose values overflow wherever it reads a 'z'
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def forward(self, x, state):
+            if (x == z).any():
+                raise NotFiniteError("not finite")
+            return model.forward(x, state)
+
+    engine = Engine(Overflowing(), ck.vocab).start()
+    good, bad = (Stream(ck.vocab.encode(p).astype(np.int64), Params(max_tokens=50, temperature=0), i, seeded(1, i))
+                 for i, p in enumerate(["ROMEO:", "ROMEO: z"]))
+    engine.submit([good, bad])
+    for s in (good, bad):
+        while not s.take()[1]:
+            s.wait(1)
+    engine.stop()
+    assert bad.error == "not finite" and good.error is None and good.finish_reason == "length"
+    want = generate(model, ck.vocab, "ROMEO:", 50, greedy=True)[0].text
+    assert "".join(t.char for t in good.tokens) == want

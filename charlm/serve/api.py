@@ -267,7 +267,7 @@ def _best(candidates: list[Stream]) -> Stream:
 def _check_error(streams: list[Stream]) -> None:
     for s in streams:
         if s.error is not None:
-            raise ApiError(500, f"the model failed: {s.error}", kind="server_error")
+            raise ApiError(500, f"the model failed on this request: {s.error}", kind="server_error")
 
 
 async def completions(request: Request) -> Response:
@@ -326,7 +326,7 @@ async def _events(head: dict, streams: list[Stream], loop, want_logprobs: bool, 
             s, tokens, done = await queue.get()
             left -= done
             if s.error is not None:
-                yield _sse({"error": {"message": f"the model failed: {s.error}", "type": "server_error",
+                yield _sse({"error": {"message": f"the model failed on this request: {s.error}", "type": "server_error",
                                       "param": None, "code": None}})
                 continue
             choice = {"text": "".join(t.char for t in tokens), "index": s.index,

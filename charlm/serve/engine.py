@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import NotFiniteError
 from ..model import exp_shifted
 from ..sample import draw, draw_weights
 from ..vocab import Vocab
@@ -209,7 +210,12 @@ class Engine:
             end = min(len(s.prompt) - 1, s.prefilled + max(1, budget), s.prefilled + self.window)
             if end > s.prefilled:
                 x = s.prompt[s.prefilled : end, None]
-                logits, s.state = self.model.forward(x, s.state)
+                try:
+                    logits, s.state = self.model.forward(x, s.state)
+                except NotFiniteError as e:  # this prompt's alone: the stream ends, the others go on
+                    self._prefilling.remove(s)
+                    s._publish(error=str(e))
+                    continue
                 if s.params.echo:
                     s._publish(self._echoed(s, logits, s.prompt[s.prefilled + 1 : end + 1]))
                 budget -= end - s.prefilled
@@ -257,7 +263,11 @@ class Engine:
             return
         B = len(streams)
         x = np.array([[s.x for s in streams]], dtype=np.int64)  # (1, B)
-        logits, self._state = self.model.forward(x, self._state)
+        try:
+            logits, self._state = self.model.forward(x, self._state)
+        except NotFiniteError:
+            self._drop_overflowing(x)
+            return
         e = logits.astype(np.float64)  # (V, B), each column's max 1 after exp_shifted
         _, total = exp_shifted(e)
         lse = np.log(total)
@@ -279,6 +289,21 @@ class Engine:
             going.append(self._append(s, chars[s.x], lp, top))
         if not all(going):
             self._keep(going)
+
+    def _drop_overflowing(self, x: np.ndarray) -> None:
+        """A step that overflowed: each stream stepped alone to find whose values are not
+        finite; those end with the error, the others stay for the next step (their state as it
+        was: this step is taken again)."""
+        keep = []
+        for b, s in enumerate(self._active):
+            column = [tuple(a[:, b : b + 1] for a in layer) for layer in self._state]
+            try:
+                self.model.forward(x[:, b : b + 1], column)
+                keep.append(True)
+            except NotFiniteError as e:
+                s._publish(error=str(e))
+                keep.append(False)
+        self._keep(keep)
 
     def _keep(self, keep: list[bool]) -> None:
         """Only the streams (and state columns) where ``keep`` is True stay in the batch."""
