@@ -16,22 +16,36 @@ from .threads import one_thread_per_rank  # noqa: E402
 
 one_thread_per_rank()  # before anything loads NumPy
 
-from .adapt import Adaptive, AdaptOptions  # noqa: E402
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint  # noqa: E402
-from .config import Config, DataConfig, ModelConfig, TrainConfig, load_config  # noqa: E402
-from .data import Batches, Corpus, load_corpus  # noqa: E402
-from .errors import CharlmError, CheckpointError, ConfigError, CorpusError, TrainingError, VocabError  # noqa: E402
-from .mixture import Mixture  # noqa: E402
-from .model import Model  # noqa: E402
-from .ngram import KneserNey  # noqa: E402
-from .sample import beam_search, generate, sample  # noqa: E402
-from .score import Score, evaluate, score_texts  # noqa: E402
-from .train import Reporter, Trainer, TrainResult, train  # noqa: E402
-from .vocab import Vocab  # noqa: E402
+# The public API, each name from the module that owns it, imported on first use (PEP 562): a
+# process that needs one corner of charlm (the command line, a worker) loads only that corner,
+# and a Ctrl-C while it loads is the command's to handle.
+_PUBLIC = {
+    "adapt": ["AdaptOptions", "Adaptive"],
+    "checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
+    "config": ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config"],
+    "data": ["Batches", "Corpus", "load_corpus"],
+    "errors": ["CharlmError", "CheckpointError", "ConfigError", "CorpusError", "TrainingError", "VocabError"],
+    "mixture": ["Mixture"],
+    "model": ["Model"],
+    "ngram": ["KneserNey"],
+    "sample": ["beam_search", "generate", "sample"],
+    "score": ["Score", "evaluate", "score_texts"],
+    "train": ["Reporter", "TrainResult", "Trainer", "train"],
+    "vocab": ["Vocab"],
+}
+_OWNER = {name: module for module, names in _PUBLIC.items() for name in names}
+__all__ = sorted(_OWNER)
 
-__all__ = [
-    "AdaptOptions", "Adaptive", "Batches", "CharlmError", "Checkpoint", "CheckpointError", "Config", "ConfigError",
-    "Corpus", "CorpusError", "DataConfig", "KneserNey", "Mixture", "Model", "ModelConfig", "Reporter", "Score",
-    "TrainConfig", "TrainResult", "Trainer", "TrainingError", "Vocab", "VocabError", "beam_search", "evaluate",
-    "generate", "load_checkpoint", "load_config", "load_corpus", "sample", "save_checkpoint", "score_texts", "train",
-]
+
+def __getattr__(name: str):
+    if name not in _OWNER:
+        raise AttributeError(f"module 'charlm' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_OWNER[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

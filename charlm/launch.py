@@ -3,22 +3,21 @@
 ``charlm[mpi]`` installs mpi4py and the mpich wheel, which puts ``mpiexec`` beside the Python
 executable. ``launch`` starts ``mpiexec -n N python -m charlm ARGS`` with one BLAS thread per
 rank (N ranks on N cores; more threads each would oversubscribe them), relays what the ranks
-print, and
+print, and turns MPI's multi-line report of a rank that died (killed, out of memory) into one
+line (mpiexec has already ended the other ranks).
 
-- passes Ctrl-C (SIGINT, SIGTERM, or SIGHUP when the terminal closes) to mpiexec, which passes
-  it to every rank: they stop after the current step and rank 0 writes last.npz. A second
-  Ctrl-C ends them at once (checkpoints are written atomically, so the last one stays whole).
-  After SIGHUP nothing is printed (there is no terminal to print to), and the job ends as above;
-- turns MPI's multi-line report of a rank that died (killed, out of memory) into one line;
-  mpiexec has already ended the other ranks;
-- deletes the shared-memory files (MPICH's ``/dev/shm/mpich*``) that a rank which died without
-  finishing left, once the job is over: new since it started and mapped by no process.
+How the ranks learn to stop. The launcher holds the write end of a pipe whose read end every rank
+inherits (CHARLM_STOP_FD, through mpiexec); nothing is ever written to it, so its end is the
+message, and every rank reads it at once, whether the launcher closed it (the first Ctrl-C,
+SIGTERM, or SIGHUP when the terminal closes) or died (kill -9): ``watch_launcher`` in each rank
+then asks the trainer to stop after its step (rank 0 writes last.npz); before training has begun,
+see ``watch_launcher``. A rank that finds its launcher gone prints nothing more. A second Ctrl-C reaches the ranks through mpiexec as SIGINT and ends them at once
+(checkpoints are written atomically, so the last one stays whole). mpiexec runs in a session of
+its own, so a terminal's Ctrl-C reaches it only through here.
 
-mpiexec runs in a session of its own, so a terminal's Ctrl-C reaches it only through here (it
-would take two as a forced abort). Every rank knows this process (CHARLM_LAUNCHER: its PID and
-start time) and watches it (``watch_launcher``): when it is gone, killed with no chance to pass
-anything on, the ranks stop after their step as if it had passed Ctrl-C, so nothing outlives it
-by more than a step and the run resumes from last.npz.
+What a job leaves when a rank dies without finishing (MPICH's /dev/shm/mpich* segments, hydra's
+/tmp/hydra_hwloc_xmlfile_*) is deleted once the job is over: the files new since it started that
+no process has open or mapped.
 """
 
 from __future__ import annotations
@@ -35,12 +34,12 @@ import threading
 from pathlib import Path
 
 from .errors import CharlmError
-from .processes import alive, identity, mapped_anywhere, parse_identity
+from .processes import alive, identity, in_use, parse_identity
 from .threads import THREAD_VARIABLES
 
-LAUNCHER_VARIABLE = "CHARLM_LAUNCHER"
-WATCH_SECONDS = 0.5  # how often a rank looks for its launcher
-SHM = Path("/dev/shm")
+LAUNCHER_VARIABLE = "CHARLM_LAUNCHER"  # the launcher's PID and start time: is it still alive?
+STOP_FD_VARIABLE = "CHARLM_STOP_FD"  # the read end of the launcher's pipe
+LEFTOVERS = ("/dev/shm/mpich*", "/tmp/hydra_hwloc_xmlfile_*")
 
 # What MPICH's mpiexec (hydra) prints of its own: its banner for a rank that died, and its notes.
 _MPI_LINE = re.compile(r"=+|=\s.*|YOUR APPLICATION TERMINATED WITH THE EXIT STRING.*|This typically refers to a "
@@ -64,16 +63,25 @@ def launch(workers: int, args: list[str]) -> int:
     # One BLAS thread per rank even where the shell sets more: N ranks with 2 threads each on N
     # cores measured 69x slower a step (LSTM 1x128: 907 ms against 13 ms), the threads spinning
     # against each other and MPI's polling.
+    read_end, write_end = os.pipe()
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"), "PYTHONUNBUFFERED": "1",
-           LAUNCHER_VARIABLE: identity()}
-    segments = _mpi_segments()
+           LAUNCHER_VARIABLE: identity(), STOP_FD_VARIABLE: str(read_end)}
+    before = _leftovers()
+    # restore_signals=False: mpiexec keeps this process's SIGPIPE ignored, so a launcher killed
+    # with -9 (its pipe gone) does not kill it mid-job, and it ends as its ranks end.
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True)
+                            start_new_session=True, pass_fds=(read_end,), restore_signals=False)
+    os.close(read_end)
+    asked: list[int] = []
 
     def forward(signum, frame):
         if signum == signal.SIGHUP:  # the terminal is gone: nowhere to print
             _silence()
-        proc.send_signal(signal.SIGINT)
+        asked.append(signum)
+        if len(asked) == 1:
+            os.close(write_end)  # every rank sees the pipe end: stop after the step
+        else:
+            proc.send_signal(signal.SIGINT)  # again: mpiexec passes it on, and the ranks end now
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -82,13 +90,22 @@ def launch(workers: int, args: list[str]) -> int:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _remove_left_segments(segments)
+        if not asked:
+            os.close(write_end)
+        _remove_leftovers(before)
+    if asked:
+        return 128 + asked[0]
     if died:
         what, signum = died
         print(f"Error: a worker ended with signal {signum} ({what}), so mpiexec stopped the others; the last "
               "checkpoint written is whole (--resume continues from it)", file=sys.stderr)
         return 1
-    return code if code >= 0 else 128 - code
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        print(f"Error: mpiexec ended with signal {-code} ({name}) and took the workers with it; the last checkpoint "
+              "written is whole (--resume continues from it)", file=sys.stderr)
+        return 1
+    return code
 
 
 def _relay(stream) -> tuple[str, int] | None:
@@ -129,38 +146,77 @@ def _silence() -> None:
     os.close(devnull)
 
 
-def _mpi_segments() -> set[str]:
-    try:
-        return {p.name for p in SHM.glob("mpich*") if p.stat().st_uid == os.getuid()}
-    except OSError:
-        return set()
+def _leftovers() -> set[Path]:
+    """MPI's files of this user that a job may leave (LEFTOVERS)."""
+    found = set()
+    for pattern in LEFTOVERS:
+        p = Path(pattern)
+        try:
+            found |= {q for q in p.parent.glob(p.name) if q.stat().st_uid == os.getuid()}
+        except OSError:
+            continue
+    return found
 
 
-def _remove_left_segments(before: set[str]) -> None:
-    """MPICH's shared-memory files that appeared during the job and that no process maps: what a
-    rank that died without finishing left (a finished job removes its own)."""
-    for name in _mpi_segments() - before:
-        if not mapped_anywhere(SHM / name):
+def _remove_leftovers(before: set[Path]) -> None:
+    """The files of LEFTOVERS that appeared during the job and that no process has open or maps:
+    what a rank (or mpiexec) that died without finishing left; a finished job removes its own."""
+    for path in _leftovers() - before:
+        if not in_use(path):
             try:
-                (SHM / name).unlink()
+                path.unlink()
             except OSError:
                 pass
 
 
 def watch_launcher(stop) -> None:
-    """In a rank started by ``launch``: a daemon thread that, once the launcher is gone, silences
-    this process's output (its pipe has no reader) and asks it to stop: ``stop()`` where the
-    trainer is running (it stops after its step and rank 0 writes last.npz), else an interrupt
-    of the main thread (nothing to save yet; the job ends)."""
+    """In a rank that ``launch`` started: a daemon thread that waits for the end of the
+    launcher's pipe (CHARLM_STOP_FD) and then stops this rank with ``stop(later)``, which asks a
+    running trainer to stop after its step and returns True. Before training has begun:
+
+    - the launcher is alive (a Ctrl-C while the ranks start): ``stop(False)`` returns False and
+      the main thread is interrupted; the job ends now, and the launcher deletes what MPI leaves;
+    - the launcher is gone (kill -9): there is no one to delete what an interrupted job leaves, so
+      ``stop(True)`` has the trainer stop when it begins, before its first step, and the job ends
+      as a job should. This process's output goes nowhere from then on (its pipe has no reader).
+    """
     launcher = parse_identity(os.environ.get(LAUNCHER_VARIABLE, ""))
-    if launcher is None:
+    try:
+        fd = int(os.environ[STOP_FD_VARIABLE])
+        os.fstat(fd)
+    except (KeyError, ValueError, OSError):
         return
 
     def watch():
-        while alive(*launcher):
-            threading.Event().wait(WATCH_SECONDS)
-        _silence()
-        if not stop():
+        try:
+            while os.read(fd, 4096):  # nothing is written: the end of the pipe is the message
+                pass
+        except OSError:
+            pass
+        gone = launcher is None or not alive(*launcher)
+        if gone:
+            _silence()
+        if not stop(gone):
+            _silence_stderr()  # MPI's report of the abort would be the user's only line
             _thread.interrupt_main()
 
     threading.Thread(target=watch, name="charlm-watch-launcher", daemon=True).start()
+
+
+def quiet_if_orphaned() -> None:
+    """In a rank that ``launch`` started whose launcher is gone: silence this process now. What a
+    rank prints travels through mpiexec to the launcher's pipe; once that pipe has no reader, a
+    line there ends the job at once (mpiexec fails to write it and kills the ranks mid-exit),
+    which the watch may not have prevented yet when another rank saw the launcher go first."""
+    launcher = parse_identity(os.environ.get(LAUNCHER_VARIABLE, ""))
+    if launcher is not None and not alive(*launcher):
+        _silence()
+
+
+def _silence_stderr() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stderr.fileno())
+    except (OSError, ValueError):
+        pass
+    os.close(devnull)

@@ -20,6 +20,7 @@ Shape letters: B streams in the global batch, b this rank's, H hidden size, N ra
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from contextlib import contextmanager
 from functools import cache
@@ -208,8 +209,23 @@ class MPIWorkers(Workers):
         return [bool(f) for f in out]
 
     def abort(self, code: int) -> None:
-        """End every rank now: for an error only this rank saw, where waiting would hang the job."""
+        """End every rank now: for an error only this rank saw, where waiting would hang the job.
+        The job's shared-memory files are unlinked first (this process maps them, so they are
+        this job's): an aborted job does not finish, and would leave them behind."""
+        for path in _mapped_mpi_segments():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         self.comm.Abort(code)
+
+
+def _mapped_mpi_segments() -> set[str]:
+    try:
+        with open("/proc/self/maps") as f:
+            return {line.split()[-1] for line in f if "/dev/shm/mpich" in line and line.rstrip().endswith(tuple("0123456789"))}
+    except OSError:
+        return set()
 
 
 @cache

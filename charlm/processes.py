@@ -52,13 +52,16 @@ def parse_identity(text: str) -> tuple[int, str | None] | None:
         return None
 
 
-def mapped_anywhere(path: Path) -> bool:
-    """Whether any process this one can inspect has ``path`` mapped (in /proc/PID/maps)."""
+def in_use(path: Path) -> bool:
+    """Whether any process this one can inspect has ``path`` open or mapped (/proc/PID/fd, maps)."""
     needle = str(path)
-    for maps in Path("/proc").glob("[0-9]*/maps"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if needle in maps.read_text(errors="replace"):
+            if needle in (proc / "maps").read_text(errors="replace"):
                 return True
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) == needle:
+                    return True
         except OSError:
             continue
     return False

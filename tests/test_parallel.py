@@ -382,8 +382,10 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_line(corpus, tm
 # ---- however the launcher ends, nothing outlives it and the run resumes ------------------------
 
 def _mpi_segments() -> set[str]:
-    """MPICH's shared-memory files: a rank that dies without finalising leaves its own."""
-    return {p.name for p in Path("/dev/shm").glob("mpich*")} if Path("/dev/shm").is_dir() else set()
+    """MPI's files: MPICH's shared memory and hydra's topology file, which a rank or an mpiexec
+    that dies without finishing leaves."""
+    return {str(p) for d, pattern in (("/dev/shm", "mpich*"), ("/tmp", "hydra_hwloc_xmlfile_*"))
+            for p in Path(d).glob(pattern)}
 
 
 def _gone_within(pids: list[int], seconds: float) -> list[int]:
@@ -439,3 +441,42 @@ def test_a_killed_rank_leaves_no_mpi_file_behind_run_after_run(corpus, tmp_path)
         os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
         proc.communicate(timeout=30)
         assert _mpi_segments() <= shm, _mpi_segments() - shm
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129),
+                                       (signal.SIGKILL, None)], ids=["ctrl-c", "sigterm", "sighup", "kill-9"])
+@pytest.mark.parametrize("after", [0.3, 0.7, 1.2])
+def test_a_launcher_stopped_while_the_ranks_start_ends_them_quietly(corpus, tmp_path, sig, code, after):
+    """Before training begins (MPI starting, the corpus loading): no traceback, no claim that a
+    worker crashed, no MPI report, nothing left running or behind."""
+    shm = _mpi_segments()
+    out = tmp_path / "run"
+    cmd = [CHARLM, "train", corpus, "--out", out, "-q", "--workers", "2", *SETS, "--set", "train.max_steps=100000"]
+    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    time.sleep(after)
+    job = _descendants(proc.pid)
+    os.kill(proc.pid, sig)
+    stdout, stderr = proc.communicate(timeout=30)
+    left = _gone_within(job + _descendants(proc.pid), 10)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} of the job's processes outlived the launcher"
+    if code is not None:  # 128 + the signal, or death by it before the launcher had a handler
+        assert proc.returncode in (code, -sig), (proc.returncode, stderr)
+        for bad in ("Traceback", "Segmentation", "Abort(", "Error"):
+            assert bad not in stderr, stderr
+    assert _mpi_segments() <= shm, _mpi_segments() - shm
+
+
+def test_mpiexec_killed_is_one_line_and_leaves_nothing(corpus, tmp_path):
+    shm = _mpi_segments()
+    proc = _start_long_run(corpus, tmp_path / "run")
+    mpiexec = next(p for p in _descendants(proc.pid) if "mpiexec" in Path(f"/proc/{p}/cmdline").read_text())
+    job = _descendants(proc.pid)
+    os.kill(mpiexec, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=30)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert "mpiexec ended with signal 9" in one_error_line(r, 1)
+    assert not _gone_within(job, 10)
+    assert _mpi_segments() <= shm, _mpi_segments() - shm

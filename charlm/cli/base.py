@@ -76,9 +76,12 @@ class CharlmGroup(click.Group):
             if type(e).__module__.startswith("mpi4py"):
                 # A peer died mid-collective: the launcher says which; this rank ends quietly.
                 os._exit(1)
-            # A bug, an exhausted resource or a second Ctrl-C on one rank: the others would wait
-            # for it forever.
-            if not isinstance(e, KeyboardInterrupt):
+            # A bug, an exhausted resource, a second Ctrl-C, or a stop before training began:
+            # the others would wait for this rank forever. An interrupt needs no report (MPI's
+            # own line about the abort included).
+            if isinstance(e, KeyboardInterrupt):
+                _quiet_stderr()
+            else:
                 traceback.print_exc()
             sys.stderr.flush()
             w.abort(130 if isinstance(e, KeyboardInterrupt) else 1)
@@ -113,6 +116,14 @@ def _fail(message: str, error: BaseException | None = None):
     if len(line) > MAX_MESSAGE:
         line = line[: MAX_MESSAGE - 3] + "..."
     raise click.ClickException(line) from None
+
+
+def _quiet_stderr():
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stderr.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _quiet_broken_pipe():

@@ -19,7 +19,7 @@ from ..blas import core, forced_core_note
 from ..checkpoint import load_checkpoint
 from ..config import load_config
 from ..data import describe_fingerprint, load_corpus
-from ..launch import launch, watch_launcher
+from ..launch import launch, quiet_if_orphaned, watch_launcher
 from ..memory import available_memory, format_bytes
 from ..rundir import checkpoint_path
 from ..score import LN2
@@ -95,6 +95,7 @@ class TqdmReporter(Reporter):
         self._say(f"sample at step {s['step']}: {s['text'][:200].replace(chr(10), ' / ')}")
 
     def stopped(self, result):
+        quiet_if_orphaned()  # a rank whose launcher is gone: what it says next would go to a closed pipe
         if self.as_json:
             click.echo(dumps({"event": "stopped", **result.to_dict()}))
 
@@ -111,9 +112,10 @@ class _StopFlag:
     """SIGINT/SIGTERM ask the trainer to stop after the current step (and write last.npz)."""
 
     active: _StopFlag | None = None  # the one installed now, for a rank's watch of its launcher
+    pending = False  # a stop asked for before training began, to take effect when it does
 
     def __init__(self):
-        self.signum = None
+        self.signum = signal.SIGINT if _StopFlag.pending else None
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -121,13 +123,16 @@ class _StopFlag:
         return self
 
     @classmethod
-    def request(cls) -> bool:
-        """Stop as SIGHUP would, from another thread: True when a trainer is running to stop."""
+    def request(cls, later: bool = False) -> bool:
+        """Stop as SIGINT would, from another thread (a rank's watch of its launcher): True
+        when a trainer is running to stop, or with ``later`` (it stops when it begins); False
+        when there is none yet."""
         flag = cls.active
         if flag is None:
-            return False
+            cls.pending = cls.pending or later
+            return later
         if flag.signum is None:
-            flag.signum = signal.SIGHUP
+            flag.signum = signal.SIGINT
         return True
 
     def _handle(self, signum, frame):
