@@ -24,20 +24,24 @@ size and time put back has the same key, and is caught there. Hashing is one rea
 text, several times faster than decoding it (docs/commands.md has the numbers). An entry that
 fails a check is deleted and the corpus encoded again.
 
-Writing: an entry is written to a temporary file beside it, ``.<key>.corpus.<random>.tmp``,
-that its writer holds under an exclusive ``flock`` while it lives, and renamed into place: one
-file, one rename, so no reader ever sees half an entry. A writer that was killed leaves its
-temporary unlocked; the next use of the cache deletes it (``sweep``), and ``charlm cache`` lists
-it until then. Committing an entry deletes the entries of older versions of the same source,
-so editing a corpus does not grow the cache.
+Writing: an entry is written to an unnamed file in the cache directory (O_TMPFILE), which its
+writer holds under an exclusive ``flock``, and is named only when whole, then renamed into
+place: no reader ever sees half an entry, and a writer killed at any moment leaves nothing.
+Where the filesystem has no unnamed files, it is a named temporary beside the entry,
+``.<key>.corpus.<random>.tmp``, starting with MAGIC from its first write; a writer killed then
+leaves it unlocked, the next use of the cache deletes it (``sweep``), and ``charlm cache``
+lists it until then. Committing an entry deletes the entries of older versions of the same
+source, so editing a corpus does not grow the cache.
 
 Only files charlm wrote are ever deleted, whatever directory CHARLM_CACHE names: entries and
 temporaries are recognised by their name and their first bytes (MAGIC); entries of the format
-before (``<key>.ids`` beside ``<key>.json``) by their JSON naming that key.
+before (``<key>.ids`` beside ``<key>.json``) by a JSON with every field that format wrote, an
+ids file of the size it records, and, before they are deleted, that file's SHA-256.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -50,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import fsync_dir, temporary_name
+from .files import fsync_dir, open_to_read, temporary_name
 
 CACHE_MIN_BYTES = 16 << 20
 HASH_CHUNK = 8 << 20
@@ -85,9 +89,11 @@ def _digest(obj) -> str:
 
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_to_read(path) as f:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
+        if chunk is None:  # a read would wait: not a file whose bytes can prove anything
+            raise OSError(errno.EAGAIN, "a read would wait for data", str(path))
     return h.hexdigest()
 
 
@@ -122,7 +128,7 @@ def read_header(raw: bytes) -> tuple[Header, dict]:
     body = bytes(raw[HEADER_BYTES + ids_bytes : HEADER_BYTES + ids_bytes + meta_bytes])
     if len(body) != meta_bytes or hashlib.sha256(body).digest() != meta_sha:
         raise ValueError("metadata checksum")
-    return header, json.loads(body.decode("utf-8"))
+    return header, _parse(body)
 
 
 class Entry:
@@ -162,6 +168,22 @@ class Entry:
         return EntryWriter(self)
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} in the metadata")
+
+
+def _parse(body: bytes) -> dict:
+    """The metadata JSON: NaN and Infinity (not JSON, but Python's parser takes them) refused;
+    nesting past the parser's depth is a ValueError like any other damage."""
+    try:
+        meta = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise ValueError("not an object")
+    return meta
+
+
 def _read_header_only(path: Path, size: int) -> tuple[Header, dict]:
     """The header and metadata of the entry file at ``path`` (``size`` bytes), without its ids."""
     with open(path, "rb") as f:
@@ -178,7 +200,7 @@ def _read_header_only(path: Path, size: int) -> tuple[Header, dict]:
     magic, key, ids_bytes, meta_bytes, meta_sha = HEADER.unpack_from(head)
     if hashlib.sha256(body).digest() != meta_sha:
         raise ValueError("metadata checksum")
-    return Header(key.decode("ascii", "replace"), ids_bytes, meta_bytes, meta_sha), json.loads(body.decode("utf-8"))
+    return Header(key.decode("ascii", "replace"), ids_bytes, meta_bytes, meta_sha), _parse(body)
 
 
 def _is_int(x, lo: int = 0) -> bool:
@@ -206,7 +228,7 @@ def _check_meta(meta: dict, header: Header) -> tuple[np.dtype, int]:
     if not isinstance(fp, dict) or fp.get("chars") != n or not _is_sha(fp.get("sha256")) \
             or not isinstance(fp.get("path"), str) or not _is_int(fp.get("files"), 1):
         raise ValueError("fingerprint")
-    if not isinstance(files, list) or len(files) != fp["files"] or not all(
+    if not isinstance(files, list) or len(files) < fp["files"] or not all(
             isinstance(f, list) and len(f) == 3 and isinstance(f[0], str) and _is_int(f[1]) and _is_sha(f[2])
             for f in files):
         raise ValueError("files")
@@ -232,7 +254,8 @@ def _ids_intact(path: Path, dtype: np.dtype, nbytes: int, meta: dict) -> bool:
 
 
 def _files_unchanged(paths: list[Path], recorded: list) -> bool:
-    """Every file's bytes are the ones the entry was made from."""
+    """Every file's bytes (those the corpus reads and those it skips) are the ones the entry was
+    made from."""
     if len(paths) != len(recorded):
         return False
     for p, (_, size, sha) in zip(paths, recorded):
@@ -241,18 +264,37 @@ def _files_unchanged(paths: list[Path], recorded: list) -> bool:
     return True
 
 
+def file_record(name: str, path: Path) -> list | None:
+    """[name, size, SHA-256] of a file, as an entry records it; None when it cannot be read."""
+    try:
+        return [name, path.stat().st_size, file_sha256(path)]
+    except OSError:
+        return None
+
+
 class EntryWriter:
-    """Streams ids into a temporary file held under an exclusive lock; ``commit(dtype, meta)``
-    appends the metadata, writes the header and renames the file into place, then maps the
-    ids. Leaving the ``with`` block without a commit deletes the temporary."""
+    """Streams ids into a file no one else can see, held under an exclusive lock; ``commit(dtype,
+    meta)`` appends the metadata, writes the header and puts the file in place, then maps the
+    ids. Leaving the ``with`` block without a commit removes it.
+
+    The file is unnamed (O_TMPFILE) where the filesystem allows: a writer killed at any moment
+    leaves nothing at all. It is named only to be renamed into place, whole and still locked.
+    Elsewhere it is a named temporary that starts with MAGIC from its first write."""
 
     def __init__(self, entry: Entry):
-        self.entry, self.tmp = entry, temporary_name(entry.path)
-        self.hasher, self.length, self.f = hashlib.sha256(), 0, None
-        fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        self.entry, self.tmp, self.f = entry, None, None
+        try:
+            fd = os.open(entry.directory, os.O_TMPFILE | os.O_RDWR, 0o666)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            self.tmp = temporary_name(entry.path)
+            fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         self.f = os.fdopen(fd, "w+b")
-        fcntl.flock(fd, fcntl.LOCK_EX)  # while this process lives: a sweep leaves the file alone
-        self.f.write(b"\0" * HEADER_BYTES)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # while this process lives: a sweep leaves its file alone
+        self.f.write(MAGIC.ljust(HEADER_BYTES, b"\0"))  # the real header is written at the commit
+        self.f.flush()  # on disk now: a temporary is charlm's from its first bytes
+        self.hasher, self.length = hashlib.sha256(), 0
 
     def write(self, ids: np.ndarray) -> None:
         raw = np.ascontiguousarray(ids).tobytes()
@@ -264,12 +306,18 @@ class EntryWriter:
         dtype = np.dtype(dtype)
         meta = {**meta, "dtype": dtype.str, "length": self.length, "ids_sha256": self.hasher.hexdigest()}
         body = json.dumps(meta).encode("utf-8")
-
         self.f.write(body)
         self.f.seek(0)
         self.f.write(_header(self.entry.key, self.length * dtype.itemsize, body))
         self.f.flush()
         os.fsync(self.f.fileno())
+        if self.tmp is None:  # give the unnamed file a name, then the entry's
+            self.tmp = temporary_name(self.entry.path)
+            d = os.open(self.entry.directory, os.O_RDONLY)
+            try:  # linkat(..., AT_SYMLINK_FOLLOW) on /proc/self/fd: Python calls it when given a dir fd
+                os.link(f"/proc/self/fd/{self.f.fileno()}", self.tmp.name, dst_dir_fd=d, follow_symlinks=True)
+            finally:
+                os.close(d)
         os.replace(self.tmp, self.entry.path)
         self.f.close()  # releases the lock: the file is an entry now
         fsync_dir(self.entry.path.parent)
@@ -282,10 +330,11 @@ class EntryWriter:
     def __exit__(self, *exc):
         if self.f is not None and not self.f.closed:
             self.f.close()
-            try:
-                os.unlink(self.tmp)
-            except OSError:
-                pass
+            if self.tmp is not None:
+                try:
+                    os.unlink(self.tmp)
+                except OSError:
+                    pass
 
 
 def _evict_older(entry: Entry, source: str | None) -> None:
@@ -323,52 +372,61 @@ def entries(directory: Path | None = None) -> list[Listed]:
     for name in names:
         path = directory / name
         try:
-            st = path.stat()
             if not path.is_file():
                 continue
             if _ENTRY_NAME.fullmatch(name):
-                out.append(_listed_entry(path, st.st_size))
-            elif _TEMPORARY_NAME.fullmatch(name) and _starts_with_magic_or_is_empty(path, st.st_size):
-                out.append(Listed(path, "writing" if _locked(path) else "killed", st.st_size))
+                out.append(_listed_entry(path))
+            elif _TEMPORARY_NAME.fullmatch(name) and _starts_with_magic(path):
+                out.append(Listed(path, "writing" if _locked(path) else "killed", path.stat().st_size))
             elif (m := _OLD_NAME.fullmatch(name)) and m.group(2) == "json":
-                old = _old_entry(directory, m.group(1))
-                if old is not None:
-                    out.append(old)
+                out.append(_old_entry(directory, m.group(1)))
         except OSError:
             continue
     return [x for x in out if x is not None]
 
 
-def _listed_entry(path: Path, size: int) -> Listed | None:
+def _listed_entry(path: Path) -> Listed | None:
+    """An entry file, "entry" when it is whole and its metadata checks, "damaged" when it starts
+    as charlm's entries do but does not; None when it is not charlm's."""
+    size = path.stat().st_size
     try:
         header, meta = _read_header_only(path, size)
-        return Listed(path, "entry" if header.key == path.stem and isinstance(meta, dict) else "damaged", size,
-                      meta if isinstance(meta, dict) else None)
-    except (ValueError, UnicodeDecodeError, struct.error):
-        return Listed(path, "damaged", size) if _starts_with_magic_or_is_empty(path, size, empty=False) else None
+        if header.key != path.stem:
+            raise ValueError("key")
+        _check_meta(meta, header)
+        return Listed(path, "entry", size, meta)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error):
+        return Listed(path, "damaged", size) if _starts_with_magic(path) else None
 
 
-def _old_entry(directory: Path, key: str) -> Listed | None:
-    """An entry of the format before, when its JSON says it is one (charlm wrote it)."""
+OLD_FIELDS = ("format", "key", "dtype", "length", "ids_sha256", "vocab", "fingerprint")
+
+
+def _old_entry(directory: Path, key: str, verify: bool = False) -> Listed | None:
+    """An entry of the format before, when its JSON has every field that format wrote and its ids
+    file has the size it records (``verify``: and the SHA-256): then charlm wrote both."""
     meta_path, ids_path = directory / f"{key}.json", directory / f"{key}.ids"
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = _parse(meta_path.read_bytes())
+        if meta.get("format") != 1 or meta.get("key") != key or not all(f in meta for f in OLD_FIELDS):
+            return None
+        if ids_path.stat().st_size != int(meta["length"]) * np.dtype(meta["dtype"]).itemsize:
+            return None
+        if verify and file_sha256(ids_path) != meta["ids_sha256"]:
+            return None
+        paths = (meta_path, ids_path)
+        return Listed(meta_path, "old", sum(p.stat().st_size for p in paths), meta, paths)
+    except (OSError, ValueError, TypeError, UnicodeDecodeError):
         return None
-    if not isinstance(meta, dict) or meta.get("key") != key or meta.get("format") != 1:
-        return None
-    paths = (meta_path, ids_path) if ids_path.is_file() else (meta_path,)
-    return Listed(meta_path, "old", sum(p.stat().st_size for p in paths), meta, paths)
 
 
-def _starts_with_magic_or_is_empty(path: Path, size: int, empty: bool = True) -> bool:
-    """A temporary killed before its first write is empty; any later, it starts with a header of
-    zeros (written first) or MAGIC (written last)."""
-    if size == 0:
-        return empty
-    with open(path, "rb") as f:
-        head = f.read(len(MAGIC))
-    return head in (MAGIC, b"\0" * len(MAGIC)) or (len(head) < len(MAGIC) and not head.strip(b"\0"))
+def _starts_with_magic(path: Path) -> bool:
+    """charlm's entries and temporaries start with MAGIC from their first write."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
 
 
 def _locked(path: Path) -> bool:
@@ -387,11 +445,11 @@ def _locked(path: Path) -> bool:
 
 
 def _remove_if_ours(path: Path) -> int:
-    """Delete an entry file or a dead writer's temporary, when its first bytes say charlm wrote
+    """Delete an entry file or a dead writer's temporary when its first bytes say charlm wrote
     it: the bytes freed (0 when it was left)."""
     try:
         size = path.stat().st_size
-        if not _starts_with_magic_or_is_empty(path, size, empty=_TEMPORARY_NAME.fullmatch(path.name) is not None):
+        if not _starts_with_magic(path):
             return 0
         path.unlink()
         return size
@@ -407,21 +465,25 @@ def sweep(directory: Path | None = None) -> None:
 
 
 def clear(directory: Path | None = None) -> tuple[int, int]:
-    """Delete every entry, damaged entry, entry of the format before and dead writer's
-    temporary: (files removed, bytes freed). A live writer's temporary stays."""
+    """Delete every entry, damaged entry, entry of the format before (its ids verified) and dead
+    writer's temporary: (files removed, bytes freed). A live writer's temporary stays."""
+    directory = directory or cache_dir()
     n = freed = 0
     for listed in entries(directory):
         if listed.kind == "writing":
             continue
-        for p in listed.paths or (listed.path,):
-            size = p.stat().st_size if p.exists() else 0
-            if listed.kind == "old":
+        if listed.kind == "old":
+            old = _old_entry(directory, listed.path.stem, verify=True)
+            for p in old.paths if old is not None else ():
                 try:
+                    size = p.stat().st_size
                     p.unlink()
+                    n, freed = n + 1, freed + size
                 except OSError:
                     continue
-            elif not _remove_if_ours(p) and size:
-                continue
+            continue
+        size = _remove_if_ours(listed.path)
+        if size or not listed.path.exists():
             n, freed = n + 1, freed + size
     return n, freed
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import cache as encoded
 from .errors import CorpusError
+from .files import open_to_read
 from .memory import available_memory, format_bytes
 from .sources import CorpusSource, Listing, Member, describe_listing, describe_skipped, list_files
 from .vocab import MAX_CODE_POINT, Vocab, code_points, describe_chars
@@ -48,7 +49,7 @@ def _decoded_chunks(path: Path, hasher=None):
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     offset = 0
     try:
-        f = open(path, "rb")
+        f = open_to_read(path)
     except OSError as e:
         raise UnreadableFile(f"{path}: cannot read: {e.strerror}", "unreadable") from None
     with f:
@@ -57,6 +58,8 @@ def _decoded_chunks(path: Path, hasher=None):
                 raw = f.read(CHUNK_BYTES)
             except OSError as e:
                 raise UnreadableFile(f"{path}: cannot read: {e.strerror}", "unreadable") from None
+            if raw is None:  # opened without blocking, and a read would wait (files.open_to_read)
+                raise UnreadableFile(f"{path}: cannot read: a read would wait for data", "unreadable")
             if hasher is not None:
                 hasher.update(raw)
             nul = raw.find(b"\0")
@@ -214,6 +217,9 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
         return _counted(it, ids_counts) if counted else it
 
     notice = ""
+    recorded = _records(listing, members, scans) if entry is not None else None
+    if recorded is None:
+        entry = None  # a file that cannot be hashed cannot prove an entry is its own: no entry
     if entry is not None:
         try:
             with entry.writer() as w:
@@ -224,8 +230,7 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
                 if w.length == total:
                     ids = w.commit(vocab.dtype, {
                         "vocab": "".join(vocab.chars), "fingerprint": fingerprint, "summary": summary,
-                        "counts": ids_counts.tolist(), "files": [[m.name, s.nbytes, s.sha256] for m, s in
-                                                                 zip(members, scans)],
+                        "counts": ids_counts.tolist(), "files": recorded,
                         "source": encoded.source_id(source.paths, source.include, source.exclude,
                                                     None if given is None else "".join(given.chars))})
                     return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts)
@@ -244,6 +249,21 @@ def load_corpus(spec, vocab: Vocab | None = None, cache: bool = True) -> Corpus:
     if at != total:
         raise CorpusError(f"{source.label}: a file changed while it was being read; run again")
     return Corpus(ids=ids, vocab=vocab, fingerprint=fingerprint, summary=summary, counts=ids_counts, notice=notice)
+
+
+def _records(listing: Listing, members: list[Member], scans: list[_Scan]) -> list | None:
+    """[name, size, SHA-256] of every file of the listing, read or skipped (a skipped file that
+    changes may change the corpus too), as a cache entry records them; None when one cannot be
+    read."""
+    read = {id(m): s for m, s in zip(members, scans)}
+    out = []
+    for m in listing.members:
+        s = read.get(id(m))
+        rec = [m.name, s.nbytes, s.sha256] if s is not None else encoded.file_record(m.name, m.path)
+        if rec is None:
+            return None
+        out.append(rec)
+    return out
 
 
 def _in_memory_instead(directory: Path, error: OSError, nbytes: int) -> str:

@@ -55,6 +55,13 @@ def fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+def open_to_read(path) -> BinaryIO:
+    """``path`` opened for reading, without blocking: a file that would block a read (a FIFO, or a
+    /proc file such as kmsg, which looks like an empty regular file) raises ``OSError`` (EAGAIN)
+    at its first read instead of hanging; a regular file reads as always."""
+    return os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+
+
 def remove_stale_temporaries(d: Path, pattern: str = ".*.tmp") -> None:
     """Temporaries of a process that was killed while writing (see ``atomic_write``)."""
     for p in Path(d).glob(pattern):

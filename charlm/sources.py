@@ -69,7 +69,7 @@ class CorpusSource:
         """How messages and the fingerprint name the corpus: its paths, space-separated (the
         first three and how many more, for a shell glob's hundreds)."""
         more = len(self.paths) - 3
-        return " ".join(self.paths[:3]) + (f" and {more:,} more" if more > 0 else "")
+        return " ".join(short(p, 200) for p in self.paths[:3]) + (f" and {more:,} more" if more > 0 else "")
 
     def excludes_dir(self, name: str) -> bool:
         """A directory whose whole contents --exclude drops ('tests/*' drops 'tests'): not entered."""
@@ -113,9 +113,9 @@ def list_files(source: CorpusSource) -> Listing:
         try:
             st = p.stat()
         except FileNotFoundError:
-            raise CorpusError(f"{raw}: no such file or directory") from None
+            raise CorpusError(f"{short(raw, 200)}: no such file or directory") from None
         except OSError as e:
-            raise CorpusError(f"{raw}: cannot read: {e.strerror}") from None
+            raise CorpusError(f"{short(raw, 200)}: cannot read: {e.strerror}") from None
         if stat.S_ISDIR(st.st_mode):
             inside: list[Member] = []
             _walk(p, source, inside, listing, seen_dirs)
@@ -123,7 +123,7 @@ def list_files(source: CorpusSource) -> Listing:
         elif stat.S_ISREG(st.st_mode):
             found.append(Member(p, raw, named=True, identity=(st.st_dev, st.st_ino)))
         else:
-            raise CorpusError(f"{raw}: not a regular file")
+            raise CorpusError(f"{short(raw, 200)}: not a regular file")
     first: dict[tuple[int, int], str] = {}
     for m in found:  # a file reached twice (named twice, beside its directory, by a link): the first time only
         if m.identity in first:
@@ -234,5 +234,12 @@ def describe_skipped(skipped: list[tuple[str, str]], show: int = 3) -> str:
 
 
 def short(s: str, n: int = 60) -> str:
-    """At most n characters of a user-supplied name."""
-    return s if len(s) <= n else s[: n - 3] + "..."
+    """A user-supplied name as a line may show it: at most n characters (its start and its end,
+    where a path's file name is), with every character that is not printable escaped (a newline
+    in a file name cannot start a line of its own; a byte that is not UTF-8 shows as \\udcXX)."""
+    s = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                if ord(c) < 0xD800 or ord(c) > 0xDFFF else f"\\u{ord(c):04x}" for c in s)
+    if len(s) <= n:
+        return s
+    head = n // 3
+    return s[:head] + "..." + s[len(s) - (n - head - 3) :]

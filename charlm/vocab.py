@@ -47,6 +47,8 @@ class Vocab:
             raise VocabError("a vocabulary needs at least one character")
         if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
             raise VocabError("a vocabulary must be distinct single characters")
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in chars):  # UTF-8 text never decodes to one
+            raise VocabError("a vocabulary's characters must be Unicode scalar values, not lone surrogates")
         self.chars = tuple(chars)
         self.dtype = token_dtype(len(chars))
         codes = np.fromiter((ord(c) for c in chars), dtype=np.int64, count=len(chars))

@@ -171,13 +171,16 @@ def test_a_damaged_entry_is_never_used_and_is_rebuilt(store, texts, damage):
     assert cache.read_header(rebuilt.read_bytes())[1]["fingerprint"] == good.fingerprint
 
 
-def test_a_writer_killed_mid_entry_leaves_a_temporary_that_the_next_run_removes(store, texts, tmp_path):
-    """kill -9 of a process writing an entry: its temporary stays, unlocked; the next use of the
-    cache deletes it, and until then ``charlm cache`` shows it."""
+@pytest.mark.parametrize("unnamed", [True, False], ids=["unnamed file", "named temporary"])
+def test_a_writer_killed_mid_entry_leaves_nothing_that_stays(store, texts, tmp_path, unnamed):
+    """kill -9 of a process writing an entry: an unnamed file (O_TMPFILE) vanishes with it; where
+    the filesystem has none, its named temporary stays, unlocked, ``charlm cache`` shows it and
+    the next use of the cache deletes it."""
     script = tmp_path / "writer.py"
     script.write_text(
         "import os, signal, sys\n"
-        "import charlm.cache as cache, charlm.data as data\n"
+        + ("" if unnamed else "os.O_TMPFILE = os.O_DIRECTORY  # open() then fails as on a filesystem without it\n")
+        + "import charlm.cache as cache, charlm.data as data\n"
         "cache.CACHE_MIN_BYTES = 0\n"
         "real = data._encoded\n"
         "def dies(*a, **k):\n"
@@ -190,15 +193,17 @@ def test_a_writer_killed_mid_entry_leaves_a_temporary_that_the_next_run_removes(
     )
     r = subprocess.run([sys.executable, str(script)], env={**os.environ, "CHARLM_CACHE": str(store)})
     assert r.returncode == -signal.SIGKILL
-    assert entry_files(store) == [] and len(leftovers(store)) == 1
-    listed = CliRunner().invoke(main, ["cache"])
-    assert "left by a process that was killed" in listed.output, listed.output
+    assert entry_files(store) == [] and len(leftovers(store)) == (0 if unnamed else 1)
+    if not unnamed:
+        listed = CliRunner().invoke(main, ["cache"])
+        assert "left by a process that was killed" in listed.output, listed.output
     load_corpus(texts)
     assert leftovers(store) == [] and len(entry_files(store)) == 1
 
 
-def test_a_live_writers_temporary_is_left_alone(store, texts):
-    """A temporary whose writer still runs (it holds the lock) is not swept, nor cleared."""
+def test_a_live_writers_temporary_is_left_alone(store, texts, monkeypatch):
+    """A named temporary whose writer still runs (it holds the lock) is not swept, nor cleared."""
+    monkeypatch.setattr(os, "O_TMPFILE", os.O_DIRECTORY)  # a filesystem without unnamed files
     key = "a" * 32
     with cache.Entry(store, key).writer() as w:
         w.write(np.zeros(10, np.uint8))
@@ -207,21 +212,6 @@ def test_a_live_writers_temporary_is_left_alone(store, texts):
         assert len(leftovers(store)) == 1
         assert "being written" in CliRunner().invoke(main, ["cache"]).output
     assert leftovers(store) == []  # the writer left without committing: its own temporary is gone
-
-
-def test_a_run_killed_while_encoding_leaves_no_entry(store, texts, monkeypatch):
-    real = data._encoded
-
-    def dies(*a, **k):
-        for i, chunk in enumerate(real(*a, **k)):
-            if i == 1:
-                raise KeyboardInterrupt
-            yield chunk
-
-    monkeypatch.setattr(data, "_encoded", dies)
-    with pytest.raises(KeyboardInterrupt):
-        load_corpus(texts)
-    assert list(store.iterdir()) == []  # no entry, no temporary file
 
 
 def test_a_checkpoints_vocabulary_gets_an_entry_of_its_own(store, texts):
@@ -350,10 +340,81 @@ def test_clear_deletes_only_what_charlm_wrote(store, texts):
 
 
 def test_entries_of_the_format_before_are_recognised_and_cleared(store, texts):
-    key = "c" * 32
-    (store).mkdir(exist_ok=True)
-    (store / f"{key}.ids").write_bytes(b"\0" * 8)
-    (store / f"{key}.json").write_text(json.dumps({"format": 1, "key": key, "fingerprint": {"path": "old"}}))
+    key, ids = "c" * 32, bytes(range(8))
+    store.mkdir(exist_ok=True)
+    (store / f"{key}.ids").write_bytes(ids)
+    (store / f"{key}.json").write_text(json.dumps({
+        "format": 1, "key": key, "dtype": "|u1", "length": 8, "ids_sha256": cache.hashlib.sha256(ids).hexdigest(),
+        "vocab": "abcdefgh", "fingerprint": {"path": "old"}}))
     assert "format before" in CliRunner().invoke(main, ["cache"]).output
     r = CliRunner().invoke(main, ["cache", "--clear"])
     assert "removed 2 files" in r.output and list(store.iterdir()) == []
+
+
+def forge(path, change):
+    """Rewrite an entry's metadata with ``change(meta_text)`` and its checksum recomputed, so only
+    the metadata's own checks can catch it."""
+    raw = path.read_bytes()
+    header, meta = cache.read_header(raw)
+    ids = raw[cache.HEADER_BYTES : cache.HEADER_BYTES + header.ids_bytes]
+    body = change(json.dumps(meta)).encode()
+    path.write_bytes(cache._header(header.key, len(ids), body) + ids + body)
+
+
+@pytest.mark.parametrize("change", [lambda t: t.replace('"summary": ', '"summary": ' + "[" * 100_000 + "]" * 100_000 + ', "x": '),
+                                    lambda t: t.replace('"chars": ', '"chars": NaN, "y": ')],
+                         ids=["nested past the parser", "NaN"])
+def test_forged_metadata_is_damage_the_cache_commands_show_and_clear(store, texts, change):
+    good = load_corpus(texts)
+    [path] = entry_files(store)
+    forge(path, change)
+    listed = CliRunner().invoke(main, ["cache"])
+    assert listed.exit_code == 0 and "damaged" in listed.output, listed.output
+    as_json = CliRunner().invoke(main, ["cache", "--json"])
+    assert as_json.exit_code == 0 and json.loads(as_json.output)["other"][0]["kind"] == "damaged"
+    again = load_corpus(texts)  # rebuilt
+    assert again.fingerprint == good.fingerprint
+    forge(entry_files(store)[0], change)
+    assert CliRunner().invoke(main, ["cache", "--clear"]).exit_code == 0 and entry_files(store) == []
+
+
+def test_a_directory_with_skipped_files_is_served_from_the_cache(store, texts, monkeypatch):
+    (texts / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    first = load_corpus(texts)
+    assert "binary 1" in first.summary
+    no_decoding(monkeypatch)
+    again = load_corpus(texts)
+    assert isinstance(again.ids, np.memmap) and again.summary == first.summary
+    assert again.fingerprint == first.fingerprint
+
+
+def test_clear_never_deletes_a_users_file_that_looks_like_charlms(store, texts):
+    load_corpus(texts)
+    key = "d" * 32
+    mine = {f"{'e' * 32}.corpus": b"\0" * 300,  # starts with zeros, not charlm's header
+            f"{key}.ids": b"my precious data",
+            f"{key}.json": json.dumps({"key": key, "format": 1}).encode(),  # charlm's old format? not whole
+            f".{'f' * 32}.corpus.{'1' * 12}.tmp": b""}
+    for name, raw in mine.items():
+        (store / name).write_bytes(raw)
+    r = CliRunner().invoke(main, ["cache", "--clear"])
+    assert r.exit_code == 0 and "removed 1 file" in r.output, r.output
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == mine
+
+
+def test_the_cache_command_when_the_cache_is_off(monkeypatch):
+    monkeypatch.setenv("CHARLM_CACHE", "off")
+    for args in (["cache"], ["cache", "--clear"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 0 and "the corpus cache is off" in r.output and "None" not in r.output
+
+
+def test_cache_json_of_a_corpus_whose_names_are_not_utf8_is_valid_utf8(store, tmp_path):
+    d = tmp_path / "odd"
+    d.mkdir()
+    name = os.fsdecode(b"\xff-notes.txt")
+    (d / name).write_text("hello world " * 300)
+    load_corpus(d)
+    r = CliRunner().invoke(main, ["cache", "--json"])
+    raw = r.stdout_bytes if hasattr(r, "stdout_bytes") else r.output.encode()
+    assert json.loads(raw.decode("utf-8"))["entries"][0]["corpus"]["files"] == 1

@@ -118,8 +118,8 @@ EVERYWHERE = [
     (("lineage", "parent"), "nobody"), (("lineage", "corpus"), 3), (("lineage", "best_val"), math.nan),
     (("config_name",), 5), (("config_name",), "x" * 500),
 ]
-# Training progress: read with the training state (resume, and info and export, which show and
-# copy it); sampling, scoring and fine-tuning from the model do not read it and work.
+# Training progress: read with the training state (resume, and info, which shows it); sampling,
+# scoring, exporting and fine-tuning from the model do not read it and work.
 RESUME_ONLY = [
     (("optimizer_t",), -1), (("optimizer_t",), "3"), (("batch",), -1), (("batch",), 1.5),
     (("loss_sum",), math.nan), (("loss_sum",), "x"), (("loss_count",), -1), (("plateau_ref",), "x"),
@@ -142,7 +142,7 @@ def test_a_bad_training_progress_field_stops_what_reads_the_training_state(made,
     d, corpus = made
     ck = rewrite_meta(d / "ft" / "last.npz", tmp_path / "bad.npz", setter(path, value))
     results = run_all(ck, corpus, tmp_path)
-    for name in ("train --resume", "info", "info --json", "export"):
+    for name in ("train --resume", "info", "info --json"):
         code, line = results.pop(name)
         assert code == 1 and path[0] in line, (name, line)
     assert all(code == 0 for code, _ in results.values()), results
@@ -211,3 +211,11 @@ def test_fuzzed_metadata_never_crashes_a_command(made, tmp_path_factory, changes
     tmp = tmp_path_factory.mktemp("fuzz")
     ck = rewrite_meta(d / "ft" / "last.npz", tmp / "fuzzed.npz", lambda meta: meta.update(changes))
     run_all(ck, corpus, tmp)
+
+
+def test_a_vocabulary_of_lone_surrogates_is_refused_where_it_is_read(made, tmp_path):
+    """Valid JSON, never what UTF-8 text decodes to: it would fail later in every printed sample."""
+    d, corpus = made
+    ck = rewrite_meta(d / "ft" / "last.npz", tmp_path / "bad.npz", lambda m: m["vocab"].__setitem__(0, "\ud800"))
+    for name, (code, line) in run_all(ck, corpus, tmp_path).items():
+        assert code == 1 and "surrogates" in line, (name, line)

@@ -3,6 +3,7 @@ folders, links and filters (charlm/sources.py, charlm/data.py)."""
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -94,14 +95,14 @@ def test_broken_links_fifos_and_unreadable_files_are_skipped(tmp_path, monkeypat
     d = tree(tmp_path / "d", {"a.txt": "hello\n", "locked.txt": "secret\n"})
     os.symlink("nowhere", d / "broken.txt")
     os.mkfifo(d / "pipe")  # opening it would block forever
-    real_open = open
+    real_open = data.open_to_read
 
     def fake_open(path, *a, **k):  # root reads any file whatever its mode: deny this one by hand
         if str(path).endswith("locked.txt"):
             raise PermissionError(13, "Permission denied")
         return real_open(path, *a, **k)
 
-    monkeypatch.setattr(data, "open", fake_open, raising=False)
+    monkeypatch.setattr(data, "open_to_read", fake_open)
     c = load_corpus(d)
     assert c.vocab.decode(c.ids) == "hello\n"
     for kind in ("broken symbolic link 1", "FIFO 1", "unreadable 1"):
@@ -256,3 +257,33 @@ def test_patterns_that_leave_nothing_name_the_patterns_and_what_they_excluded(sr
     assert "--include *.rs" in message and "--exclude docs/*" in message, message
     assert "excluded 7 files" in message and "README.md" in message, message
     assert "\n" not in message
+
+
+def test_a_file_whose_read_would_block_is_skipped_not_waited_for(tmp_path):
+    """/proc/kmsg looks like an empty regular file; reading it waits for the kernel's next
+    message. Linked into a corpus it is skipped (in a child process, so a hang fails the test)."""
+    import subprocess
+    import sys
+
+    if not os.access("/proc/kmsg", os.R_OK):
+        pytest.skip("/proc/kmsg is not readable here (only root reads it)")
+    d = tree(tmp_path / "d", {"a.txt": "hello\n"})
+    os.symlink("/proc/kmsg", d / "kmsg")
+    code = f"from charlm.data import load_corpus; c = load_corpus({str(d)!r}, cache=False); print(c.summary)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "unreadable 1" in r.stdout, r.stdout + r.stderr
+
+
+def test_names_with_newlines_and_bytes_that_are_not_utf8_are_shown_escaped(tmp_path):
+    d = tree(tmp_path / "d", {"a.txt": "hello\n"})
+    (d / "x\nError: your disk is on fire.bin").write_bytes(b"\0\1")
+    os.mkdir(os.fsencode(d) + b"/\xff")  # a directory whose name is not UTF-8, holding a binary file
+    (Path(os.fsdecode(os.fsencode(d) + b"/\xff")) / "y.bin").write_bytes(b"\0")
+    c = load_corpus(d)
+    assert "\n" not in c.summary and "x\\nError" in c.summary and "\\udcff/y.bin" in c.summary
+
+
+def test_a_long_missing_path_is_echoed_short(tmp_path):
+    with pytest.raises(CorpusError) as e:
+        load_corpus(str(tmp_path / "/".join(["q" * 200] * 15) / "notes.txt"))
+    assert len(str(e.value)) < 260 and str(e.value).endswith("notes.txt: no such file or directory")

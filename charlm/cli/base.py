@@ -32,8 +32,15 @@ def option(*args, **kwargs):
 
 
 def dumps(obj) -> str:
-    """Strict JSON (no NaN or Infinity), one line."""
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    """Strict JSON (no NaN or Infinity), one line, valid UTF-8: characters as they are, unless a
+    string holds a lone surrogate (a file name that is not UTF-8), when every non-ASCII character
+    is escaped."""
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, ensure_ascii=True, allow_nan=False)
+    return text
 
 
 class Finite(click.ParamType):

@@ -23,6 +23,10 @@ def cache_command(clear, as_json):
     Corpora of 16 MB and more are encoded once into it, and later runs map the file instead of
     decoding the text again."""
     d = cache.cache_dir()
+    if d is None:
+        click.echo(dumps({"directory": None, "entries": [], "other": []}) if as_json and not clear
+                   else "the corpus cache is off (CHARLM_CACHE=off): nothing to list or clear")
+        return
     if clear:
         n, freed = cache.clear(d)
         click.echo(dumps({"directory": str(d), "removed_files": n, "freed_bytes": freed}) if as_json
@@ -31,12 +35,9 @@ def cache_command(clear, as_json):
     listed = cache.entries(d)
     if as_json:
         click.echo(dumps({"directory": None if d is None else str(d), "entries": [
-            {"file": str(x.path), "bytes": x.size, "corpus": x.meta.get("fingerprint")}
+            {"file": str(x.path), "bytes": x.size, "corpus": x.meta["fingerprint"]}
             for x in listed if x.kind == "entry"], "other": [
             {"file": str(x.path), "bytes": x.size, "kind": x.kind} for x in listed if x.kind != "entry"]}))
-        return
-    if d is None:
-        click.echo("the corpus cache is off (CHARLM_CACHE=off)")
         return
     corpora = [x for x in listed if x.kind == "entry"]
     click.echo(f"{d}: {len(corpora):,} corpora, {format_bytes(sum(x.size for x in listed))}")
