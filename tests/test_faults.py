@@ -128,10 +128,14 @@ def test_disk_full_keeps_previous_checkpoint(corpus_file, tmp_path, monkeypatch)
 def test_unwritable_output_directory(corpus_file, tmp_path, monkeypatch):
     import charlm.runlock as runlock
 
-    def refuse(*a, **k):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    real = os.open
 
-    monkeypatch.setattr(runlock.os, "open", refuse)  # as a read-only directory does (even for root)
+    def refuse(path, flags, *a, **k):  # creating a file is refused, as a read-only directory does (even for root)
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(path, flags, *a, **k)
+
+    monkeypatch.setattr(runlock.os, "open", refuse)
     cfg = load_config(None, tiny_overrides())
     with pytest.raises(TrainingError, match=r"run: cannot write to the output directory \(Permission denied\)"):
         train(cfg, corpus_file, tmp_path / "run")

@@ -152,30 +152,18 @@ def test_a_finetuned_small_corpus_model_is_a_mixture(source, tmp_path):
     assert ck.config.model.ngram_order == 5 and isinstance(ck.build_predictor(), Mixture)
 
 
-def test_the_report_of_a_finetuned_run_shows_its_lineage_and_mixture(source, tmp_path):
+def test_the_report_of_a_finetuned_run_shows_its_lineage_and_mixture(source, tmp_path, browser):
     from charlm.report import render, report_data
-
-    from .test_report import CHROMIUM
 
     src, new = source
     assert charlm("train", new, "--from", src, "--out", tmp_path / "ft", "-q").returncode == 0
     d = report_data(tmp_path / "ft", chars=300)
     assert d["lineage"].startswith(f"fine-tuned from {src} (sha256 {sha(src)[:12]}")
     assert d["mixture"].startswith("mixed with a 5-gram of its training text (weight ")
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     page_file = tmp_path / "report.html"
     page_file.write_text(render(d), encoding="utf-8")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page()
-        page.goto(page_file.as_uri())
-        summary = page.locator("#summary").inner_text()
-        browser.close()
+    page = browser.new_page()
+    page.goto(page_file.as_uri())
+    summary = page.locator("#summary").inner_text()
+    page.close()
     assert "fine-tuned from" in summary and "mixed with a 5-gram" in summary
