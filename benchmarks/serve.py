@@ -119,9 +119,10 @@ def profile(tokens: int) -> list[dict]:
         streams = [Stream(prompt, Params(max_tokens=tokens, seed=i), i, seeded(i, 0)) for i in range(B)]
         t = time.perf_counter()
         engine.submit(streams)
-        for s in streams:
-            while not s.take()[1]:
+        for s in streams:  # woken when each finishes, not for each character
+            while s.finish_reason is None:
                 s.wait(1)
+                s.take()
         step = (time.perf_counter() - t) / tokens
         engine.stop()
         rows.append({"streams": B, "forward_ms": 1e3 * forward, "engine_step_ms": 1e3 * step,

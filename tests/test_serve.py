@@ -479,4 +479,4 @@ def test_a_stream_whose_values_overflow_ends_alone():
     engine.stop()
     assert bad.error == "not finite" and good.error is None and good.finish_reason == "length"
     want = generate(model, ck.vocab, "ROMEO:", 50, greedy=True)[0].text
-    assert "".join(t.char for t in good.tokens) == want
+    assert "".join(good.chars) == want

@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from ..sample import MAX_LENGTH
 from ..vocab import describe_chars
-from .engine import Busy, Engine, Params, Stream, Token, seeded
+from .engine import Busy, Engine, Params, Piece, Stream, seeded
 
 PLAYGROUND = Path(__file__).parent / "playground.html"
 
@@ -219,13 +219,17 @@ async def _json_body(request: Request, limits: Limits) -> dict:
     if ctype != "application/json":
         raise ApiError(415, "the body must be JSON, sent with Content-Type: application/json")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.body_bytes:
-        raise ApiError(413, f"the body has {int(declared):,} bytes; this server takes at most {limits.body_bytes:,}")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limits.body_bytes:
-            raise ApiError(413, f"the body is over {limits.body_bytes:,} bytes, the most this server takes")
+    size = int(declared) if declared is not None and declared.isdigit() else 0
+    raw, seen = bytearray(), 0
+    if size <= DRAIN_BYTES:  # a body too big is still read (and dropped) up to DRAIN_BYTES: a
+        async for chunk in request.stream():  # connection closed with a body unread is reset, and
+            seen += len(chunk)  # the client might never see the 413
+            if seen <= limits.body_bytes:
+                raw += chunk
+            elif seen > DRAIN_BYTES:
+                break
+    if max(size, seen) > limits.body_bytes:
+        raise ApiError(413, f"the body is over {limits.body_bytes:,} bytes, the most this server takes")
     try:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -235,31 +239,51 @@ async def _json_body(request: Request, limits: Limits) -> dict:
     return body
 
 
+DRAIN_BYTES = 16 << 20  # the most of a refused body that is read
+
+
 # ---- answering ------------------------------------------------------------------------------
 
-def _logprobs(tokens: list[Token]) -> dict:
-    return {"tokens": [t.char for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [t.top for t in tokens], "text_offset": [t.offset for t in tokens]}
+STREAM_INTERVAL = 0.02  # seconds at least between two chunks of one choice: its characters since are sent together
 
 
-async def _drain(stream: Stream, loop: asyncio.AbstractEventLoop):
-    """The tokens of ``stream`` as they come, in batches: an async generator of (tokens, done)."""
+def _logprobs(piece: Piece) -> dict:
+    return {"tokens": list(piece.text), "token_logprobs": piece.logprobs, "top_logprobs": piece.tops,
+            "text_offset": list(range(piece.offset, piece.offset + len(piece.text)))}
+
+
+async def _drain(stream: Stream, loop: asyncio.AbstractEventLoop, interval: float = 0.0):
+    """What ``stream`` releases as it comes, an async generator of (Piece or None, done): all
+    that piled up at each wake, at most one piece per ``interval`` seconds."""
     ready = asyncio.Event()
-    stream.on_ready(lambda: loop.call_soon_threadsafe(ready.set))
+
+    def wake():
+        loop.call_soon_threadsafe(ready.set)
+
     while True:
-        tokens, done = stream.take()
-        if tokens or done:
-            yield tokens, done
+        piece, done = stream.take()
+        if piece is not None or done:
+            yield piece, done
         if done:
             return
-        await ready.wait()
+        if interval:
+            await asyncio.sleep(interval)
+            continue  # take what came meanwhile
         ready.clear()
+        if stream.sleep(wake):
+            await ready.wait()
+
+
+def _whole(stream: Stream) -> Piece:
+    """All a finished stream released, as one piece."""
+    want = stream.params.logprobs is not None
+    return Piece("".join(stream.chars), 0, stream.logps if want else None, stream.tops if want else None)
 
 
 def _best(candidates: list[Stream]) -> Stream:
-    """The candidate with the highest mean log-probability per character (best_of)."""
+    """The candidate with the highest mean log-probability per generated character (best_of)."""
     def mean(s):
-        lps = [t.logprob for t in s.tokens[-s.completion_tokens :] if t.logprob is not None] if s.completion_tokens else []
+        lps = [lp for lp in s.logps[len(s.logps) - s.completion_tokens :] if lp is not None]
         return sum(lps) / len(lps) if lps else -float("inf")
     return max(candidates, key=mean)
 
@@ -294,8 +318,7 @@ async def completions(request: Request) -> Response:
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
         for s in streams:
-            async for _ in _drain(s, loop):
-                pass
+            await _finished(s, loop)
     finally:
         for s in streams:
             s.cancelled = True
@@ -303,11 +326,26 @@ async def completions(request: Request) -> Response:
     out = []
     for group in choices:
         s = _best(group) if len(group) > 1 else group[0]
-        out.append({"text": "".join(t.char for t in s.tokens), "index": group[0].index,
-                    "logprobs": _logprobs(s.tokens) if want_logprobs else None, "finish_reason": s.finish_reason})
+        whole = _whole(s)
+        out.append({"text": whole.text, "index": group[0].index,
+                    "logprobs": _logprobs(whole) if want_logprobs else None, "finish_reason": s.finish_reason})
     made = sum(s.completion_tokens for s in streams)
     return JSONResponse({**head, "choices": out, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": made,
                                                           "total_tokens": prompt_tokens + made}})
+
+
+async def _finished(stream: Stream, loop) -> None:
+    """Until ``stream`` is finished: woken only then, not for each character."""
+    ready = asyncio.Event()
+
+    def wake():
+        loop.call_soon_threadsafe(ready.set)
+
+    while stream.finish_reason is None and stream.error is None:
+        ready.clear()
+        if stream.sleep(wake):
+            await ready.wait()
+        stream.take()  # what it released is read at the end: mark it taken so the next sleep waits
 
 
 async def _events(head: dict, streams: list[Stream], loop, want_logprobs: bool, usage: bool, prompt_tokens: int):
@@ -316,21 +354,21 @@ async def _events(head: dict, streams: list[Stream], loop, want_logprobs: bool, 
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(s: Stream):
-        async for tokens, done in _drain(s, loop):
-            await queue.put((s, tokens, done))
+        async for piece, done in _drain(s, loop, STREAM_INTERVAL):
+            await queue.put((s, piece, done))
 
     tasks = [asyncio.create_task(pump(s)) for s in streams]
     try:
         left = len(streams)
         while left:
-            s, tokens, done = await queue.get()
+            s, piece, done = await queue.get()
             left -= done
             if s.error is not None:
                 yield _sse({"error": {"message": f"the model failed on this request: {s.error}", "type": "server_error",
                                       "param": None, "code": None}})
                 continue
-            choice = {"text": "".join(t.char for t in tokens), "index": s.index,
-                      "logprobs": _logprobs(tokens) if want_logprobs else None,
+            piece = piece or Piece("", len(s.chars), [] if want_logprobs else None, [] if want_logprobs else None)
+            choice = {"text": piece.text, "index": s.index, "logprobs": _logprobs(piece) if want_logprobs else None,
                       "finish_reason": s.finish_reason if done else None}
             yield _sse({**head, "choices": [choice]})
         if usage:

@@ -58,15 +58,15 @@ class Params:
 
 
 @dataclass
-class Token:
-    """One character of a choice's text, with what ``logprobs`` asks: its log-probability
-    under the model (temperature 1, no truncation; None for a prompt's first character) and
-    the most likely characters' (with it)."""
+class Piece:
+    """Characters of a choice's text from ``offset`` on, with what ``logprobs`` asks: each one's
+    log-probability under the model (temperature 1, no truncation; None for an echoed prompt's
+    first character) and the most likely characters' (with it); None without ``logprobs``."""
 
-    char: str
-    logprob: float | None
-    top: dict[str, float] | None
+    text: str
     offset: int
+    logprobs: list | None
+    tops: list | None
 
 
 @dataclass
@@ -75,53 +75,80 @@ class Stream:
     params: Params
     index: int = 0  # the choice's index in its response
     rng: np.random.Generator = field(default_factory=np.random.default_rng)
-    # made by the engine, read by the consumer through take()
-    tokens: list[Token] = field(default_factory=list)
     finish_reason: str | None = None  # "stop" or "length" once done
     error: str | None = None
     completion_tokens: int = 0
     cancelled: bool = False  # set by the consumer: the engine drops it at the next step
 
     def __post_init__(self):
-        self._lock = threading.Lock()
-        self._ready = threading.Event()  # or an asyncio-aware waker set by the consumer
-        self._wake: Callable[[], None] | None = None
+        # Released characters (and their log-probabilities), appended by the engine's thread and
+        # read by the consumer's: list appends and int writes are atomic, so no lock is needed;
+        # ``released`` is written after what it counts, and ``finish_reason`` after that.
+        self.chars: list[str] = []
+        self.logps: list = []
+        self.tops: list = []
+        self.released = 0
         self._taken = 0
-        self._text: list[str] = []  # generated characters, held back ones included
-        self._logp: list[tuple[float, dict | None]] = []
-        self._held = 0  # generated characters not yet released to tokens
-        self._offset = 0
+        self.waiting = False  # the consumer sleeps until woken: the engine wakes it once
+        self._wake: Callable[[], None] = self._event_wake
+        self._event = threading.Event()
+        self._held: list[tuple[str, float | None, dict | None]] = []  # made, not yet released (a stop may start there)
+        self._hold = max((len(t) - 1 for t in self.params.stop), default=0)
         self.state = None
         self.x = 0  # the next input id
         self.prefilled = 0  # prompt characters run through the model so far
 
+    @property
+    def plain(self) -> bool:
+        """No stop string and no log-probabilities: the engine's fast path."""
+        return not self.params.stop and self.params.logprobs is None
+
     # ---- the consumer's side --------------------------------------------------------------
-    def on_ready(self, wake: Callable[[], None]) -> None:
-        """``wake()`` is called (from the engine's thread) when there is something to take."""
-        self._wake = wake
+    def take(self) -> tuple[Piece | None, bool]:
+        """(what was released since the last take, or None; whether the stream is finished)."""
+        done = self.finish_reason is not None or self.error is not None  # read first: all it covers is released
+        n, start = self.released, self._taken
+        self._taken = n
+        if n == start:
+            return None, done
+        want = self.params.logprobs is not None
+        return Piece("".join(self.chars[start:n]), start, self.logps[start:n] if want else None,
+                     self.tops[start:n] if want else None), done
 
-    def take(self) -> tuple[list[Token], bool]:
-        """(the tokens made since the last take, whether the stream is finished)."""
-        with self._lock:
-            new = self.tokens[self._taken :]
-            self._taken = len(self.tokens)
-            self._ready.clear()
-            return new, self.finish_reason is not None or self.error is not None
+    def sleep(self, wake: Callable[[], None] | None = None) -> bool:
+        """Ask to be woken (by ``wake()``, from the engine's thread) when there is more; False
+        when there already is (take again instead of sleeping)."""
+        if wake is not None:
+            self._wake = wake
+        self._event.clear()
+        self.waiting = True
+        if self.released > self._taken or self.finish_reason is not None or self.error is not None:
+            self.waiting = False
+            return False
+        return True
 
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
+    def wait(self, timeout: float | None = None) -> None:
+        """For a consumer in a thread: until there is more (or ``timeout``)."""
+        if self.sleep():
+            self._event.wait(timeout)
+
+    def _event_wake(self) -> None:
+        self._event.set()
 
     # ---- the engine's side ----------------------------------------------------------------
-    def _publish(self, tokens: list[Token] = (), finish: str | None = None, error: str | None = None) -> None:
-        with self._lock:
-            self.tokens.extend(tokens)
-            if finish is not None:
-                self.finish_reason = finish
-            if error is not None:
-                self.error = error
-            first = not self._ready.is_set()
-            self._ready.set()
-        if first and self._wake is not None:
+    def _publish(self, made=(), finish: str | None = None, error: str | None = None) -> None:
+        """Release ``made`` [(char, log p, top)], then end with ``finish`` or ``error``."""
+        for char, lp, top in made:
+            self.chars.append(char)
+            self.logps.append(lp)
+            self.tops.append(top)
+        self.released = len(self.chars)
+        if error is not None:
+            self.error = error
+        if finish is not None:
+            self.finish_reason = finish
+        if self.waiting:
+            self.waiting = False
             self._wake()
 
 
@@ -203,10 +230,8 @@ class Engine:
                 continue
             if s.state is None:
                 s.state = self.model.zero_state(1)
-                if s.params.echo:
-                    first = self.vocab.chars[int(s.prompt[0])]
-                    s._publish([Token(first, None, None, 0)])  # nothing before it: no log-probability
-                    s._offset = 1
+                if s.params.echo:  # the first character has nothing before it: no log-probability
+                    s._publish([(self.vocab.chars[int(s.prompt[0])], None, None)])
             end = min(len(s.prompt) - 1, s.prefilled + max(1, budget), s.prefilled + self.window)
             if end > s.prefilled:
                 x = s.prompt[s.prefilled : end, None]
@@ -230,19 +255,16 @@ class Engine:
             if budget <= 0:
                 break
 
-    def _echoed(self, s: Stream, logits: np.ndarray, targets: np.ndarray) -> list[Token]:
+    def _echoed(self, s: Stream, logits: np.ndarray, targets: np.ndarray) -> list[tuple]:
         """The prompt's characters ``targets`` (t,) with their log-probabilities from ``logits`` (V, t)."""
-        out, chars = [], self.vocab.chars
-        want = s.params.logprobs is not None
-        if want:
-            e = logits.astype(np.float64)
-            _, total = exp_shifted(e)
-            logp = np.log(e) - np.log(total)[None, :]
-        for j, y in enumerate(targets.tolist()):
-            lp = float(logp[y, j]) if want else None
-            out.append(Token(chars[y], lp, _top(logp[:, j], s.params.logprobs, chars, y) if want else None, s._offset))
-            s._offset += 1
-        return out
+        chars = self.vocab.chars
+        if s.params.logprobs is None:
+            return [(chars[y], None, None) for y in targets.tolist()]
+        e = logits.astype(np.float64)
+        _, total = exp_shifted(e)
+        logp = np.log(e) - np.log(total)[None, :]
+        return [(chars[y], float(logp[y, j]), _top(logp[:, j], s.params.logprobs, chars, y))
+                for j, y in enumerate(targets.tolist())]
 
     def _join(self, s: Stream) -> None:
         """A prefilled stream joins the batch: its state becomes the batch state's last column."""
@@ -270,23 +292,33 @@ class Engine:
             return
         e = logits.astype(np.float64)  # (V, B), each column's max 1 after exp_shifted
         _, total = exp_shifted(e)
-        lse = np.log(total)
-        nxt = draw(self._weights(e, [s.params for s in streams]), np.array([s.rng.random() for s in streams]))
-        greedy = [b for b, s in enumerate(streams) if s.params.temperature == 0]
+        params = [s.params for s in streams]
+        nxt = draw(self._weights(e, params), np.array([s.rng.random() for s in streams]))
+        greedy = [b for b, q in enumerate(params) if q.temperature == 0]
         if greedy:
             nxt[greedy] = np.argmax(e[:, greedy], axis=0)
         self.steps += 1
         self.step_columns += B
-        going = []
-        chars = self.vocab.chars
-        for b, s in enumerate(streams):
-            s.x = int(nxt[b])
-            want = s.params.logprobs
+        going, chars, lse = [], self.vocab.chars, None
+        for b, (s, i) in enumerate(zip(streams, nxt.tolist())):
+            s.x = i
+            if s.plain:  # no stop string, no log-probabilities: the common case, inline
+                s.chars.append(chars[i])
+                s.completion_tokens += 1
+                s.released += 1
+                if s.completion_tokens >= s.params.max_tokens:
+                    s.finish_reason = "length"
+                if s.waiting:
+                    s.waiting = False
+                    s._wake()
+                going.append(s.finish_reason is None)
+                continue
             lp = top = None
-            if want is not None:
+            if s.params.logprobs is not None:
+                lse = np.log(total) if lse is None else lse
                 logp = np.log(e[:, b]) - lse[b]
-                lp, top = float(logp[s.x]), _top(logp, want, chars, s.x)
-            going.append(self._append(s, chars[s.x], lp, top))
+                lp, top = float(logp[i]), _top(logp, s.params.logprobs, chars, i)
+            going.append(self._append(s, chars[i], lp, top))
         if not all(going):
             self._keep(going)
 
@@ -325,34 +357,30 @@ class Engine:
     def _append(self, s: Stream, char: str, logprob, top) -> bool:
         """Add one generated character; release what can no longer start a stop string. False
         when the stream has ended."""
-        s._text.append(char)
-        s._logp.append((logprob, top))
-        s._held += 1
         s.completion_tokens += 1
-        stop = next((t for t in s.params.stop if char == t[-1] and "".join(s._text[-len(t) :]) == t), None)
+        if not s._hold:  # no stop string longer than a character: nothing is held back
+            if char in s.params.stop:
+                s.completion_tokens -= 1
+                s._publish(finish="stop")
+                return False
+            done = s.completion_tokens >= s.params.max_tokens
+            s._publish([(char, logprob, top)], finish="length" if done else None)
+            return not done
+        held = s._held
+        held.append((char, logprob, top))
+        tail = "".join(c for c, _, _ in held)
+        stop = next((t for t in s.params.stop if tail.endswith(t)), None)
         if stop is not None:  # the stop string is left out, with anything held that belongs to it
-            keep = s._held - len(stop)
             s.completion_tokens -= len(stop)
-            s._publish(self._release(s, keep), finish="stop")
+            s._publish(held[: len(held) - len(stop)], finish="stop")
             return False
         if s.completion_tokens >= s.params.max_tokens:
-            s._publish(self._release(s, s._held), finish="length")
+            s._publish(held, finish="length")
             return False
-        hold = max((len(t) - 1 for t in s.params.stop), default=0)
-        if s._held > hold:
-            s._publish(self._release(s, s._held - hold))
+        if len(held) > s._hold:
+            s._publish(held[: len(held) - s._hold])
+            del held[: len(held) - s._hold]
         return True
-
-    def _release(self, s: Stream, n: int) -> list[Token]:
-        """The oldest ``n`` held characters as tokens."""
-        start = len(s._text) - s._held
-        out = []
-        for i in range(start, start + max(0, n)):
-            lp, top = s._logp[i]
-            out.append(Token(s._text[i], lp, top, s._offset))
-            s._offset += 1
-        s._held -= max(0, n)
-        return out
 
 
 def seeded(seed: int | None, index: int) -> np.random.Generator:
