@@ -23,10 +23,10 @@ from pathlib import Path  # noqa: E402
 
 from benchmarks.common import ROOT, corpus_path, machine_info  # noqa: E402
 from benchmarks.corpora import build  # noqa: E402
-from charlm.adapt import Adaptive, AdaptOptions  # noqa: E402
-from charlm.data import split  # noqa: E402
-from charlm.finetune import open_source  # noqa: E402
-from charlm.score import LN2, score_texts  # noqa: E402
+from charlm.predict.adapt import Adaptive, AdaptOptions
+from charlm.text.corpus import split
+from charlm.training.finetune import open_source
+from charlm.use.score import LN2, score_texts
 
 
 def texts(ck) -> dict[str, str]:

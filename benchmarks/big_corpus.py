@@ -72,15 +72,15 @@ def build(path: Path, size: int) -> Path:
 
 CHILD = {
     "read": "f = open(FILE, 'rb')\nwhile f.read(8 << 20): pass",
-    "load": "from charlm.data import load_corpus\nc = load_corpus(FILE)\nOUT['chars'] = len(c)\n"
+    "load": "from charlm.text.corpus import load_corpus\nc = load_corpus(FILE)\nOUT['chars'] = len(c)\n"
             "OUT['encoded_bytes'] = c.ids.nbytes\nOUT['mapped'] = type(c.ids).__name__ == 'memmap'",
     "dry_run": "import contextlib, io\nfrom charlm.cli import main\nbuf = io.StringIO()\n"
                "with contextlib.redirect_stdout(buf):\n"
                "    main(['train', FILE, '--dry-run', '--json', '--set', 'model.hidden_size=256', '--set',\n"
                "          'model.num_layers=2', '--out', '/tmp/charlm-big-dry'], standalone_mode=False)\n"
                "OUT['memory_estimate_bytes'] = json.loads(buf.getvalue().strip().splitlines()[-1])['memory_bytes']",
-    "eval_share": "from charlm.config import load_config\nfrom charlm.data import load_corpus\n"
-                  "from charlm.train import Trainer\n"
+    "eval_share": "from charlm.config import load_config\nfrom charlm.text.corpus import load_corpus\n"
+                  "from charlm.training.trainer import Trainer\n"
                   "cfg = load_config(None, ['model.hidden_size=256', 'model.num_layers=2'])\n"
                   "tr = Trainer(cfg, load_corpus(FILE), out_dir=None)\n"
                   "tr.train_step()\nt = time.perf_counter()\nfor _ in range(STEPS): tr.train_step()\n"

@@ -47,7 +47,7 @@ def machine_info() -> dict:
 
     import numpy as np
 
-    from charlm.blas import core
+    from charlm.network.blas import core
 
     cpu = platform.processor() or "unknown"
     try:
@@ -174,7 +174,7 @@ class TorchTwin:
         return nll.reshape(x.shape).numpy().astype("float64"), state
 
     def evaluate(self, ids, batch_size, seq_length):
-        from charlm.data import eval_windows
+        from charlm.text.batches import eval_windows
 
         total, count, state = 0.0, 0, None
         for x, y, first in eval_windows(ids, batch_size, seq_length):

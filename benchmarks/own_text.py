@@ -67,12 +67,12 @@ def inits(corpus: Path, minutes: float) -> list[dict]:
     """The new characters' start (finetune.start's, zero, random) compared by fine-tuning."""
     import numpy as np
 
-    from charlm import finetune
-    from charlm.autoconfig import finetune_recipe
     from charlm.config import Config
-    from charlm.data import load_corpus
-    from charlm.score import evaluate
-    from charlm.train import Trainer
+    from charlm.text.corpus import load_corpus
+    from charlm.training import finetune
+    from charlm.training.recipes import finetune_recipe
+    from charlm.training.trainer import Trainer
+    from charlm.use.score import evaluate
 
     ck = finetune.open_source("bundled")
     raw = load_corpus(corpus)
@@ -109,8 +109,8 @@ def inits(corpus: Path, minutes: float) -> list[dict]:
 def finetune_sweep(corpus: Path, out: Path) -> list[dict]:
     """Learning rate and length of the fine-tuning recipe: ``--from bundled`` with train.lr
     and the number of passes (train.max_steps) changed, no time budget."""
-    from charlm.autoconfig import FINETUNE
-    from charlm.data import load_corpus
+    from charlm.text.corpus import load_corpus
+    from charlm.training.recipes import FINETUNE
 
     chars = len(load_corpus(corpus)) * 0.9
     per_pass = chars / (FINETUNE["data"]["batch_size"] * FINETUNE["data"]["seq_length"])

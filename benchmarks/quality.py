@@ -40,7 +40,7 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 from charlm.config import load_config  # noqa: E402
-from charlm.train import Trainer  # noqa: E402
+from charlm.training.trainer import Trainer
 
 from .common import ROOT, TorchTwin, corpus_path, have_torch, machine_info  # noqa: E402
 
@@ -59,8 +59,9 @@ def run_charlm(cfg, budget, log):
 
 
 def run_torch(cfg, budget, log):
-    from charlm.data import Batches, load_corpus, split
-    from charlm.schedule import Budget, Schedule
+    from charlm.network.schedule import Budget, Schedule
+    from charlm.text.batches import Batches
+    from charlm.text.corpus import load_corpus, split
 
     corpus = load_corpus(corpus_path())
     train_ids, val = split(corpus.ids, cfg.data.val_fraction)
@@ -122,8 +123,8 @@ def mask_replay(cfg):
     import numpy as np
     import torch
 
-    from charlm.cells.base import dropout_mask
-    from charlm.model import dropout_sites
+    from charlm.network.cells.base import dropout_mask
+    from charlm.network.model import dropout_sites
 
     m = cfg.model
     if not m.dropout or m.variational_dropout or m.zoneout_cell or m.zoneout_hidden:

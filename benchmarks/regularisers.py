@@ -49,7 +49,7 @@ def steps_for(chars: int, max_steps: int) -> int:
 
 def one(corpus: Path, variant: str, seed: int, steps: int) -> dict:
     from charlm.config import load_config
-    from charlm.train import Trainer
+    from charlm.training.trainer import Trainer
 
     sets = {**RECIPE, **VARIANTS[variant], "train.seed": seed, "train.max_steps": steps,
             "train.eval_every": max(1, steps // 10), "train.checkpoint_every": steps}

@@ -86,8 +86,8 @@ def clients_at_once(url: str, n: int, tokens: int, seed0: int) -> dict:
 
 
 def sample_rate(tokens: int, seed: int) -> float:
-    from charlm.checkpoint import BUNDLED, load_checkpoint
-    from charlm.sample import generate
+    from charlm.predict.checkpoint import BUNDLED, load_checkpoint
+    from charlm.use.sample import generate
 
     ck = load_checkpoint(BUNDLED, with_training_state=False)
     model = ck.build_predictor()
@@ -101,7 +101,7 @@ def profile(tokens: int) -> list[dict]:
     (forward, drawing, stop strings, hand-over) without HTTP."""
     import numpy as np
 
-    from charlm.checkpoint import BUNDLED, load_checkpoint
+    from charlm.predict.checkpoint import BUNDLED, load_checkpoint
     from charlm.serve.engine import Engine, Params, Stream, seeded
 
     ck = load_checkpoint(BUNDLED, with_training_state=False)

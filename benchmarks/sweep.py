@@ -22,8 +22,8 @@ import json  # noqa: E402
 import time  # noqa: E402
 
 from charlm.config import load_config  # noqa: E402
-from charlm.data import load_corpus  # noqa: E402
-from charlm.train import Trainer  # noqa: E402
+from charlm.text.corpus import load_corpus
+from charlm.training.trainer import Trainer
 
 from .common import ROOT, corpus_path, machine_info  # noqa: E402
 

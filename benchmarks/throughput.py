@@ -23,11 +23,12 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from charlm.cells import CELLS  # noqa: E402
 from charlm.config import ModelConfig, TrainConfig  # noqa: E402
-from charlm.data import Batches, eval_windows, load_corpus, split  # noqa: E402
-from charlm.model import Model  # noqa: E402
-from charlm.optim import clip_grad_norm, make_optimizer  # noqa: E402
+from charlm.network.cells import CELLS
+from charlm.network.model import Model
+from charlm.network.optim import clip_grad_norm, make_optimizer
+from charlm.text.batches import Batches, eval_windows
+from charlm.text.corpus import load_corpus, split
 
 from .common import TorchTwin, corpus_path, have_torch, machine_info, status_kb  # noqa: E402
 
@@ -262,8 +263,8 @@ def emit(rec, args):
 
 def run_inference(args) -> list[dict]:
     """Evaluation of the whole validation split, sampling 1,000 characters, scoring 1,000 lines."""
-    from charlm.sample import sample
-    from charlm.score import evaluate, score_texts
+    from charlm.use.sample import sample
+    from charlm.use.score import evaluate, score_texts
 
     kind, L, H = args.inference_model
     corpus = load_corpus(corpus_path()) if _CORPUS is None else _CORPUS

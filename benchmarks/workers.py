@@ -35,10 +35,10 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from charlm.config import Config  # noqa: E402
-from charlm.data import load_corpus  # noqa: E402
-from charlm.launch import mpi_launcher  # noqa: E402
-from charlm.parallel import current  # noqa: E402
-from charlm.train import Trainer  # noqa: E402
+from charlm.text.corpus import load_corpus
+from charlm.training.launch import mpi_launcher
+from charlm.training.parallel import current
+from charlm.training.trainer import Trainer
 
 from .common import corpus_path, have_torch, machine_info  # noqa: E402
 from .throughput import GRID, TorchStep, interleaved, load_batches  # noqa: E402

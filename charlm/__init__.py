@@ -20,18 +20,20 @@ one_thread_per_rank()  # before anything loads NumPy
 # process that needs one corner of charlm (the command line, a worker) loads only that corner,
 # and a Ctrl-C while it loads is the command's to handle.
 _PUBLIC = {
-    "adapt": ["AdaptOptions", "Adaptive"],
-    "checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
+    "predict.adapt": ["AdaptOptions", "Adaptive"],
+    "predict.checkpoint": ["Checkpoint", "load_checkpoint", "save_checkpoint"],
     "config": ["Config", "DataConfig", "ModelConfig", "TrainConfig", "load_config"],
-    "data": ["Batches", "Corpus", "load_corpus"],
+    "text.batches": ["Batches"],
+    "text.corpus": ["Corpus", "load_corpus"],
     "errors": ["CharlmError", "CheckpointError", "ConfigError", "CorpusError", "TrainingError", "VocabError"],
-    "mixture": ["Mixture"],
-    "model": ["Model"],
-    "ngram": ["KneserNey"],
-    "sample": ["beam_search", "generate", "sample"],
-    "score": ["Score", "evaluate", "score_texts"],
-    "train": ["Reporter", "TrainResult", "Trainer", "train"],
-    "vocab": ["Vocab"],
+    "predict.mixture": ["Mixture"],
+    "network.model": ["Model"],
+    "predict.ngram": ["KneserNey"],
+    "use.sample": ["beam_search", "generate", "sample"],
+    "use.score": ["Score", "evaluate", "score_texts"],
+    "training.state": ["Reporter", "TrainResult"],
+    "training.trainer": ["Trainer", "train"],
+    "text.vocab": ["Vocab"],
 }
 _OWNER = {name: module for module, names in _PUBLIC.items() for name in names}
 __all__ = sorted(_OWNER)

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from charlm.adapt import EPS, Adaptive, AdaptOptions
 from charlm.config import ModelConfig
-from charlm.model import Model
-from charlm.score import char_nats, explain, score_texts
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.predict.adapt import EPS, Adaptive, AdaptOptions
+from charlm.text.vocab import Vocab
+from charlm.use.score import char_nats, explain, score_texts
 
 from .conftest import random_text, tiny_overrides
 from .test_console import charlm, one_error_line
@@ -115,7 +115,7 @@ def test_adapt_settings_without_adapt_are_a_usage_error(run_dir):
 
 
 def test_report_explains_the_held_out_text_adapted(run_dir, tmp_path):
-    from charlm.report import report_data
+    from charlm.see.report import report_data
 
     data = report_data(run_dir / "run", adapt=AdaptOptions(), grad_steps=5, grad_streams=4)
     assert "adapted as it was read" in data["explain_total"] and "static" in data["explain_total"]
@@ -167,7 +167,7 @@ def test_every_extreme_of_the_adapt_options_gives_a_finite_score_or_says_it_retu
 
 def test_a_diverging_adaptation_returns_to_the_trained_weights_and_says_so_once(trained):
     """The relu RNN at the largest step: the weights overflow within a few segments."""
-    from charlm.checkpoint import load_checkpoint
+    from charlm.predict.checkpoint import load_checkpoint
 
     ck = load_checkpoint(trained[("rnn", "relu")] / "best.npz")
     a = Adaptive(ck.build_predictor(), AdaptOptions(segment=1, lr=1.0, decay=0.0))
@@ -188,7 +188,7 @@ def test_a_diverging_adaptation_returns_to_the_trained_weights_and_says_so_once(
 def overflowing(trained, tmp_path_factory):
     """The trained relu RNN with its recurrent weights multiplied: every weight finite, but its
     hidden state grows past float32 within a few hundred characters."""
-    from charlm.checkpoint import load_checkpoint, save_checkpoint
+    from charlm.predict.checkpoint import load_checkpoint, save_checkpoint
 
     ck = load_checkpoint(trained[("rnn", "relu")] / "best.npz")
     model = ck.build_model()

@@ -5,8 +5,8 @@ import pytest
 
 from benchmarks.common import load_charlm_weights
 from charlm.config import ModelConfig, TrainConfig
-from charlm.model import Model
-from charlm.optim import clip_grad_norm, make_optimizer
+from charlm.network.model import Model
+from charlm.network.optim import clip_grad_norm, make_optimizer
 
 from .conftest import needs_torch
 

@@ -6,9 +6,9 @@ import types
 import numpy as np
 import pytest
 
-from charlm.autoconfig import BASE, CANDIDATES, LONG_CANDIDATES, MIN_STEPS, choose, finetune_recipe, merge, tier
 from charlm.config import Config, TrainConfig, load_config
-from charlm.data import Corpus, load_corpus
+from charlm.text.corpus import Corpus, load_corpus
+from charlm.training.recipes import BASE, CANDIDATES, LONG_CANDIDATES, MIN_STEPS, choose, finetune_recipe, merge, tier
 
 
 def test_the_time_budget_rule_takes_the_largest_model_that_makes_enough_steps(corpus_file):
@@ -58,8 +58,8 @@ def test_a_config_file_and_set_override_the_chosen_config(tmp_path):
 def test_the_time_budget_rule_fits_the_corpus(corpus_file):
     """Many passes: a schedule of MAX_PASSES passes, dropout 0.5, early stopping; a small corpus
     gets a 5-gram mixed in, a large one does not."""
-    from charlm.autoconfig import MAX_PASSES, MIX_MAX_CHARS, choose
-    from charlm.data import Corpus
+    from charlm.text.corpus import Corpus
+    from charlm.training.recipes import MAX_PASSES, MIX_MAX_CHARS, choose
 
     small = load_corpus(corpus_file)
 
@@ -76,8 +76,8 @@ def test_the_time_budget_rule_fits_the_corpus(corpus_file):
     assert big.train.max_steps == int(600 * 0.95 / fake({"model": {"num_layers": 2, "hidden_size": 384}}))
 
 def test_the_finetuning_recipe_keeps_the_source_model_and_fits_passes_and_budget(corpus_file):
-    from charlm.autoconfig import FINETUNE_DROPOUT, FINETUNE_PASSES
-    from charlm.data import Corpus
+    from charlm.text.corpus import Corpus
+    from charlm.training.recipes import FINETUNE_DROPOUT, FINETUNE_PASSES
 
     small = load_corpus(corpus_file)
     corpus = Corpus(np.zeros(200_000, small.ids.dtype), small.vocab, small.fingerprint)
@@ -117,7 +117,7 @@ def test_a_shipped_config_is_what_minutes_picks_on_the_reference_machine(shakesp
 
 
 def test_no_mixture_for_a_vocabulary_too_large_to_index_its_5_grams(corpus_file):
-    from charlm.vocab import Vocab
+    from charlm.text.vocab import Vocab
 
     small = load_corpus(corpus_file)
     huge = Vocab(chr(0x4E00 + i) for i in range(7000))  # 7,000 characters: 7000**5 > 2**62

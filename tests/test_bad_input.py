@@ -205,7 +205,7 @@ def test_large_and_unusual_vocabularies(tmp_path):
             for x in ("--set", o)]
     r = run("train", corpus, "--out", out, "-q", *sets)
     assert r.exit_code == 0, r.output
-    from charlm.checkpoint import load_checkpoint
+    from charlm.predict.checkpoint import load_checkpoint
 
     ck = load_checkpoint(out / "best.npz")
     assert len(ck.vocab) > 2000 and "\r" in ck.vocab.chars and "😀" in ck.vocab.chars

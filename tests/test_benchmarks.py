@@ -34,10 +34,10 @@ def test_big_corpus_small(tmp_path, capsys):
 
 def _products(monkeypatch, fn):
     """(m, k, n) of every matrix product made by fn(): np.matmul calls, batched products
-    expanded, and the products charlm.blas.accumulate adds to an array (the time loops')."""
+    expanded, and the products charlm.network.blas.accumulate adds to an array (the time loops')."""
     import numpy as np
 
-    from charlm import blas
+    from charlm.network import blas
 
     seen, real, real_acc = [], np.matmul, blas.accumulate
 
@@ -69,8 +69,8 @@ def test_gemm_floor_makes_the_same_products_as_a_charlm_step(monkeypatch):
 
     from benchmarks.throughput import GemmFloor
     from charlm.config import ModelConfig
-    from charlm.data import Batches
-    from charlm.model import Model
+    from charlm.network.model import Model
+    from charlm.text.batches import Batches
 
     V, T, B = 20, 7, 3
     ids = np.random.default_rng(0).integers(0, V, 500).astype(np.uint8)
@@ -164,8 +164,8 @@ def test_quality_torch_side_starts_from_charlms_weights(shakespeare, monkeypatch
     monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
     from benchmarks import quality
     from charlm.config import load_config
-    from charlm.score import evaluate
-    from charlm.train import Trainer
+    from charlm.training.trainer import Trainer
+    from charlm.use.score import evaluate
 
     cfg = load_config(quality.ROOT / "configs" / "lstm-shakespeare.yaml",
                       ["model.hidden_size=16", "model.dropout=0.3", "train.seed=3", "train.beta1=0.8",

@@ -1,5 +1,5 @@
-"""The note ``charlm train`` prints when OPENBLAS_CORETYPE holds NumPy's products to other kernels
-than OpenBLAS picks for the CPU (on the reference machine: half the GEMM speed)."""
+"""NumPy's OpenBLAS asked directly (charlm/network/blas.py): the kernels it runs, and its GEMM with
+beta 1, against NumPy and on its fallback."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from charlm import blas
+from charlm.network import blas
 
 from .conftest import random_text, tiny_overrides
 from .test_console import charlm
@@ -29,36 +29,17 @@ def _in_child(code, coretype):
     return json.loads(r.stdout)
 
 
-CODE = "import json; from charlm.blas import core, forced_core_note as n; print(json.dumps([core(), n()]))"
-
-
 @x86
-def test_the_variable_forces_the_kernels_and_the_note_names_both():
-    own, no_note = _in_child(CODE, None)
-    forced, note = _in_child(CODE, "Prescott")
-    assert own and no_note is None  # nothing forced, nothing to say
-    assert forced == "Katmai" != own
-    assert note.startswith("note: ") and "OPENBLAS_CORETYPE=Prescott" in note and f"picks {own} " in note
-    same, note = _in_child(CODE, own)  # forcing what OpenBLAS would pick anyway is not worth a note
-    assert same == own and note is None
-
-
-@x86
-def test_train_prints_the_note_and_dry_run_json_carries_it(tmp_path, monkeypatch):
+def test_core_names_the_kernels_numpy_runs_and_the_dry_run_reports_them(tmp_path, monkeypatch):
+    code = "import json; from charlm.network.blas import core; print(json.dumps(core()))"
+    own, forced = _in_child(code, None), _in_child(code, "Prescott")
+    assert own and forced == "Katmai" != own
     corpus = tmp_path / "c.txt"
     corpus.write_text(random_text(3000, seed=3))
-    sets = [x for o in tiny_overrides() for x in ("--set", o)]
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Prescott")
-    r = charlm("train", corpus, *sets, "--dry-run", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.startswith("note: NumPy's matrix products run OpenBLAS's Katmai kernels"), r.stderr
-    r = charlm("train", corpus, *sets, "--dry-run", "--json", cwd=tmp_path)
-    report = json.loads(r.stdout)
-    assert report["blas_core"] == "Katmai" and "OPENBLAS_CORETYPE=Prescott" in report["blas_note"]
-    assert "note:" not in r.stderr  # --json keeps stderr for errors
-    monkeypatch.delenv("OPENBLAS_CORETYPE")
-    r = charlm("train", corpus, *sets, "--dry-run", cwd=tmp_path)
-    assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+    r = charlm("train", corpus, *[x for o in tiny_overrides() for x in ("--set", o)], "--dry-run", "--json",
+               cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["blas_core"] == "Katmai", r.stderr
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import charlm.cache as cache
-import charlm.data as data
+import charlm.text.cache as cache
+import charlm.text.corpus as data
 from charlm.cli import main
 from charlm.config import load_config
-from charlm.data import load_corpus
 from charlm.errors import CorpusError
-from charlm.train import CorpusMismatchError, Trainer
-from charlm.vocab import Vocab
+from charlm.text.corpus import load_corpus
+from charlm.text.vocab import Vocab
+from charlm.training.state import CorpusMismatchError
+from charlm.training.trainer import Trainer
 
 from .conftest import random_text, tiny_overrides
 
@@ -180,7 +181,7 @@ def test_a_writer_killed_mid_entry_leaves_nothing_that_stays(store, texts, tmp_p
     script.write_text(
         "import os, signal, sys\n"
         + ("" if unnamed else "os.O_TMPFILE = os.O_DIRECTORY  # open() then fails as on a filesystem without it\n")
-        + "import charlm.cache as cache, charlm.data as data\n"
+        + "import charlm.text.cache as cache, charlm.text.corpus as data\n"
         "cache.CACHE_MIN_BYTES = 0\n"
         "real = data._encoded\n"
         "def dies(*a, **k):\n"
@@ -219,7 +220,7 @@ def test_a_checkpoints_vocabulary_gets_an_entry_of_its_own(store, texts):
     wider = Vocab(sorted(set(own.vocab.chars) | set("XYZ")))
     other = load_corpus(texts, vocab=wider)
     assert other.vocab is wider and wider.decode(other.ids) == own.vocab.decode(own.ids)
-    from charlm.audit import count_ids
+    from charlm.text.audit import count_ids
 
     for c in (own, other):  # counted in the first pass (own vocabulary) or while encoding (a given one)
         np.testing.assert_array_equal(c.counts, count_ids(np.array(c.ids), len(c.vocab)))
@@ -256,12 +257,12 @@ def test_cache_command_lists_and_clears(store, texts):
 
 
 def test_the_audit_uses_the_counts_kept_while_encoding(store, texts, monkeypatch):
-    from charlm.audit import audit, count_ids
+    from charlm.text.audit import audit, count_ids
 
     first = audit(load_corpus(texts))
     corpus = load_corpus(texts)  # from the cache
     np.testing.assert_array_equal(corpus.counts, count_ids(np.array(corpus.ids), len(corpus.vocab)))
-    monkeypatch.setattr("charlm.audit.count_ids", lambda *a: pytest.fail("the corpus was read again"))
+    monkeypatch.setattr("charlm.text.audit.count_ids", lambda *a: pytest.fail("the corpus was read again"))
     assert [(c.char, c.count) for c in audit(corpus)] == [(c.char, c.count) for c in first]
 
 

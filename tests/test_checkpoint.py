@@ -4,13 +4,13 @@ import zipfile
 import numpy as np
 import pytest
 
-import charlm.checkpoint as ckmod
-from charlm.checkpoint import load_checkpoint, save_checkpoint
+import charlm.predict.checkpoint as ckmod
 from charlm.config import load_config
 from charlm.errors import CheckpointError
-from charlm.model import Model
-from charlm.optim import make_optimizer
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.network.optim import make_optimizer
+from charlm.predict.checkpoint import load_checkpoint, save_checkpoint
+from charlm.text.vocab import Vocab
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charlm.checkpoint import load_checkpoint
 from charlm.cli import main
+from charlm.predict.checkpoint import load_checkpoint
 
 from .conftest import random_text, tiny_overrides
 

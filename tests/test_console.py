@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from charlm.checkpoint import load_checkpoint
+from charlm.predict.checkpoint import load_checkpoint
 
 from .conftest import random_text, tiny_overrides
 
@@ -321,7 +321,7 @@ def test_sample_and_score_use_the_bundled_model_and_say_so(tmp_path):
 
 
 def test_bundled_model_is_small_and_documented():
-    from charlm.checkpoint import BUNDLED
+    from charlm.predict.checkpoint import BUNDLED
 
     assert BUNDLED.stat().st_size <= 4_000_000
     ck = load_checkpoint(BUNDLED, with_training_state=False)
@@ -393,7 +393,7 @@ def test_plot_writes_a_png_of_every_run(run_dir, corpus, tmp_path):
 
 
 def test_plot_shows_the_metrics(run_dir):
-    from charlm.plot import figure, read_run
+    from charlm.see.plot import figure, read_run
 
     run = read_run(run_dir)
     fig = figure([run])
@@ -436,7 +436,7 @@ def test_explain_table_and_per_char_json_agree_with_the_score(run_dir):
 
 def test_explain_colours_on_a_terminal_unless_no_color(run_dir, monkeypatch, capsys):
     from charlm.cli.cmd_score import _explained
-    from charlm.score import explain
+    from charlm.use.score import explain
 
     ck = load_checkpoint(run_dir / "best.npz", with_training_state=False)
     chars = explain(ck.build_model(), ck.vocab, "hero hole")

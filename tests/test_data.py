@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from charlm.data import Batches, eval_windows, load_corpus, split
 from charlm.errors import CorpusError
+from charlm.text.batches import Batches, eval_windows
+from charlm.text.corpus import load_corpus, split
 
 
 def test_load_file_and_directory_in_sorted_order(tmp_path, monkeypatch):
@@ -27,7 +28,7 @@ def test_crlf_and_multibyte_kept(tmp_path):
 
 
 def test_chunk_boundaries_split_multibyte_characters(tmp_path, monkeypatch):
-    import charlm.data as data
+    import charlm.text.corpus as data
 
     monkeypatch.setattr(data, "CHUNK_BYTES", 7)
     text = "ab😀cdé한국어" * 20

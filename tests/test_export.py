@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charlm.checkpoint import load_checkpoint
 from charlm.cli import main
-from charlm.sample import generate
-from charlm.score import score_texts
+from charlm.predict.checkpoint import load_checkpoint
+from charlm.use.sample import generate
+from charlm.use.score import score_texts
 
 from .conftest import random_text, tiny_overrides, watched
 
@@ -91,10 +91,10 @@ HELD_OUT = "hero hole,\nhello hell; a bed faced a cafe.\n" * 3
 
 def checkpoint(cell, act, layers, dtype="float32", seed=0, zoneout=0.0):
     """A network with random weights (a trained one is less chaotic: float32 rounding grows less)."""
-    from charlm.checkpoint import Checkpoint
     from charlm.config import Config, ModelConfig
-    from charlm.model import Model
-    from charlm.vocab import Vocab
+    from charlm.network.model import Model
+    from charlm.predict.checkpoint import Checkpoint
+    from charlm.text.vocab import Vocab
 
     vocab = Vocab.from_text(HELD_OUT + "xyz")
     cfg = Config(model=ModelConfig(type=cell, activation=act, hidden_size=24, num_layers=layers, dtype=dtype,
@@ -214,7 +214,7 @@ def page_bits(browser, path, text):
 @pytest.mark.parametrize("cell, act, zoneout", [("lstm", "tanh", 0.0), ("gru", "tanh", 0.0), ("rnn", "tanh", 0.0),
                                                 ("rnn", "relu", 0.0), ("lstm", "tanh", 0.2)])
 def test_the_page_scores_as_charlm_does(browser, tmp_path, cell, act, zoneout):
-    from charlm.score import explain
+    from charlm.use.score import explain
 
     ck = checkpoint(cell, act, 2, zoneout=zoneout)
     text = "hello hero, a bed faced a cafe"
@@ -227,7 +227,7 @@ def test_the_page_scores_as_charlm_does(browser, tmp_path, cell, act, zoneout):
 
 
 def test_the_bundled_models_page_is_small_offline_and_streams_a_sample(browser, tmp_path):
-    from charlm.checkpoint import BUNDLED
+    from charlm.predict.checkpoint import BUNDLED
 
     out = tmp_path / "page.html"
     r = invoke("export", BUNDLED, "-o", out)

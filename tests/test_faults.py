@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm.checkpoint import load_checkpoint
 from charlm.config import load_config
 from charlm.errors import TrainingError
-from charlm.train import Trainer, train
+from charlm.predict.checkpoint import load_checkpoint
+from charlm.training.trainer import Trainer, train
 
 from .conftest import ROOT, tiny_overrides
 
@@ -104,7 +104,7 @@ def test_twenty_kill_nines_lose_nothing(reference, tmp_path):
 def test_disk_full_keeps_previous_checkpoint(corpus_file, tmp_path, monkeypatch):
     cfg = load_config(None, tiny_overrides(**{"train.max_steps": 30}))
     tr = Trainer(cfg, corpus_file, tmp_path / "run")
-    import charlm.checkpoint as ckmod
+    import charlm.predict.checkpoint as ckmod
 
     real = ckmod.np.savez
 
@@ -126,7 +126,7 @@ def test_disk_full_keeps_previous_checkpoint(corpus_file, tmp_path, monkeypatch)
 
 
 def test_unwritable_output_directory(corpus_file, tmp_path, monkeypatch):
-    import charlm.runlock as runlock
+    import charlm.training.runlock as runlock
 
     real = os.open
 

@@ -9,12 +9,12 @@ import time
 import numpy as np
 import pytest
 
-from charlm import finetune
-from charlm.checkpoint import load_checkpoint
 from charlm.config import load_config
-from charlm.data import load_corpus, split
 from charlm.errors import ConfigError
-from charlm.mixture import Mixture
+from charlm.predict.checkpoint import load_checkpoint
+from charlm.predict.mixture import Mixture
+from charlm.text.corpus import load_corpus, split
+from charlm.training import finetune
 
 from .conftest import random_text
 from .test_console import CHARLM, ENV, charlm, one_error_line
@@ -153,7 +153,7 @@ def test_a_finetuned_small_corpus_model_is_a_mixture(source, tmp_path):
 
 
 def test_the_report_of_a_finetuned_run_shows_its_lineage_and_mixture(source, tmp_path, browser):
-    from charlm.report import render, report_data
+    from charlm.see.report import render, report_data
 
     src, new = source
     assert charlm("train", new, "--from", src, "--out", tmp_path / "ft", "-q").returncode == 0

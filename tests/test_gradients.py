@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig
-from charlm.model import Model
+from charlm.network.model import Model
 
 V = 7
 
@@ -78,7 +78,7 @@ def test_gradients_with_variational_dropout_and_zoneout(kind, noise, layers, T, 
 @pytest.mark.parametrize("T, B", [(3, 2), (1, 1)])
 def test_initial_state_gradients(kind, T, B):
     """backward returns the initial state's gradients beside dx, like any other gradient."""
-    from charlm.cells import CELLS
+    from charlm.network.cells import CELLS
 
     rng = np.random.default_rng(4)
     layer = CELLS[kind](V, 5, onehot=True, dtype="float64")
@@ -107,7 +107,7 @@ def test_relu_rnn_gradients():
 
 def test_input_gradient_of_dense_layer():
     """The gradient a layer passes down (dx) matches finite differences on its input."""
-    from charlm.cells import GRU, LSTM, RNN
+    from charlm.network.cells import GRU, LSTM, RNN
 
     rng = np.random.default_rng(6)
     for cls in (RNN, LSTM, GRU):

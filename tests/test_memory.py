@@ -5,10 +5,10 @@ import tracemalloc
 import pytest
 
 from charlm.config import load_config
-from charlm.data import load_corpus
 from charlm.errors import TrainingError
-from charlm.memory import MemoryEstimate, check_fits
-from charlm.train import Trainer
+from charlm.network.memory import MemoryEstimate, check_fits
+from charlm.text.corpus import load_corpus
+from charlm.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("kind, H, L, noise", [

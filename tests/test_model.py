@@ -5,7 +5,7 @@ import pytest
 
 from charlm.config import Config, ModelConfig
 from charlm.errors import ConfigError
-from charlm.model import Model, param_shapes
+from charlm.network.model import Model, param_shapes
 
 
 def test_parameter_count_matches_keras_simple_rnn():
@@ -101,8 +101,8 @@ def test_param_shapes_do_not_allocate():
 def test_learns_hello(kind):
     """A small model memorises 'hello' sequences: loss falls far below uniform."""
     from charlm.config import TrainConfig
-    from charlm.optim import clip_grad_norm, make_optimizer
-    from charlm.vocab import Vocab
+    from charlm.network.optim import clip_grad_norm, make_optimizer
+    from charlm.text.vocab import Vocab
 
     v = Vocab.from_text("helo ")
     ids = v.encode("hello " * 40).astype(np.int64)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig, load_config
-from charlm.model import Model
-from charlm.ngram import KneserNey
-from charlm.train import Trainer, train
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.predict.ngram import KneserNey
+from charlm.text.vocab import Vocab
+from charlm.training.trainer import Trainer, train
 
 from .conftest import random_text, tiny_overrides
 from .reference import KneserNeyReference
@@ -52,7 +52,7 @@ def test_nats_of_a_text_match_the_reference_with_and_without_history():
 
 
 # ---- the mixture -----------------------------------------------------------------------------
-from charlm.mixture import Mixture, cross_fitted_nats, fit_weight, mix_nats  # noqa: E402
+from charlm.predict.mixture import Mixture, cross_fitted_nats, fit_weight, mix_nats  # noqa: E402
 
 
 def _mixture(weight=0.3, order=3, seed=0):
@@ -107,8 +107,8 @@ def test_fitted_weight_minimises_the_mixed_loss():
 
 
 def test_a_run_with_a_mixture_records_both_losses_and_its_checkpoints_carry_the_ngram(corpus_file, tmp_path):
-    from charlm.checkpoint import export_weights, load_checkpoint
-    from charlm.score import evaluate
+    from charlm.predict.checkpoint import export_weights, load_checkpoint
+    from charlm.use.score import evaluate
 
 
     train(load_config(None, tiny_overrides(**{"model.ngram_order": 4})), corpus_file, tmp_path / "run")
@@ -154,8 +154,8 @@ def test_early_stopping_watches_the_network_not_the_mixture(corpus_file, tmp_pat
 
 
 def test_kneser_ney_is_a_distribution_and_beats_unigram():
-    from charlm.baseline import baseline
-    from charlm.ngram import KneserNey
+    from charlm.predict.baseline import baseline
+    from charlm.predict.ngram import KneserNey
 
     text = ("the cat sat on the mat. the dog sat on the log. " * 40) + random_text(500, seed=3)
     V = sorted(set(text) | {"Q"})  # a character never seen still gets probability

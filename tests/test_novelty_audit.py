@@ -4,9 +4,9 @@
 import numpy as np
 import pytest
 
-from charlm.audit import audit
-from charlm.data import load_corpus
-from charlm.novelty import longest_copied
+from charlm.text.audit import audit
+from charlm.text.corpus import load_corpus
+from charlm.text.novelty import longest_copied
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -31,7 +31,7 @@ def test_audit_counts_and_flags(tmp_path):
 def test_counting_goes_chunk_by_chunk_and_gives_bincount(monkeypatch):
     import numpy as np
 
-    import charlm.audit as audit_module
+    import charlm.text.audit as audit_module
 
     ids = np.random.default_rng(0).integers(0, 7, 10_001).astype(np.uint8)
     monkeypatch.setattr(audit_module, "COUNT_CHUNK", 1000)
@@ -43,10 +43,10 @@ def test_a_large_corpus_baseline_is_fitted_on_a_sample_and_says_so(tmp_path, mon
 
     from click.testing import CliRunner
 
-    import charlm.baseline as baseline_module
+    import charlm.predict.baseline as baseline_module
     from charlm.cli import main
 
-    monkeypatch.setattr(baseline_module, "MAX_BASELINE_CHARS", 5000)
+    monkeypatch.setattr(baseline_module, "MAX_CHARS", 5000)
     monkeypatch.setattr(baseline_module, "MAX_BASELINE_VAL_CHARS", 1000)
     p = tmp_path / "big.txt"
     p.write_text("the quick brown fox jumps over the lazy dog. " * 500)

@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charlm import launch
-from charlm.checkpoint import load_checkpoint
 from charlm.config import Config
-from charlm.data import Batches, eval_streams
 from charlm.errors import CharlmError, TrainingError
-from charlm.memory import check_fits, training_memory
-from charlm.model import Model
-from charlm.parallel import Workers
-from charlm.score import char_nats
+from charlm.network.memory import check_fits, training_memory
+from charlm.network.model import Model
+from charlm.predict.checkpoint import load_checkpoint
+from charlm.text.batches import Batches, eval_streams
+from charlm.training import launch
+from charlm.training.parallel import Workers
+from charlm.use.score import char_nats
 
 from .conftest import random_text
 from .test_console import CHARLM, one_error_line
@@ -334,7 +334,10 @@ def test_a_killed_rank_ends_the_job_promptly_and_the_last_checkpoint_stays_whole
     stdout, stderr = proc.communicate(timeout=30)
     assert time.monotonic() - t0 < 15
     r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    assert "a worker ended with signal 9 (Killed)" in one_error_line(r, 1)
+    # MPI reports the kill; rarely, rank 0 loses its peer mid-collective and aborts first, and
+    # MPI's own report of that comes before charlm's line instead
+    line = one_error_line(r, 1)
+    assert "a worker ended with signal 9 (Killed)" in line or "a worker failed, so the job ended" in line
     assert "BAD TERMINATION" not in stdout + stderr
     ck = load_checkpoint(out / "last.npz")
     assert ck.meta["step"] >= 5
@@ -364,7 +367,7 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_with_one_line(corpus, tm
     (inject / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('PMI_RANK') == '1':\n"
-        "    import charlm.model as m\n"
+        "    import charlm.network.model as m\n"
         "    real, calls = m.Model.loss_and_grad, []\n"
         "    def loss_and_grad(self, *a, **k):\n"
         "        loss, state = real(self, *a, **k)\n"

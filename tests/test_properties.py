@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charlm.config import Config, load_config
-from charlm.model import Model
-from charlm.sample import sample
-from charlm.score import score_texts
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.text.vocab import Vocab
+from charlm.use.sample import sample
+from charlm.use.score import score_texts
 
 ALPHABET = "ab \n"
 VOCAB = Vocab.from_text(ALPHABET)

@@ -4,11 +4,11 @@ backward, for every cell, activation and layer count; and the seeds' toy experim
 import numpy as np
 import pytest
 
-from charlm.cells import CELLS
 from charlm.config import ModelConfig, TrainConfig
-from charlm.model import Model
-from charlm.optim import make_optimizer
-from charlm.vocab import Vocab
+from charlm.network.cells import CELLS
+from charlm.network.model import Model
+from charlm.network.optim import make_optimizer
+from charlm.text.vocab import Vocab
 
 from . import reference as ref
 

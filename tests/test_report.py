@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig, load_config
-from charlm.introspect import _last_step_state_grads, correlations, features, gradient_flow
-from charlm.model import Model
-from charlm.report import render, report_data
-from charlm.train import train
+from charlm.network.model import Model
+from charlm.see.introspect import _last_step_state_grads, correlations, features, gradient_flow
+from charlm.see.report import render, report_data
+from charlm.training.trainer import train
 
 from .conftest import watched
 from .test_gradients import numeric_grad, rel_err

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from charlm.config import ModelConfig
-from charlm.model import Model
-from charlm.sample import beam_search, generate, keep_best
-from charlm.score import score_texts
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.text.vocab import Vocab
+from charlm.use.sample import beam_search, generate, keep_best
+from charlm.use.score import score_texts
 
 VOCAB = Vocab("\nabc")
 
@@ -46,7 +46,7 @@ def test_batch_of_one_is_the_first_of_a_batch_with_greedy(model):
     assert generate(model, VOCAB, "a", 30, top_p=1e-9, seed=5)[0].text == g.text  # nucleus of one: greedy
 
 def test_nucleus_draws_only_from_the_top_p_set_in_proportion(model):
-    from charlm.sample import _Run
+    from charlm.use.sample import _Run
 
     with model.inference():
         e, _ = _Run(model, VOCAB, "ab", 1).next()
@@ -88,7 +88,7 @@ def test_keep_best_takes_the_lowest_bits_per_char_of_each_group(model):
 
 def test_sample_yields_each_character_as_it_is_drawn(model):
     """A lazy iterator: the first character comes before the rest are generated."""
-    from charlm.sample import sample
+    from charlm.use.sample import sample
 
     it = sample(model, VOCAB, 10_000, prime="a", seed=4)
     first = [next(it) for _ in range(5)]

@@ -5,10 +5,10 @@ import pytest
 
 from charlm.config import ModelConfig
 from charlm.errors import CharlmError, VocabError
-from charlm.model import Model
-from charlm.sample import sample
-from charlm.score import evaluate, score_texts
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.text.vocab import Vocab
+from charlm.use.sample import sample
+from charlm.use.score import evaluate, score_texts
 
 VOCAB = Vocab.from_text("abcdefgh \n")
 

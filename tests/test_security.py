@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charlm.checkpoint import load_checkpoint, save_checkpoint
 from charlm.config import load_config
 from charlm.errors import CheckpointError
-from charlm.model import Model
-from charlm.optim import make_optimizer
-from charlm.vocab import Vocab
+from charlm.network.model import Model
+from charlm.network.optim import make_optimizer
+from charlm.predict.checkpoint import load_checkpoint, save_checkpoint
+from charlm.text.vocab import Vocab
 
 FUZZ_CASES = 600
 

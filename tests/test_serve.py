@@ -22,12 +22,12 @@ pytest.importorskip("starlette")
 uvicorn = pytest.importorskip("uvicorn")
 openai = pytest.importorskip("openai")
 
-from charlm.checkpoint import BUNDLED, load_checkpoint  # noqa: E402
-from charlm.sample import draw_weights, generate  # noqa: E402
-from charlm.score import explain, score_texts  # noqa: E402
+from charlm.predict.checkpoint import BUNDLED, load_checkpoint  # noqa: E402
 from charlm.serve import model_names  # noqa: E402
 from charlm.serve.api import Limits, Served, build_app  # noqa: E402
 from charlm.serve.engine import Engine  # noqa: E402
+from charlm.use.sample import draw_weights, generate  # noqa: E402
+from charlm.use.score import explain, score_texts  # noqa: E402
 
 from .conftest import random_text, tiny_overrides, watched  # noqa: E402
 

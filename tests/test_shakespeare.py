@@ -3,8 +3,8 @@
 import numpy as np
 
 from charlm.config import load_config
-from charlm.data import load_corpus, split
-from charlm.train import train
+from charlm.text.corpus import load_corpus, split
+from charlm.training.trainer import train
 
 
 def test_corpus_loads_with_65_characters(shakespeare):

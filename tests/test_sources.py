@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import charlm.data as data
-from charlm.data import load_corpus, read_text
+import charlm.text.corpus as data
 from charlm.errors import CorpusError
-from charlm.sources import CorpusSource, list_files
+from charlm.text.corpus import load_corpus, read_text
+from charlm.text.sources import CorpusSource, list_files
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256))
 
@@ -269,7 +269,7 @@ def test_a_file_whose_read_would_block_is_skipped_not_waited_for(tmp_path):
         pytest.skip("/proc/kmsg is not readable here (only root reads it)")
     d = tree(tmp_path / "d", {"a.txt": "hello\n"})
     os.symlink("/proc/kmsg", d / "kmsg")
-    code = f"from charlm.data import load_corpus; c = load_corpus({str(d)!r}, cache=False); print(c.summary)"
+    code = f"from charlm.text.corpus import load_corpus; c = load_corpus({str(d)!r}, cache=False); print(c.summary)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "unreadable 1" in r.stdout, r.stdout + r.stderr
 

@@ -5,15 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from charlm.checkpoint import load_checkpoint
 from charlm.config import TrainConfig, load_config
 from charlm.errors import CheckpointError, CorpusError, RunExistsError, TrainingError
-from charlm.optim import OPTIMIZERS, make_optimizer
-from charlm.rundir import RunDir, read_records
-from charlm.sample import generate
-from charlm.schedule import Budget
-from charlm.score import evaluate
-from charlm.train import CorpusMismatchError, Trainer, train
+from charlm.network.optim import OPTIMIZERS, make_optimizer
+from charlm.network.schedule import Budget
+from charlm.predict.checkpoint import load_checkpoint
+from charlm.training.rundir import RunDir, read_records
+from charlm.training.state import CorpusMismatchError
+from charlm.training.trainer import Trainer, train
+from charlm.use.sample import generate
+from charlm.use.score import evaluate
 
 from .conftest import tiny_overrides
 
@@ -167,7 +168,7 @@ def test_non_finite_loss_stops_with_step_and_advice(corpus_file, tmp_path):
 
 def test_lr_schedules():
     from charlm.config import TrainConfig
-    from charlm.schedule import Schedule
+    from charlm.network.schedule import Schedule
 
     s = Schedule(TrainConfig(lr_schedule="step", lr=1.0, lr_decay=0.5, lr_decay_every=2), None)
     assert [s(0, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
@@ -185,7 +186,7 @@ def test_a_decaying_schedule_ends_with_whichever_budget_binds_first():
     """10,000 steps or one minute: at 0.1 s a step the minute binds, and the schedule is half
     done at 30 s (step 300), not at step 5,000; a machine ten times faster finishes it in steps."""
     from charlm.config import TrainConfig
-    from charlm.schedule import Schedule
+    from charlm.network.schedule import Schedule
 
     cfg = TrainConfig(lr_schedule="cosine", lr=1.0, min_lr=0.0, warmup_steps=0, max_steps=10_000, max_minutes=1.0)
     s = Schedule(cfg, 10_000)
@@ -244,7 +245,7 @@ def test_early_stopping_counts_evaluations_without_min_delta(corpus_file, tmp_pa
 def test_train_state_round_trips_through_checkpoint_metadata():
     import json as _json
 
-    from charlm.train import TrainState
+    from charlm.training.state import TrainState
 
     st = TrainState(step=7, epoch=1, batch=3, elapsed_s=1.5, best_val=2.0, last_val=2.1, loss_sum=4.2, loss_count=2,
                     plateau_ref=2.0, stale_evals=1, lr=0.003, mix_weight=0.4, lineage={"source": "bundled"},
@@ -258,7 +259,7 @@ def test_train_state_round_trips_through_checkpoint_metadata():
 
 
 def test_evaluation_scores_a_fixed_sample_and_full_eval_the_whole_split(corpus_file, tmp_path):
-    from charlm.data import eval_sample
+    from charlm.text.batches import eval_sample
 
     ids = np.arange(10_000, dtype=np.int64)
     a, b = eval_sample(ids, 2000, 8), eval_sample(ids, 2000, 8)

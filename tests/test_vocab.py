@@ -3,8 +3,8 @@ import pytest
 
 from charlm.config import ModelConfig
 from charlm.errors import VocabError
-from charlm.model import Model
-from charlm.vocab import Vocab, token_dtype
+from charlm.network.model import Model
+from charlm.text.vocab import Vocab, token_dtype
 
 
 def test_vocab_is_sorted_set_and_deterministic():
@@ -47,7 +47,7 @@ def test_gather_equals_one_hot_product():
     one_hot = np.eye(len(v))[ids[:, 0]].T  # (V, T)
     np.testing.assert_allclose(gathered[:, :, 0].T, layer.p["Wx"] @ one_hot + layer.p["b"][:, None], rtol=0, atol=1e-12)
     # and the whole forward pass agrees with a dense copy of the layer fed one-hot vectors
-    from charlm.cells import RNN
+    from charlm.network.cells import RNN
 
     dense = RNN(len(v), 6, onehot=False, dtype="float64")
     dense.bind(layer.p, layer.g)

@@ -16,11 +16,12 @@ import traceback
 
 import click
 
-from .. import __version__, parallel
-from ..adapt import AdaptOptions
-from ..checkpoint import BUNDLED, load_checkpoint
+from .. import __version__
 from ..errors import CharlmError, echo
+from ..predict.adapt import AdaptOptions
+from ..predict.checkpoint import BUNDLED, load_checkpoint
 from ..threads import under_launcher
+from ..training import parallel
 
 MAX_MESSAGE = 400  # characters of an error line
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..baseline import corpus_baseline
-from ..data import load_corpus
-from ..score import LN2
-from ..sources import CorpusSource
+from ..predict.baseline import corpus_baseline
+from ..text.corpus import load_corpus
+from ..text.sources import CorpusSource
+from ..use.score import LN2
 from .base import Finite, dumps, main, option
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .. import cache
-from ..memory import format_bytes
+from ..system import format_bytes
+from ..text import cache
 from .base import dumps, main, option
 
 KINDS = {"damaged": "a damaged entry (the next run on its corpus replaces it; --clear deletes it)",

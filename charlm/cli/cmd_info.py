@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import BUNDLED, describe, load_checkpoint
 from ..config import SECTIONS
-from ..data import describe_fingerprint
 from ..export import FORMATS, describe_mixture, export
-from ..finetune import describe_lineage
+from ..predict.checkpoint import BUNDLED, describe, load_checkpoint
+from ..text.corpus import describe_fingerprint
+from ..training.finetune import describe_lineage
 from .base import dumps, main, option
 
 

@@ -20,7 +20,7 @@ def report(run_dir, output, corpus, chars, **adapt):
     """One self-contained HTML page about a run (opens offline): loss curves and samples, an
     explained score of held-out text, a hidden-unit explorer with the units that track
     features of the text, and how far back the gradient reaches."""
-    from ..report import write_report
+    from ..see.report import write_report
 
     click.echo(f"wrote {write_report(run_dir, output, corpus, chars, adapt=adapting(**adapt))}")
 
@@ -32,6 +32,6 @@ def report(run_dir, output, corpus, chars, **adapt):
 def plot_cmd(run_dirs, output):
     """Loss curves of one or more runs: training and validation loss by step and by minute
     (nats, with bits per character on a second axis), and the learning rate."""
-    from ..plot import plot
+    from ..see.plot import plot
 
     click.echo(f"wrote {plot(run_dirs, output)}")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 
-from ..data import read_text
 from ..errors import CharlmError, echo
 from ..files import atomic_write_text
-from ..novelty import longest_copied
-from ..sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
+from ..text.corpus import read_text
+from ..text.novelty import longest_copied
+from ..use.sample import MAX_BATCH, MAX_LENGTH, beam_search, encode_prime, generate, keep_best
 from .base import CHECKPOINT_HELP, Finite, dumps, main, network_only_option, open_model, option, predictor
 
 

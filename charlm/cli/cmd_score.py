@@ -10,11 +10,11 @@ from pathlib import Path
 
 import click
 
-from ..adapt import Adaptive
-from ..audit import show_char
 from ..errors import CharlmError
-from ..score import explain as explain_text
-from ..score import score_texts
+from ..predict.adapt import Adaptive
+from ..text.audit import show_char
+from ..use.score import explain as explain_text
+from ..use.score import score_texts
 from .base import (
     CHECKPOINT_HELP,
     adapt_options,

@@ -6,26 +6,24 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import click
 from tqdm import tqdm
 
-from .. import finetune, parallel
-from ..audit import audit, show_char
-from ..autoconfig import choose, finetune_recipe
-from ..baseline import MAX_BASELINE_CHARS, corpus_baseline
-from ..blas import core, forced_core_note
-from ..checkpoint import load_checkpoint
-from ..config import load_config
-from ..data import describe_fingerprint, load_corpus
-from ..launch import launch, quiet_if_orphaned, watch_launcher
-from ..memory import available_memory, format_bytes
-from ..rundir import checkpoint_path
-from ..score import LN2
-from ..sources import CorpusSource
+from ..network.blas import core
+from ..predict.baseline import corpus_baseline
+from ..predict.ngram import MAX_CHARS as MAX_NGRAM_CHARS
+from ..system import available_memory, format_bytes
+from ..text.audit import audit, show_char
+from ..text.corpus import describe_fingerprint
+from ..text.sources import CorpusSource
 from ..threads import under_launcher
-from ..train import Reporter, Trainer
+from ..training import parallel
+from ..training.launch import launch, quiet_if_orphaned, watch_launcher
+from ..training.plan import plan
+from ..training.state import Reporter
+from ..training.trainer import Trainer
+from ..use.score import LN2
 from .base import Finite, dumps, main, option
 
 
@@ -227,35 +225,21 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of this process)
     corpus = CorpusSource(tuple(corpus), tuple(include), tuple(exclude))
     reporter = TqdmReporter(quiet, as_json)
-    blas_note = forced_core_note()  # before --minutes times the candidates: it explains slow steps
-    if blas_note and not (quiet or as_json):
-        click.echo(blas_note, err=True)
-    if resume == "auto":  # the same command line starts the run, and continues it after a crash
-        last = Path(out_dir or Path("runs") / load_config(config_path, list(overrides)).name) / "last.npz"
-        resume = str(last) if last.is_file() else None
+    say = (lambda line: None) if quiet or as_json else (lambda line: click.echo(line, err=True))
     with w.together():  # a rank that cannot start stops them all
-        if source:
-            trainer = _finetune_trainer(corpus, source, minutes, config_path, overrides, out_dir, reporter,
-                                        overwrite, quiet, as_json, w)
-        elif minutes is not None:
-            trainer = _budgeted_trainer(corpus, minutes, config_path, overrides, out_dir, reporter, overwrite,
-                                        quiet, as_json, w)
-        elif resume:
-            ck = load_checkpoint(checkpoint_path(resume, resume=True))
-            cfg = load_config(config_path, list(overrides), base=ck.config)
-            trainer = Trainer.resume(ck, corpus, cfg, out_dir, reporter, allow_new_corpus=allow_new_corpus,
-                                     workers=w)
-        else:
-            cfg = load_config(config_path, list(overrides))
-            trainer = Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, workers=w)
+        p = plan(corpus, config_path, overrides, minutes=minutes, source=source, resume=resume, out_dir=out_dir,
+                 overwrite=overwrite, allow_new_corpus=allow_new_corpus, reporter=reporter, workers=w, say=say)
+    trainer = p.trainer
+    if p.choice is not None:
+        _describe_choice(p, minutes, source, as_json, quiet)
     if trainer.corpus.notice and w.root:  # the cache could not take the corpus: said even with -q
         click.echo(trainer.corpus.notice, err=True)
     if trainer.corpus.summary and not quiet:
         click.echo(dumps({"event": "corpus", "summary": trainer.corpus.summary, **trainer.corpus.fingerprint})
                    if as_json else trainer.corpus.summary)
     if dry_run:
-        return _dry_run(trainer, as_json, blas_note)
-    if not quiet and w.root and len(trainer.val_ids) and len(trainer.corpus) <= MAX_BASELINE_CHARS:
+        return _dry_run(trainer, as_json)
+    if not quiet and w.root and len(trainer.val_ids) and len(trainer.corpus) <= MAX_NGRAM_CHARS:
         reporter.baseline = corpus_baseline(trainer.corpus, trainer.config.data.val_fraction)
     with _StopFlag() as stop:
         result = trainer.run(should_stop=stop, full_eval=full_eval)
@@ -273,49 +257,24 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
         sys.exit(128 + (stop.signum or signal.SIGINT))
 
 
-def _budgeted_trainer(corpus_path, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet, as_json,
-                      w):
-    corpus = w.root_first(lambda: load_corpus(corpus_path))
-    if not quiet and not as_json:
-        click.echo(f"timing the candidate models for a {minutes:g}-minute budget...", err=True)
-    choice = choose(corpus, minutes, workers=w)
+def _describe_choice(p, minutes, source, as_json: bool, quiet: bool) -> None:
+    """What --minutes or --from chose, one line (a JSON object with --json)."""
+    choice = p.choice
     if as_json:
-        click.echo(dumps({"event": "plan", "chose": choice.name, "steps": choice.steps, "measured": [
-            {"model": n, "seconds_per_step": s, "steps": k} for n, s, k in choice.measured]}))
-    elif not quiet:
-        click.echo(choice.reason(minutes))
-    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{minutes:g}min")
-    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, workers=w)
-
-
-def _finetune_trainer(corpus_path, source, minutes, config_path, overrides, out_dir, reporter, overwrite, quiet,
-                      as_json, w):
-    ck = finetune.open_source(source)
-    corpus = w.root_first(lambda: load_corpus(corpus_path))
-    if minutes is not None and not quiet and not as_json:
-        click.echo(f"timing the source model for a {minutes:g}-minute budget...", err=True)
-    choice = finetune_recipe(ck.config, corpus, minutes, workers=w)
-    label = "bundled" if source == "bundled" else Path(source).stem if Path(source).is_file() else Path(source).name
-    if as_json:
-        click.echo(dumps({"event": "plan", "from": ck.meta["path"], "chose": choice.name, "steps": choice.steps}))
-    elif not quiet:
-        shown = "the bundled model" if source == "bundled" else ck.meta["path"]
+        extra = {"from": p.source} if source else {"measured": [
+            {"model": n, "seconds_per_step": s, "steps": k} for n, s, k in choice.measured]}
+        click.echo(dumps({"event": "plan", "chose": choice.name, "steps": choice.steps, **extra}))
+    elif quiet:
+        return
+    elif source:
+        shown = "the bundled model" if source == "bundled" else p.source
         budget = "" if minutes is None else f" for {minutes:g} minute{'' if minutes == 1 else 's'}"
         click.echo(f"fine-tuning {choice.name} from {shown}{budget}: " + "; ".join(choice.notes))
-    cfg = load_config(config_path, list(overrides), under=choice.config, name=f"{_stem(corpus_path)}-from-{label}")
-    finetune.check_same_size(cfg, ck)
-    corpus = finetune.encode_for(ck, corpus)
-    return Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, start=finetune.start(ck, corpus, cfg),
-                   workers=w)
+    else:
+        click.echo(choice.reason(minutes))
 
 
-def _stem(source: CorpusSource) -> str:
-    """A run's name for the corpus: the first path's file name without its suffix."""
-    p = Path(source.paths[0]).resolve()
-    return p.stem if p.is_file() else p.name
-
-
-def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
+def _dry_run(tr: Trainer, as_json: bool) -> None:
     sec = tr.seconds_per_step()  # by every worker together
     if not tr.workers.root:
         return
@@ -333,7 +292,7 @@ def _dry_run(tr: Trainer, as_json: bool, blas_note: str | None) -> None:
         "workers": n, "memory_bytes": tr.memory.total * local, "memory_bytes_per_worker": tr.memory.total,
         "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
         "seconds_per_step": sec, "seconds_per_epoch": sec * spe, "output_dir": str(tr.out_dir),
-        "blas_core": core(), "blas_note": blas_note,
+        "blas_core": core(),
     }
     if as_json:
         click.echo(dumps(report))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checkpoint import Checkpoint, export_weights
+from ..predict.checkpoint import Checkpoint, export_weights
 
 FORMATS = ("npz", "onnx", "html")
 

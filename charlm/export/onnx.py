@@ -29,8 +29,8 @@ import json
 
 import numpy as np
 
-from ..checkpoint import Checkpoint
 from ..errors import CharlmError
+from ..predict.checkpoint import Checkpoint
 
 OPSET = 17
 _ORDER = {"lstm": [1, 0, 2, 3], "gru": [1, 0, 2], "rnn": [0]}  # ONNX's gate blocks, as charlm's block indices

@@ -1,5 +1,5 @@
 """A checkpoint's network as one self-contained web page (``charlm export CKPT -o page.html``):
-the weights inside it as base64 float32, the network's equations in ``cells/cells.js`` (beside
+the weights inside it as base64 float32, the network's equations in ``network/cells/cells.js`` (beside
 the NumPy cells it mirrors), and ``page.js``, which samples and scores. It works from
 ``file://`` with no network; its size is the weights' times 4/3 (base64) and about 15 KB more.
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import Checkpoint
 from ..files import atomic_write_text
+from ..predict.checkpoint import Checkpoint
 
 HERE = Path(__file__).parent
-CELLS_JS = HERE.parent / "cells" / "cells.js"
+CELLS_JS = HERE.parent / "network" / "cells" / "cells.js"
 
 
 def _script_json(obj) -> str:

@@ -37,8 +37,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..sample import MAX_LENGTH
-from ..vocab import describe_chars
+from ..text.vocab import describe_chars
+from ..use.sample import MAX_LENGTH
 from .engine import Busy, Engine, Params, Piece, Stream, seeded
 
 PLAYGROUND = Path(__file__).parent / "playground.html"

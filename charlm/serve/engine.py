@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import NotFiniteError
-from ..model import exp_shifted
-from ..sample import draw, draw_weights
-from ..vocab import Vocab
+from ..network.model import exp_shifted
+from ..text.vocab import Vocab
+from ..use.sample import draw, draw_weights
 
 
 class Busy(Exception):

@@ -1,0 +1,1 @@
+"""Using a predictor: sampling text and scoring it."""
