@@ -219,3 +219,42 @@ def test_a_vocabulary_of_lone_surrogates_is_refused_where_it_is_read(made, tmp_p
     ck = rewrite_meta(d / "ft" / "last.npz", tmp_path / "bad.npz", lambda m: m["vocab"].__setitem__(0, "\ud800"))
     for name, (code, line) in run_all(ck, corpus, tmp_path).items():
         assert code == 1 and "surrogates" in line, (name, line)
+
+
+# ---- keys charlm removed: old configs and checkpoints still load -------------------------------
+
+def with_removed_keys(meta, value_of=lambda key, old: old):
+    """The metadata as charlm wrote it before config.REMOVED's keys went: every one of them in
+    the checkpoint's config, at ``value_of(key, its old default)``."""
+    from charlm.config import REMOVED
+
+    for key, (old, _) in REMOVED.items():
+        section, name = key.split(".")
+        meta["config"][section][name] = value_of(key, old)
+
+
+def test_a_checkpoint_written_before_a_key_was_removed_still_loads_samples_scores_and_resumes(made, tmp_path):
+    d, corpus = made
+    for src in (d / "ft" / "last.npz", d / "run" / "last.npz"):
+        ck = rewrite_meta(src, tmp_path / f"old-{src.parent.name}.npz", with_removed_keys)
+        results = run_all(ck, corpus, tmp_path / src.parent.name)
+        assert all(code == 0 for code, _ in results.values()), results
+
+
+def test_a_removed_key_at_another_value_is_one_line_naming_it(made, tmp_path):
+    from click.testing import CliRunner
+
+    from charlm.config import REMOVED
+
+    d, corpus = made
+    for key, (old, _) in REMOVED.items():
+        other = (not old) if isinstance(old, bool) else (old + 1 if old == 0 else old * 2)
+        ck = rewrite_meta(d / "ft" / "last.npz", tmp_path / "new.npz",
+                          lambda m: with_removed_keys(m, lambda k, o: other if k == key else o))
+        for name, (code, line) in run_all(ck, corpus, tmp_path).items():
+            assert code == 1 and key in line and "was removed" in line, (name, line)
+        r = CliRunner().invoke(main, ["train", str(corpus), "--set", f"{key}={other}", "--dry-run"])
+        assert r.exit_code == 1 and key in r.output and "was removed" in r.output
+        r = CliRunner().invoke(main, ["train", str(corpus), "--set", f"{key}={old}", "--dry-run",
+                                      "--out", str(tmp_path / "dry")])
+        assert r.exit_code == 0, r.output

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..config import DataConfig
 from ..predict.baseline import corpus_baseline
+from ..predict.ngram import ORDER
 from ..text.corpus import load_corpus
 from ..text.sources import CorpusSource
 from ..use.score import LN2
@@ -15,8 +17,8 @@ from .base import Finite, dumps, main, option
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
 @option("--include", multiple=True, metavar="GLOB", help="In a directory, read only files matching GLOB, as train.")
 @option("--exclude", multiple=True, metavar="GLOB", help="In a directory, skip files matching GLOB, as train.")
-@option("--order", default=5, type=click.IntRange(1, 10), help="n of the n-gram model (characters of context + 1).")
-@option("--val-fraction", default=0.1, type=Finite(0, 0.99, lo_open=True),
+@option("--order", default=ORDER, type=click.IntRange(1, 10), help="n of the n-gram model (characters of context + 1).")
+@option("--val-fraction", default=DataConfig.val_fraction, type=Finite(0, 0.99, lo_open=True),
         help="The last fraction of the corpus scored, as data.val_fraction in training.")
 @option("--json", "as_json", is_flag=True, help="One JSON object.")
 def baseline(corpus, include, exclude, order, val_fraction, as_json):

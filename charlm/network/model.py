@@ -96,10 +96,6 @@ class Model:
         init_weights(rng, "xavier" if cfg.init == "he" else cfg.init, self.params["head/W"], self.params["head/b"],
                      fan_in=cfg.hidden_size, fan_out=self.V, hidden=cfg.hidden_size)  # the head is linear: he is for relu layers
 
-    def bias_slices(self) -> list[slice]:
-        """Where the recurrent layers' biases ``l{l}/b`` lie in ``flat`` (train.bias_lr's share)."""
-        return [self.slices[f"l{l}/b"] for l in range(len(self.layers))]
-
     def param_counts(self) -> list[tuple[str, int]]:
         """[(group, count)] per layer and for the head, e.g. an RNN of 4 units on 2 inputs: 28."""
         groups: dict[str, int] = {}

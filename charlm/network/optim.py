@@ -5,9 +5,7 @@ One interface: ``step(grad, lr)`` updates ``params`` in place. State is a few fl
 parameter name and restore it exactly. With train.ema, every optimizer also keeps an
 exponential moving average of the weights (slot ``ema``), which the trainer evaluates,
 samples from and saves as best.npz. Every update is a handful of in-place whole-vector
-operations into one preallocated scratch array. train.bias_lr scales the step of the recurrent
-layers' biases: PyTorch's and char-rnn's layers have two bias vectors where charlm has one, and
-each of the two takes a full step, so their sum moves twice as far as one bias would.
+operations into one preallocated scratch array.
 """
 
 from __future__ import annotations
@@ -22,20 +20,15 @@ from ..config import TrainConfig
 class Optimizer:
     slots: tuple[str, ...] = ()
 
-    def __init__(self, params: np.ndarray, cfg: TrainConfig, biases: list[slice] = ()):
-        """``biases``: the slices of ``params`` whose steps train.bias_lr scales."""
+    def __init__(self, params: np.ndarray, cfg: TrainConfig):
         self.params, self.cfg = params, cfg
         self.state = {s: np.zeros_like(params) for s in slot_names(cfg)}  # the first step fills ema
         self.t = 0
         self._tmp = np.empty_like(params)
-        self._biases = list(biases) if cfg.bias_lr != 1.0 else []
 
     def step(self, grad: np.ndarray, lr: float) -> None:
         self.t += 1
-        s = self._update(grad, lr)
-        for b in self._biases:
-            s[b] *= self.cfg.bias_lr
-        self.params -= s
+        self.params -= self._update(grad, lr)
         if "ema" in self.state:
             self._average()
 
@@ -136,9 +129,8 @@ def slot_names(cfg: TrainConfig) -> tuple[str, ...]:
     return OPTIMIZERS[cfg.optimizer].slots + (("ema",) if cfg.ema else ())
 
 
-def make_optimizer(params: np.ndarray, cfg: TrainConfig, biases: list[slice] = ()) -> Optimizer:
-    """``biases``: the slices train.bias_lr applies to (``Model.bias_slices()``)."""
-    return OPTIMIZERS[cfg.optimizer](params, cfg, biases)
+def make_optimizer(params: np.ndarray, cfg: TrainConfig) -> Optimizer:
+    return OPTIMIZERS[cfg.optimizer](params, cfg)
 
 
 def clip_grad_norm(grad: np.ndarray, max_norm: float) -> float:

@@ -36,6 +36,7 @@ from .mixture import Mixture
 from .ngram import KneserNey
 
 FORMAT = "charlm-checkpoint"
+LAST, BEST = "last.npz", "best.npz"  # a run directory's checkpoints: the latest (resumable), the best
 BUNDLED = Path(__file__).parents[1] / "models" / "tiny-shakespeare.npz"  # the model that ships with charlm
 FORMAT_VERSION = 1
 MAX_META_BYTES = 64 << 20
@@ -106,10 +107,10 @@ def checkpoint_path(path, resume: bool = False) -> Path:
     last.npz) to use a model, or its last.npz to resume the run."""
     p = Path(path)
     if p.is_dir():
-        for name in ("last.npz",) if resume else ("best.npz", "last.npz"):
+        for name in (LAST,) if resume else (BEST, LAST):
             if (p / name).is_file():
                 return p / name
-        raise CheckpointError(f"{p}: run directory has no {'last.npz to resume' if resume else 'best.npz or last.npz'}")
+        raise CheckpointError(f"{p}: run directory has no {f'{LAST} to resume' if resume else f'{BEST} or {LAST}'}")
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint not found")
     return p

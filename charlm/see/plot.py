@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CharlmError
-from ..training.rundir import evaluations
+from ..training.rundir import METRICS, evaluations
 
 
 @dataclass
@@ -21,7 +21,7 @@ class RunCurves:
 def read_run(run_dir) -> RunCurves:
     """A run directory's evaluations (or those of a metrics.jsonl file named directly)."""
     p = Path(run_dir)
-    path = p / "metrics.jsonl" if p.is_dir() else p
+    path = p / METRICS if p.is_dir() else p
     if not path.is_file():
         raise CharlmError(f"{p}: no metrics.jsonl (is it a run directory?)")
     records = evaluations(path)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import Config
-from ..predict.ngram import MAX_KEY
+from ..config import Config, DataConfig
+from ..predict.ngram import MAX_KEY, ORDER
 from ..text.corpus import Corpus
 
 # Every measured number behind these choices is in docs/performance.md ("Best model for a time
@@ -72,7 +72,7 @@ MANY_PASSES = {"model": {"dropout": 0.5}, "train": {"patience": 3}}
 # Mixing in a 5-gram lowered the loss on every corpus measured, tiny Shakespeare included; up to
 # this size its counts fit in a checkpoint and take seconds (docs/own-text.md).
 MIX_MAX_CHARS = 5_000_000
-MIX = {"model": {"ngram_order": 5}}
+MIX = {"model": {"ngram_order": ORDER}}
 # Fine-tuning (--from): the source's model and the short tier's batch shape; lr 3e-3 beat 1e-3
 # and 2e-3 on all three corpora tried, and longer schedules were as good or better
 # (docs/own-text.md, "The fine-tuning recipe"). No early stopping: the schedule already ends
@@ -128,7 +128,8 @@ def merge(*dicts) -> dict:
     return out
 
 
-def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0.1, workers=None) -> Choice:
+def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = DataConfig.val_fraction,
+           workers=None) -> Choice:
     """Time every candidate for the budget on ``corpus`` (``measure(raw config) -> seconds per
     step``, by default a few real training steps, by all ``workers`` together) and apply the rule."""
     measure = measure or _seconds_per_step(corpus, workers)
@@ -145,7 +146,7 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
     name, sec, steps = fits[-1] if fits else measured[0]
     many, small = steps > cap, _small(corpus, val_fraction)
     notes = ([f"the budget holds more than {MAX_PASSES} passes over this corpus: {MAX_PASSES} passes with dropout "
-              "0.5 and early stopping"] if many else []) + (["a 5-gram mixed in (model.ngram_order 5)"] if small else [])
+              "0.5 and early stopping"] if many else []) + ([f"a {ORDER}-gram mixed in (model.ngram_order {ORDER})"] if small else [])
     corpus_overrides = merge(MANY_PASSES if many else {}, MIX if small else {})
     steps = min(steps, cap)
     overrides = merge(dict(candidates)[name], tier_overrides, corpus_overrides)
@@ -154,7 +155,7 @@ def choose(corpus: Corpus, minutes: float, measure=None, val_fraction: float = 0
 
 
 def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None, measure=None,
-                    val_fraction: float = 0.1, workers=None) -> Choice:
+                    val_fraction: float = DataConfig.val_fraction, workers=None) -> Choice:
     """The fine-tuning recipe for ``source``'s model on ``corpus``: FINETUNE_PASSES passes, or
     the steps that ``minutes`` holds if fewer (timed as ``choose`` times its candidates)."""
     model = {**source.to_dict()["model"], **(MIX["model"] if _small(corpus, val_fraction) else {"ngram_order": 0})}
@@ -172,7 +173,7 @@ def finetune_recipe(source: Config, corpus: Corpus, minutes: float | None = None
     if steps > _pass_steps(corpus, val_fraction, raw["data"], FINETUNE_DROPOUT_PASSES):
         raw["model"]["dropout"] = max(raw["model"]["dropout"], FINETUNE_DROPOUT)
         notes.append(f"dropout {raw['model']['dropout']:g} (more than {FINETUNE_DROPOUT_PASSES} passes)")
-    notes += ["a 5-gram mixed in"] if model["ngram_order"] else []
+    notes += [f"a {ORDER}-gram mixed in"] if model["ngram_order"] else []
     return Choice(name, merge(raw, {"train": _schedule(steps, minutes)}), sec, steps, measured, notes)
 
 
@@ -190,8 +191,8 @@ def _shared_batch(raw: dict, workers) -> dict:
 
 
 def _small(corpus: Corpus, val_fraction: float) -> bool:
-    """Small enough for the mixture: its characters, and its vocabulary for 5-gram keys."""
-    return len(corpus) * (1 - val_fraction) <= MIX_MAX_CHARS and len(corpus.vocab) ** 5 < MAX_KEY
+    """Small enough for the mixture: its characters, and its vocabulary for the n-gram's keys."""
+    return len(corpus) * (1 - val_fraction) <= MIX_MAX_CHARS and len(corpus.vocab) ** ORDER < MAX_KEY
 
 
 def _pass_steps(corpus: Corpus, val_fraction: float, data: dict, passes: float) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import SECTIONS, Config
 from ..errors import CheckpointError
-from ..predict.checkpoint import Checkpoint, checkpoint_path, load_checkpoint
+from ..predict.checkpoint import LAST, Checkpoint, checkpoint_path, load_checkpoint
 from ..text.corpus import describe_fingerprint
 from .state import CorpusMismatchError, TrainState
 
@@ -25,7 +25,7 @@ def resume(checkpoint, corpus, config: Config | None = None, out_dir=None, repor
     from .trainer import Trainer
 
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint_path(checkpoint, resume=True))
-    path = Path(ck.meta.get("path", "last.npz"))
+    path = Path(ck.meta.get("path", LAST))
     config = config or ck.config
     _check_resumable(ck, config, path)
     config = Config.from_dict(config.to_dict(), name=ck.config.name)

@@ -22,9 +22,8 @@ from pathlib import Path
 
 from ..errors import RunExistsError, TrainingError
 from ..files import atomic_write_text, remove_stale_temporaries
-from ..predict.checkpoint import checkpoint_path  # noqa: F401  (a run directory's checkpoint: the checkpoint module knows)
+from ..predict.checkpoint import BEST, LAST, checkpoint_path  # noqa: F401  (its checkpoints' names: the checkpoint module's)
 
-LAST, BEST = "last.npz", "best.npz"
 METRICS, SAMPLES = "metrics.jsonl", "samples.jsonl"
 LOGS = (METRICS, SAMPLES)
 FILES = (LAST, BEST) + LOGS

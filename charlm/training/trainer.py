@@ -80,7 +80,7 @@ class Trainer:
         self.chars_per_step = d.batch_size * d.seq_length  # of all ranks together
         self.train_chars = len(self.train_ids)
         self.model = Model(config.model, len(self.vocab))
-        self.optimizer = make_optimizer(self.model.flat, config.train, self.model.bias_slices())
+        self.optimizer = make_optimizer(self.model.flat, config.train)
         self.budget = Budget(config.train, self.batches.num_windows)
         self.schedule = Schedule(config.train, self.budget.total_steps)
         self.mixed = bool(config.model.ngram_order)
