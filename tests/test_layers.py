@@ -82,3 +82,22 @@ def test_the_public_api_keeps_working():
     assert sorted(charlm.__all__) == charlm.__all__ and len(charlm.__all__) >= 30
     for name in charlm.__all__:
         assert getattr(charlm, name) is not None
+
+
+def test_every_predictor_has_the_one_interface():
+    import numpy as np
+
+    from charlm.config import ModelConfig
+    from charlm.network.model import Model
+    from charlm.predict.adapt import Adaptive
+    from charlm.predict.mixture import Mixture
+    from charlm.predict.ngram import KneserNey
+    from charlm.predict.predictor import Predictor
+
+    net = Model(ModelConfig(hidden_size=8, num_layers=1), 5)
+    mixed = Mixture(net, KneserNey(np.arange(40) % 5, 3, 5), 0.5)
+    for p in (net, mixed, Adaptive(net), Adaptive(mixed)):
+        assert isinstance(p, Predictor), type(p)
+        logits, state = p.forward(np.zeros((3, 2), np.int64), p.zero_state(2))
+        assert logits.shape == (5, 6)
+    assert not isinstance(KneserNey(np.arange(40) % 5, 3, 5), Predictor)

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import NotFiniteError
 from ..network.model import exp_shifted
+from ..predict.predictor import Predictor
 from ..text.vocab import Vocab
 from ..use.sample import draw, draw_weights
 
@@ -163,7 +164,7 @@ def _top(logp: np.ndarray, k: int, chars, also: int | None = None) -> dict[str, 
 class Engine:
     """Steps the streams of one model (a ``Model`` or a ``Mixture``) in a thread of its own."""
 
-    def __init__(self, predictor, vocab: Vocab, max_batch: int = 64, max_waiting: int = 256,
+    def __init__(self, predictor: Predictor, vocab: Vocab, max_batch: int = 64, max_waiting: int = 256,
                  prefill_chars: int = 1024, window: int = 256):
         self.model, self.vocab = predictor, vocab
         self.max_batch, self.max_waiting, self.prefill_chars, self.window = max_batch, max_waiting, prefill_chars, window

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CharlmError
-from ..network.model import Model, exp_shifted
+from ..network.model import exp_shifted
+from ..predict.predictor import Predictor
 from ..text.vocab import Vocab
 from .score import LN2
 
@@ -121,7 +122,7 @@ def encode_prime(vocab: Vocab, prime: str) -> np.ndarray:
 class _Run:
     """N streams through the model, one character per step."""
 
-    def __init__(self, model: Model, vocab: Vocab, prime: str, n: int):
+    def __init__(self, model: Predictor, vocab: Vocab, prime: str, n: int):
         ids = encode_prime(vocab, prime)
         self.model, self.vocab, self.n = model, vocab, n
         state = model.zero_state(1)
@@ -145,7 +146,7 @@ class _Run:
         self.x[0] = ids
 
 
-def generate(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, *, n: int = 1,
+def generate(model: Predictor, vocab: Vocab, prime: str = "\n", length: int = 1000, *, n: int = 1,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, greedy: bool = False,
              seed: int | None = None, stop: str | None = None,
              on_text: Callable[[str], None] | None = None) -> list[Sample]:
@@ -217,7 +218,7 @@ def _bpc_or_inf(s: Sample) -> float:
     return s.bits_per_char if s.bits_per_char is not None else math.inf
 
 
-def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 1000, width: int = 5,
+def beam_search(model: Predictor, vocab: Vocab, prime: str = "\n", length: int = 1000, width: int = 5,
                 stop: str | None = None) -> Sample:
     """The most likely continuation that beam search of ``width`` finds: at each step every
     beam is extended by every character and the ``width`` most probable sequences are kept.
@@ -277,7 +278,7 @@ def beam_search(model: Model, vocab: Vocab, prime: str = "\n", length: int = 100
     return min(pool, key=_bpc_or_inf) if pool else Sample(prime, "", 0.0)
 
 
-def sample(model: Model, vocab: Vocab, length: int = 1000, prime: str = "\n", temperature: float = 1.0,
+def sample(model: Predictor, vocab: Vocab, length: int = 1000, prime: str = "\n", temperature: float = 1.0,
            top_k: int | None = None, greedy: bool = False, seed: int | None = None,
            top_p: float | None = None) -> Iterator[str]:
     """One sample, character by character, each yielded as soon as it is drawn."""

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CharlmError, VocabError
-from ..network.model import Model, exp_shifted
+from ..network.model import exp_shifted
 from ..predict.adapt import Adaptive
+from ..predict.predictor import Predictor
 from ..text.batches import eval_streams, eval_windows
 from ..text.vocab import Vocab, describe_chars
 
@@ -21,7 +22,7 @@ TINY = np.finfo(np.float64).tiny  # a probability that underflowed: ~1022 bits, 
 MAX_NATS = -math.log(TINY)  # a character's score at most: the same floor for nll's log-probabilities
 
 
-def char_nats(model, ids: np.ndarray, batch_size: int, seq_length: int, streams: slice = slice(None)) -> np.ndarray:
+def char_nats(model: Predictor, ids: np.ndarray, batch_size: int, seq_length: int, streams: slice = slice(None)) -> np.ndarray:
     """-ln p of ids[1 .. M] (M,) float64, each given the characters before it in its stream:
     (nearly) all of ``ids``, in up to ``batch_size`` streams, one window at a time. With
     ``streams``, only those streams' characters (a data-parallel rank's share), in order."""
@@ -38,7 +39,7 @@ def char_nats(model, ids: np.ndarray, batch_size: int, seq_length: int, streams:
     return nats.reshape(-1)
 
 
-def evaluate(model, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
+def evaluate(model: Predictor, ids: np.ndarray, batch_size: int, seq_length: int) -> float:
     """Mean nats per character over (nearly) all of ``ids`` (``char_nats``)."""
     nats = char_nats(model, ids, batch_size, seq_length)
     return float(nats.mean()) if len(nats) else float("nan")
@@ -71,7 +72,7 @@ class Score:
                 "perplexity": self.perplexity, "skipped": self.skipped}
 
 
-def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n", unknown: str = "error",
+def score_texts(model: Predictor, vocab: Vocab, texts: list[str], context: str = "\n", unknown: str = "error",
                 batch_size: int = 64, window: int = 256) -> list[Score]:
     """Score each text on its own: every character given the context and all before it.
 
@@ -112,7 +113,7 @@ def score_texts(model: Model, vocab: Vocab, texts: list[str], context: str = "\n
             for t, e, lp, k in zip(texts, encoded, logp, skipped)]
 
 
-def _score_batch(model: Model, ctx: np.ndarray, seqs: list[np.ndarray], window: int) -> np.ndarray:
+def _score_batch(model: Predictor, ctx: np.ndarray, seqs: list[np.ndarray], window: int) -> np.ndarray:
     """Sum of log p over each sequence of the batch, given ``ctx``: (B,) float64."""
     B, C = len(seqs), len(ctx)
     full_len = C + max(len(q) for q in seqs)
@@ -146,7 +147,7 @@ class CharScore:
                 "top": [{"char": c, "p": p} for c, p in self.top]}
 
 
-def explain(model: Model, vocab: Vocab, text: str, context: str = "\n", top_k: int = 3,
+def explain(model: Predictor, vocab: Vocab, text: str, context: str = "\n", top_k: int = 3,
             window: int = 256) -> list[CharScore]:
     """Every character of ``text`` with its surprisal in bits, the rank of the true character
     and the ``top_k`` most likely ones, each given the context and all characters before it.
