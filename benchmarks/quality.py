@@ -13,7 +13,7 @@ the networks; a config with an n-gram mixture (model.ngram_order) has charlm's m
 printed beside its network's.
 
 A cosine schedule ends where each side's budget ends, as in `charlm train` with
-train.max_minutes (charlm/schedule.py): each side's schedule follows its own training time,
+train.max_minutes (charlm/network/schedule.py): each side's schedule follows its own training time,
 so the side that steps faster gets more steps inside the schedule (instead of extra steps at
 the minimum learning rate after a schedule sized in steps for someone else's speed).
 

@@ -90,7 +90,7 @@ class GemmFloor:
     Model.loss_and_grad. torch_time / floor_time is therefore the best ratio charlm could reach
     on this row if every elementwise pass, copy and Python call were free. It mirrors products,
     not arrays, so it cannot read the cells' buffer declarations; instead
-    tests/test_benchmarks.py records every matrix product of a real step and holds this list to
+    tests/benchmarks/test_benchmarks.py records every matrix product of a real step and holds this list to
     it, so a kernel change the floor does not follow fails a test.
     """
 

@@ -5,16 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.common import ROOT, SHAKESPEARE  # noqa: F401  (one place that finds the corpus)
-
-try:
-    import torch  # noqa: F401
-
-    HAVE_TORCH = True
-except ImportError:
-    HAVE_TORCH = False
-
-needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="PyTorch not installed (pip install '.[bench]')")
+from charlm.config import ModelConfig
+from charlm.network.model import Model
+from tests.helpers import CELL_VOCAB, SETS, SHAKESPEARE, charlm, random_text, run, tiny_overrides
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -25,10 +18,6 @@ def _private_corpus_cache(tmp_path_factory):
 
     os.environ["CHARLM_CACHE"] = str(tmp_path_factory.mktemp("corpus-cache"))
 
-
-def random_text(n: int, seed: int = 0, alphabet: str = "abcdefgh \n") -> str:
-    rng = np.random.default_rng(seed)
-    return "".join(rng.choice(list(alphabet), n))
 
 
 @pytest.fixture
@@ -47,13 +36,6 @@ def corpus_file(tmp_path) -> Path:
     p.write_text(text, encoding="utf-8")
     return p
 
-
-def tiny_overrides(**extra) -> list[str]:
-    base = {"model.type": "lstm", "model.hidden_size": 16, "model.num_layers": 2, "data.batch_size": 4,
-            "data.seq_length": 8, "train.max_steps": 30, "train.eval_every": 10, "train.checkpoint_every": 10,
-            "train.lr": 0.01}
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -77,10 +59,35 @@ def browser():
         b.close()
 
 
-def watched(page) -> tuple[list, list]:
-    """(console errors and warnings, URLs requested) of a playwright page, as they happen."""
-    errors, requests = [], []
-    page.on("console", lambda m: errors.append(m.text) if m.type in ("error", "warning") else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("request", lambda q: requests.append(q.url))
-    return errors, requests
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A module's corpus for the commands: ~9k characters, patterned then random."""
+    p = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    p.write_text(("hero hell hole hello\n" * 300) + random_text(3000, seed=1), encoding="utf-8")
+    return p
+
+
+@pytest.fixture(scope="module")
+def run_dir(corpus, tmp_path_factory) -> Path:
+    """A small RNN trained on ``corpus`` by the installed script, once per module."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    r = charlm("train", corpus, "--out", out, "-q", *SETS)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture
+def trained(corpus_file, tmp_path) -> tuple[Path, str]:
+    """(run directory, what train printed) of a tiny LSTM trained in-process."""
+    sets = [x for o in tiny_overrides() for x in ("--set", o)]
+    r = run("train", corpus_file, "--out", tmp_path / "run", *sets)
+    assert r.exit_code == 0, r.output
+    return tmp_path / "run", r.output
+
+
+@pytest.fixture(params=["lstm", "gru", "rnn"])
+def cell_model(request) -> Model:
+    """A two-layer float64 model of each cell over CELL_VOCAB, seeded."""
+    m = Model(ModelConfig(type=request.param, hidden_size=12, num_layers=2, dtype="float64"), len(CELL_VOCAB))
+    m.init(np.random.default_rng(0))
+    return m

@@ -5,7 +5,7 @@ and no reused buffers (cs231n's rnn_layers.py and min-char-rnn are the models).
 Weights use charlm's fused layout so the fast model's parameters can be compared directly:
 Wx (G, D), Wh (G, H), b (G,), gate blocks of H rows in the order each cell's file names
 ([o, i, f, g] for the LSTM, [r, z, n] for the GRU). Column vectors: x_t (D, B), h_t (H, B).
-tests/test_reference.py checks that the fast cells compute exactly this.
+tests/network/test_reference.py checks that the fast cells compute exactly this.
 
 Training noise, where a test passes it: m, a layer's recurrent-dropout mask (H, B), multiplies
 h_{t-1} where it enters Wh (m = 1: none); u_c, u_h, the LSTM's zoneout masks of a step (1 where
@@ -201,7 +201,7 @@ def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh", noise=
 
 # ---- interpolated Kneser-Ney, on strings ---------------------------------------------------
 class KneserNeyReference:
-    """charlm/ngram.py's model written with dictionaries of strings, one context at a time:
+    """charlm/predict/ngram.py's model written with dictionaries of strings, one context at a time:
     fit(text) counts n-grams up to ``order``; prob(w, h) is P(w | the last order-1 characters of h)."""
 
     def __init__(self, text: str, order: int = 5, vocab_size: int | None = None):

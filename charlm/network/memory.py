@@ -6,7 +6,7 @@ optimizer slots and its scratch vector, each layer's forward and backward buffer
 declare them in ``buffer_shapes``; forward and head buffers are counted twice because
 evaluation windows keep a second set), dropout masks, the layers' work arrays
 (``scratch_shapes``), the head's logits, the evaluation sample and the n-gram model of a
-mixture. tests/test_memory.py checks it against tracemalloc's peak for real runs.
+mixture. tests/network/test_memory.py checks it against tracemalloc's peak for real runs.
 """
 
 from __future__ import annotations

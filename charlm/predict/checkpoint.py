@@ -160,7 +160,7 @@ def _with_reader(p: Path, read):
     except (OSError, EOFError, ValueError, KeyError, TypeError, OverflowError, IndexError, SyntaxError,
             struct.error, zlib.error, zipfile.LargeZipFile, NotImplementedError, RuntimeError, MemoryError) as e:
         # Everything zipfile and the .npy header parser raise on damaged bytes; found by the
-        # hypothesis fuzz test in tests/test_security.py.
+        # hypothesis fuzz test in tests/training/test_checkpoint_fuzz.py.
         raise CheckpointError(f"{p}: damaged checkpoint ({type(e).__name__}: {e})") from None
 
 

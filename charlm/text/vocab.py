@@ -3,7 +3,7 @@ source's, in the source's order, with the characters new in its corpus appended 
 
 Character ``i`` of the vocabulary is the one-hot unit vector e_i; the model gathers rows of its
 first weight matrix by id instead of multiplying by one-hot vectors (the same numbers, see
-tests/test_model.py). Encoding is vectorised through a code-point lookup table.
+tests/network/test_model.py). Encoding is vectorised through a code-point lookup table.
 """
 
 from __future__ import annotations
