@@ -67,11 +67,16 @@ def launch(workers: int, args: list[str]) -> int:
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"), "PYTHONUNBUFFERED": "1",
            LAUNCHER_VARIABLE: identity(), STOP_FD_VARIABLE: str(read_end)}
     before = _leftovers()
-    # restore_signals=False: mpiexec keeps this process's SIGPIPE ignored, so a launcher killed
-    # with -9 (its pipe gone) does not kill it mid-job, and it ends as its ranks end.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, errors="replace",
-                            start_new_session=True, pass_fds=(read_end,), restore_signals=False)
-    os.close(read_end)
+    # mpiexec holds the read end of its own output pipe too: a launcher killed with -9 leaves a
+    # pipe that still has a reader, so a line written after it (one the ranks had not yet silenced)
+    # fills the pipe's buffer instead of failing, which would make mpiexec kill the ranks mid-exit
+    # and leave MPI's files behind. restore_signals=False keeps SIGPIPE ignored there as well.
+    out_read, out_write = os.pipe()
+    proc = subprocess.Popen(cmd, env=env, stdout=out_write, start_new_session=True,
+                            pass_fds=(read_end, out_read), restore_signals=False)
+    for fd in (read_end, out_write):
+        os.close(fd)
+    stdout = os.fdopen(out_read, encoding=sys.stdout.encoding or "utf-8", errors="replace")
     asked: list[int] = []
 
     def forward(signum, frame):
@@ -85,7 +90,8 @@ def launch(workers: int, args: list[str]) -> int:
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        died = _relay(proc.stdout)
+        with stdout:
+            died = _relay(stdout)
         code = proc.wait()
     finally:
         for s, h in old.items():

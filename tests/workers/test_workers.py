@@ -467,7 +467,14 @@ def test_a_launcher_stopped_while_the_ranks_start_ends_them_quietly(corpus, tmp_
         assert proc.returncode in (code, -sig), (proc.returncode, stderr)
         for bad in ("Traceback", "Segmentation", "Abort(", "Error"):
             assert bad not in stderr, stderr
-    assert _mpi_segments() <= shm, _mpi_segments() - shm
+    left_files = _mpi_segments() - shm
+    if sig == signal.SIGKILL:
+        # No one is left to delete hydra's topology file (a few KB in /tmp) when its launcher was
+        # killed with -9 this early: 4 jobs in 40 left one (docs/design.md). Shared memory, never.
+        for f in [f for f in left_files if "hydra_hwloc_xmlfile_" in f]:
+            Path(f).unlink(missing_ok=True)
+            left_files.discard(f)
+    assert not left_files, left_files
 
 
 def test_mpiexec_killed_is_one_line_and_leaves_nothing(corpus, tmp_path):
