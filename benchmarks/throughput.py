@@ -1,12 +1,15 @@
 """Training-step throughput of charlm beside PyTorch, interleaved in one process.
 
-    python -m benchmarks.throughput [--threads 2] [--json] [--rows lstm-1x128,...] [--min-steps 30]
+    python -m benchmarks.throughput [--threads 2] [--json] [--rows lstm-1x128,...] [--repeats 3]
 
 Each row times one full training step (forward, BPTT, clipping, Adam) on the same
-tiny-Shakespeare windows, alternating charlm and PyTorch in ~0.5 s blocks so machine noise
-hits both alike; warm-up steps are excluded; the median of at least --min-steps steps and
---min-seconds seconds per side is reported. Peak memory is the RSS growth of a fresh
-subprocess running a few steps of one backend alone. Then evaluation, sampling and scoring.
+tiny-Shakespeare windows, alternating the sides in ~0.5 s blocks so machine noise hits them
+alike: charlm; charlm with ``blas.accumulate`` on NumPy's fallback (a product, then an add);
+only the step's matrix products (the floor any NumPy step must spend); and PyTorch. Warm-up
+steps are excluded. A repeat takes the median step of each side over at least --min-steps steps
+and --min-seconds seconds; the row is repeated --repeats times and reports each ratio's median
+and range over the repeats. Peak memory is the RSS growth of a fresh subprocess running a few
+steps of one backend alone. Then evaluation, sampling and scoring.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from charlm.config import ModelConfig, TrainConfig  # noqa: E402
+from charlm.network import blas
 from charlm.network.cells import CELLS
 from charlm.network.model import Model
 from charlm.network.optim import clip_grad_norm, make_optimizer
@@ -65,6 +69,19 @@ class CharlmStep:
         self.opt.step(self.m.grad, 2e-3)
         self.k += 1
         return loss
+
+
+class FallbackStep(CharlmStep):
+    """charlm's step with ``blas.accumulate`` on its NumPy fallback (``C += A @ B`` as a product
+    into a temporary and an add), as where OpenBLAS cannot be asked: what the direct GEMM saves."""
+
+    def step(self):
+        gemm = blas._gemm
+        blas._gemm = lambda dtype: None
+        try:
+            return super().step()
+        finally:
+            blas._gemm = gemm
 
 
 class TorchStep:
@@ -185,6 +202,11 @@ def interleaved(sides: dict, min_steps: int, min_seconds: float, warmup: int = 3
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def spread(values) -> dict:
+    """The median and range of one measure over a row's repeats."""
+    return {"median": float(np.median(values)), "min": float(np.min(values)), "max": float(np.max(values))}
+
+
 def memory_probe(backend: str, row_name: str) -> None:
     """Subprocess entry: print the peak RSS growth (bytes) of building + 3 steps of one backend."""
     row = next(r for r in GRID + [TINY] if r[0] == row_name)
@@ -224,18 +246,22 @@ def run_grid(rows, args, peak) -> list[dict]:
     out = []
     for name, kind, L, H, B, T, dropout in rows:
         batches, V = load_batches(B, T)
-        sides = {"charlm": CharlmStep(kind, L, H, V, batches, dropout), "gemm": GemmFloor(kind, L, H, V, batches)}
+        sides = {"charlm": CharlmStep(kind, L, H, V, batches, dropout),
+                 "fallback": FallbackStep(kind, L, H, V, batches, dropout), "gemm": GemmFloor(kind, L, H, V, batches)}
         if args.torch:
             sides["torch"] = TorchStep(kind, L, H, V, batches, dropout)
-        med = interleaved(sides, args.min_steps, args.min_seconds)
-        chars = B * T
-        flops = 3 * forward_flops(kind, L, H, B, T, V)
-        rec = {"row": name, "threads": THREADS, "charlm_chars_per_s": chars / med["charlm"],
+        repeats = [interleaved(sides, args.min_steps, args.min_seconds) for _ in range(args.repeats)]
+        med = {k: float(np.median([r[k] for r in repeats])) for k in sides}
+        chars, flops = B * T, 3 * forward_flops(kind, L, H, B, T, V)
+        rec = {"row": name, "threads": THREADS, "repeats": args.repeats, "charlm_chars_per_s": chars / med["charlm"],
                "charlm_gflops": flops / med["charlm"] / 1e9}
         rec["charlm_frac_peak"] = rec["charlm_gflops"] / peak
         rec["gemm_share"] = med["gemm"] / med["charlm"]  # of charlm's step, time in its GEMMs alone
+        # what accumulate's direct GEMM saves: the fallback's step over charlm's (1.0 for the GRU,
+        # whose recurrent products are not accumulated)
+        rec["accumulate_gain"] = spread([r["fallback"] / r["charlm"] for r in repeats])
         if args.torch:
-            rec.update(torch_chars_per_s=chars / med["torch"], ratio=med["torch"] / med["charlm"],
+            rec.update(torch_chars_per_s=chars / med["torch"], ratio=spread([r["torch"] / r["charlm"] for r in repeats]),
                        torch_gflops=flops / med["torch"] / 1e9, bound=med["torch"] / med["gemm"])
         if args.memory:
             rec["charlm_peak_mb"] = (peak_memory("charlm", name) or 0) / 2**20
@@ -250,10 +276,14 @@ def emit(rec, args):
     if args.json:
         print(json.dumps(rec), flush=True)
         return
+    def ratio(r):
+        return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+
     parts = [f"{rec['row']:26s}", f"charlm {rec['charlm_chars_per_s']:>10,.0f} c/s"]
     if "torch_chars_per_s" in rec:
-        parts += [f"torch {rec['torch_chars_per_s']:>10,.0f} c/s", f"ratio {rec['ratio']:5.2f}",
+        parts += [f"torch {rec['torch_chars_per_s']:>10,.0f} c/s", f"ratio {ratio(rec['ratio'])}",
                   f"bound {rec['bound']:5.2f}"]
+    parts += [f"accumulate {ratio(rec['accumulate_gain'])}"]
     parts += [f"{rec['charlm_gflops']:6.1f} GFLOP/s ({100 * rec['charlm_frac_peak']:4.1f}% of peak)",
               f"GEMMs {100 * rec['gemm_share']:3.0f}% of step"]
     if "charlm_peak_mb" in rec:
@@ -354,8 +384,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2, help="BLAS/torch threads for both (default 2)")
     p.add_argument("--rows", default=None, help="comma-separated row names (default: the whole grid)")
-    p.add_argument("--min-steps", type=int, default=30)
-    p.add_argument("--min-seconds", type=float, default=10.0)
+    p.add_argument("--min-steps", type=int, default=20, help="per side and repeat")
+    p.add_argument("--min-seconds", type=float, default=5.0, help="per repeat, all sides together")
+    p.add_argument("--repeats", type=int, default=3, help="each row this many times, for the ratios' range")
     p.add_argument("--json", action="store_true", help="JSON Lines instead of a table")
     p.add_argument("--no-torch", dest="torch", action="store_false", help="charlm only")
     p.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")

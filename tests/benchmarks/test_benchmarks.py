@@ -1,12 +1,14 @@
 """Smoke tests so the benchmarks cannot rot: one tiny row, both backends where torch is installed."""
 
 import json
+import subprocess
 
 import pytest
 
-from tests.helpers import HAVE_TORCH, needs_torch
+from tests.helpers import HAVE_TORCH, ROOT, needs_torch
 
 
+@pytest.mark.torch  # both sides where PyTorch is installed
 def test_throughput_tiny_row(shakespeare, monkeypatch, capsys):
     monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
     from benchmarks import throughput
@@ -16,9 +18,36 @@ def test_throughput_tiny_row(shakespeare, monkeypatch, capsys):
     assert row["row"].startswith("tiny") and row["charlm_chars_per_s"] > 0 and row["charlm_peak_mb"] >= 0
     assert ("ratio" in row) == ("bound" in row) == HAVE_TORCH
     assert row["gemm_share"] > 0 and tasks[0]["gemm_share"] > 0  # the GEMM-only floor ran
+    assert row["accumulate_gain"]["min"] <= row["accumulate_gain"]["median"] <= row["accumulate_gain"]["max"]
     assert {t["task"] for t in tasks} == {"eval-val-split", "sample-1000", "score-1000-lines"}
     assert all(t["charlm_s"] > 0 and ("ratio" in t) == HAVE_TORCH for t in tasks)
     assert '"gemm_peak_gflops"' in capsys.readouterr().out
+
+
+def test_throughput_fallback_side_runs_numpys_product_and_add(shakespeare, monkeypatch):
+    """The side that measures blas.accumulate's gain computes the same step without OpenBLAS's
+    GEMM, and leaves charlm's own side on it."""
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import throughput
+    from charlm.network import blas
+
+    batches, V = throughput.load_batches(4, 8)
+    calls = []
+    real = blas._gemm
+
+    def counted(dtype):
+        calls.append(dtype)
+        return real(dtype)
+
+    monkeypatch.setattr(blas, "_gemm", counted)
+    ours, fallback = (cls("lstm", 1, 16, V, batches) for cls in (throughput.CharlmStep, throughput.FallbackStep))
+    for _ in range(3):
+        calls.clear()
+        a = ours.step()
+        assert calls, "charlm's side did not ask for OpenBLAS's GEMM"
+        calls.clear()
+        assert fallback.step() == pytest.approx(a, rel=1e-5) and not calls
+    assert blas._gemm is counted
 
 
 def test_big_corpus_small(tmp_path, capsys):
@@ -99,6 +128,7 @@ def test_sweep_runs_a_grid_point_to_its_budget(shakespeare, monkeypatch, tmp_pat
     assert "1x128-lr5e-3" in capsys.readouterr().out
 
 
+@pytest.mark.torch  # both sides where PyTorch is installed
 def test_quality_runs_both_sides_to_the_budget(shakespeare, monkeypatch, capsys):
     monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
     from benchmarks import quality
@@ -131,6 +161,7 @@ def test_quality_sides_take_turns_so_the_machine_slows_both_alike(monkeypatch):
     assert order == (["a"] * 5 + ["b"] * 5) * 6  # turns of 0.01 s, not one side's whole run and then the other's
 
 
+@pytest.mark.torch  # both sides where PyTorch is installed
 def test_quality_step_budget_gives_each_side_the_same_steps(shakespeare, monkeypatch):
     """--steps: every side makes exactly the budget's steps, evaluated after each tenth, with the
     config's step limit set to them and no time limit, so the schedule ends with them."""
@@ -246,3 +277,16 @@ def test_torch_twin_given_masks_still_pays_for_its_own_draw():
         before = torch.get_rng_state()
         tw.step(x, x, masks=ones)
         assert (not torch.equal(before, torch.get_rng_state())) == moves
+
+
+def test_before_after_times_both_trees_and_leaves_no_worktree(shakespeare, monkeypatch, capsys):
+    monkeypatch.setenv("CHARLM_SHAKESPEARE", str(shakespeare))
+    from benchmarks import before_after
+
+    def worktrees():
+        return subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+
+    there = worktrees()
+    r = before_after.main(["HEAD", "--config", "configs/rnn-tiny.yaml", "--rounds", "2", "--steps", "2"])
+    assert r["before_ms"] > 0 and r["after_ms"] > 0 and r["ratio"]["min"] <= r["ratio"]["median"] <= r["ratio"]["max"]
+    assert worktrees() == there

@@ -7,9 +7,9 @@ from benchmarks.common import load_charlm_weights
 from charlm.config import ModelConfig, TrainConfig
 from charlm.network.model import Model
 from charlm.network.optim import clip_grad_norm, make_optimizer
-from tests.helpers import needs_torch
+from tests.helpers import TORCH_MARKS
 
-pytestmark = needs_torch
+pytestmark = TORCH_MARKS
 
 V, H = 11, 6
 
