@@ -89,7 +89,7 @@ def accumulate(A: np.ndarray, B: np.ndarray, C: np.ndarray):
     """
     (M, K), (S, _, N), S2 = A.shape, B.shape, C.shape[0]
     # One column (batch 1: sampling, min-char-rnn) stays with NumPy, whose matmul runs OpenBLAS's
-    # GEMV there: GEMM with beta 1 made the min-char-rnn row's step 8-12% slower. This path is
+    # GEMV there: GEMM with beta 1 made the min-char-rnn row's step slower. This path is
     # also the one a sampled character pays for at every layer, so it checks nothing more.
     gemm = _gemm(A.dtype) if N > 1 and A.dtype == B.dtype == C.dtype and M * K else None
     it = A.itemsize

@@ -57,8 +57,8 @@ def baseline(train: np.ndarray, val: np.ndarray, order: int = ORDER, vocab_size:
 
 
 # Beyond these the n-gram is fitted on the last ngram.MAX_CHARS of the training split and scored
-# on MAX_BASELINE_VAL_CHARS of the validation split (~35 s and a few GB of n-gram tables at the
-# most, whatever the corpus's size), and says so.
+# on MAX_BASELINE_VAL_CHARS of the validation split (a bounded time and a few GB of n-gram tables
+# at the most, whatever the corpus's size), and says so.
 MAX_BASELINE_VAL_CHARS = 2_000_000
 
 

@@ -103,8 +103,11 @@ SUMMARY_KEYS = ("step", "epoch", "elapsed_s", "best_val", "last_val", "train_cha
 
 
 def checkpoint_path(path, resume: bool = False) -> Path:
-    """The checkpoint ``path`` names: a checkpoint file, or a run directory's best.npz (else its
-    last.npz) to use a model, or its last.npz to resume the run."""
+    """The checkpoint ``path`` names: ``bundled`` (the model that ships with charlm), a
+    checkpoint file, or a run directory's best.npz (else its last.npz) to use a model, or its
+    last.npz to resume the run."""
+    if str(path) == "bundled":
+        return BUNDLED
     p = Path(path)
     if p.is_dir():
         for name in (LAST,) if resume else (BEST, LAST):

@@ -44,14 +44,9 @@ class Start:
     lineage: dict
 
 
-def source_path(source: str) -> Path:
-    """``bundled`` names the model that ships with charlm; anything else is a checkpoint file
-    or a run directory (its best.npz, else last.npz)."""
-    return BUNDLED if source == "bundled" else Path(source)
-
-
 def open_source(source: str) -> Checkpoint:
-    return load_checkpoint(source_path(source), with_training_state=False)
+    """``bundled`` (the model that ships with charlm), a checkpoint file or a run directory."""
+    return load_checkpoint(source, with_training_state=False)
 
 
 def check_same_size(config: Config, ck: Checkpoint) -> None:

@@ -61,8 +61,8 @@ def launch(workers: int, args: list[str]) -> int:
     """Run ``charlm ARGS`` as ``workers`` ranks; their exit status (1 when one died)."""
     cmd = [mpi_launcher(), "-n", str(workers), sys.executable, "-m", "charlm", *args]
     # One BLAS thread per rank even where the shell sets more: N ranks with 2 threads each on N
-    # cores measured 69x slower a step (LSTM 1x128: 907 ms against 13 ms), the threads spinning
-    # against each other and MPI's polling.
+    # cores are many times slower a step (docs/scaling.md), the threads spinning against each
+    # other and MPI's polling.
     read_end, write_end = os.pipe()
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1"), "PYTHONUNBUFFERED": "1",
            LAUNCHER_VARIABLE: identity(), STOP_FD_VARIABLE: str(read_end)}

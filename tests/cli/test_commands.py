@@ -128,3 +128,15 @@ def test_help_shows_defaults():
         text = " ".join(run(cmd, "--help").output.split())
         for d in defaults:
             assert d in text, (cmd, d)
+
+
+def test_bundled_names_the_shipped_model_in_every_command(tmp_path):
+    from charlm.predict.checkpoint import BUNDLED
+
+    [d] = strict_json_lines(charlm("info", "bundled", "--json").stdout)
+    assert d["path"] == str(BUNDLED)
+    r = charlm("export", "bundled", "-o", tmp_path / "m.npz")
+    assert r.returncode == 0, r.stderr
+    scores = [strict_json_lines(charlm("score", "To be", "-c", c, "--json").stdout)[0]["log_prob_nats"]
+              for c in ("bundled", tmp_path / "m.npz")]
+    assert scores[0] == scores[1]

@@ -10,8 +10,8 @@ contiguous (H, B) slab and the recurrent product is Wh (G, H) @ h (H, B), the or
 OpenBLAS runs fastest when B << H. A layer's output sequence is handed on as (H, T, B)
 (one bulk transposed copy per window), so the products that do not depend on the
 recurrence (weight and input gradients, the head) are single GEMMs on (F, T*B) views.
-Per-step work never touches a strided slice: measured, a strided (G, B) slice of a
-(G, T, B) array costs 3-10x a contiguous one.
+Per-step work never touches a strided slice, which costs several times a contiguous one
+(docs/performance.md, "Why the kernels are as they are", has this and the choices below measured).
 """
 
 from __future__ import annotations
@@ -248,12 +248,10 @@ class Layer:
 
         One-hot x (T, B): a column gather from (Wx + b) per step into out as (T, G, B) (each
         one-hot column has a single 1, so the bias folds into the table). mode="wrap" because
-        ids are always in range and numpy's wrap loop is the fastest (1x128: 0.42 ms a window,
-        clip 0.66). Dense x (D, T, B): the bias, then one GEMM over all T*B columns added to it,
+        ids are always in range and numpy's wrap loop is the fastest of its modes. Dense x (D, T, B): the bias, then one GEMM over all T*B columns added to it,
         into out as (G, T, B); the view is its transpose, so step t's block is a strided slice
-        that the time loop's GEMM adds to and reads in place. Against one GEMM into a feature-
-        major work buffer and a transposing add into (T, G, B): 34.9 against 38.1 ms a window
-        with the time loop's products at H=384 (OpenBLAS on SkylakeX).
+        that the time loop's GEMM adds to and reads in place, which beat one GEMM into a
+        feature-major work buffer and a transposing add into (T, G, B).
         """
         T, G, B = out.shape
         W = self._input_weights()
@@ -309,13 +307,13 @@ def dropout_mask(rng: np.random.Generator, p: float, out: np.ndarray) -> np.ndar
 
 def row_sums(A: np.ndarray, out: np.ndarray) -> np.ndarray:
     """out (n,) = the sum of each row of A (n, N), as the product A @ 1: OpenBLAS's GEMV is
-    ~5x np.sum(axis=1) on these shapes ((512, 2500): 35 against 178 us)."""
+    several times faster than np.sum(axis=1) on these shapes."""
     return np.matmul(A, np.ones(A.shape[1], A.dtype), out=out)
 
 
 def transpose_into(dst: np.ndarray, src: np.ndarray) -> None:
     """dst (n, m) = src (m, n)^T, in bands of src rows that fit the L1 cache: one strided copy
-    of a large matrix misses the cache on nearly every write (2048x512: 3.8 ms, banded 0.7)."""
+    of a large matrix misses the cache on nearly every write."""
     rows = max(8, min(64, 8192 // src.shape[1]))  # a band of src is ~32 KB of float32
     for r in range(0, src.shape[0], rows):
         np.copyto(dst[:, r : r + rows], src[r : r + rows].T)
