@@ -127,7 +127,7 @@ def mask_replay(cfg):
     from charlm.network.model import dropout_sites
 
     m = cfg.model
-    if not m.dropout or m.variational_dropout or m.zoneout_cell or m.zoneout_hidden:
+    if not m.dropout or m.variational_dropout:
         return None
     rng, sites = Trainer(cfg, corpus_path(), out_dir=None).state.rng, dropout_sites(m)
     dtype = np.dtype(m.dtype)

@@ -8,8 +8,8 @@ Wx (G, D), Wh (G, H), b (G,), gate blocks of H rows in the order each cell's fil
 tests/network/test_reference.py checks that the fast cells compute exactly this.
 
 Training noise, where a test passes it: m, a layer's recurrent-dropout mask (H, B), multiplies
-h_{t-1} where it enters Wh (m = 1: none); u_c, u_h, the LSTM's zoneout masks of a step (1 where
-a unit takes its new value); a layer's output mask (H, B) multiplies every step's output.
+h_{t-1} where it enters Wh (m = 1: none); a layer's output mask (H, B) multiplies every step's
+output.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def rnn_step_backward(dh, cache, p, g, activation="tanh"):
 
 
 # ---- LSTM --------------------------------------------------------------------------------
-def lstm_step_forward(x, h_prev, c_prev, p, m=1.0, u_c=1.0, u_h=1.0):
+def lstm_step_forward(x, h_prev, c_prev, p, m=1.0):
     Wxo, Wxi, Wxf, Wxg = blocks(p["Wx"], 4)
     Who, Whi, Whf, Whg = blocks(p["Wh"], 4)
     bo, bi, bf, bg = (b[:, None] for b in blocks(p["b"], 4))
@@ -53,28 +53,25 @@ def lstm_step_forward(x, h_prev, c_prev, p, m=1.0, u_c=1.0, u_h=1.0):
     i = sigmoid(Wxi @ x + Whi @ h_rec + bi)
     f = sigmoid(Wxf @ x + Whf @ h_rec + bf)
     g = np.tanh(Wxg @ x + Whg @ h_rec + bg)
-    cn = f * c_prev + i * g
-    hn = o * np.tanh(cn)
-    c = u_c * cn + (1.0 - u_c) * c_prev  # zoneout: where u is 0 the unit keeps its value
-    h = u_h * hn + (1.0 - u_h) * h_prev
-    return h, c, (x, h_rec, c_prev, o, i, f, g, cn, m, u_c, u_h, c)
+    c = f * c_prev + i * g
+    h = o * np.tanh(c)
+    return h, c, (x, h_rec, c_prev, o, i, f, g, m, c)  # c last: a window's final cell state
 
 
 def lstm_step_backward(dh, dc, cache, p, grads):
-    x, h_rec, c_prev, o, i, f, g, cn, m, u_c, u_h, _ = cache
-    tc = np.tanh(cn)
-    dhn = u_h * dh
-    do = dhn * tc
-    dcn = u_c * dc + dhn * o * (1.0 - tc * tc)
-    df = dcn * c_prev
-    di = dcn * g
-    dg = dcn * i
-    dc_prev = dcn * f + (1.0 - u_c) * dc
+    x, h_rec, c_prev, o, i, f, g, m, c = cache
+    tc = np.tanh(c)
+    do = dh * tc
+    dc = dc + dh * o * (1.0 - tc * tc)
+    df = dc * c_prev
+    di = dc * g
+    dg = dc * i
+    dc_prev = dc * f
     da = np.concatenate([do * o * (1 - o), di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g)])
     grads["Wx"] += da @ x.T
     grads["Wh"] += da @ h_rec.T
     grads["b"] += da.sum(axis=1)
-    dh_prev = m * (p["Wh"].T @ da) + (1.0 - u_h) * dh
+    dh_prev = m * (p["Wh"].T @ da)
     return p["Wx"].T @ da, dh_prev, dc_prev  # dx, dh_prev, dc_prev
 
 
@@ -114,18 +111,17 @@ def gru_step_backward(dh, cache, p, grads):
 
 
 # ---- a layer over a window: a loop over time ----------------------------------------------
-def layer_forward(kind, xs, state, p, activation="tanh", m=1.0, zone=None):
-    """xs: list of T inputs (D, B); state: tuple of (H, B); m: the recurrent-dropout mask;
-    zone: the LSTM's zoneout masks, (u_c, u_h) each indexed by step -> (list of T outputs, caches)."""
+def layer_forward(kind, xs, state, p, activation="tanh", m=1.0):
+    """xs: list of T inputs (D, B); state: tuple of (H, B); m: the recurrent-dropout mask
+    -> (list of T outputs, caches)."""
     hs, caches = [], []
     h = state[0]
     c = state[1] if kind == "lstm" else None
-    for t, x in enumerate(xs):
+    for x in xs:
         if kind == "rnn":
             h, cache = rnn_step_forward(x, h, p, activation, m)
         elif kind == "lstm":
-            u_c, u_h = (zone[0][t], zone[1][t]) if zone is not None else (1.0, 1.0)
-            h, c, cache = lstm_step_forward(x, h, c, p, m, u_c, u_h)
+            h, c, cache = lstm_step_forward(x, h, c, p, m)
         else:
             h, cache = gru_step_forward(x, h, p, m)
         hs.append(h)
@@ -164,8 +160,8 @@ def onehot(ids, V):
 
 def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh", noise=None):
     """params: name -> array as charlm names them (l0/Wx, ..., head/W, head/b); x, y (T, B)
-    ids; state: per layer a tuple of (H, B); noise: per layer a dict of its masks, "m" and
-    "zone" as layer_forward takes them and "out" (H, B) on its output (variational dropout).
+    ids; state: per layer a tuple of (H, B); noise: per layer a dict of its masks, "m" as
+    layer_forward takes it and "out" (H, B) on its output (variational dropout).
     -> (mean cross-entropy, name -> gradient)."""
     L = len(state)
     T, B = x.shape
@@ -174,8 +170,7 @@ def model_loss_and_grads(kind, params, x, y, state, V, activation="tanh", noise=
     inputs = [onehot(x[t], V) for t in range(T)]
     caches = []
     for l in range(L):
-        inputs, cache = layer_forward(kind, inputs, state[l], layer_p[l], activation, noise[l].get("m", 1.0),
-                                      noise[l].get("zone"))
+        inputs, cache = layer_forward(kind, inputs, state[l], layer_p[l], activation, noise[l].get("m", 1.0))
         inputs = [noise[l].get("out", 1.0) * h for h in inputs]
         caches.append(cache)
     W, b = params["head/W"], params["head/b"]

@@ -19,8 +19,7 @@ Weights are float32 (a float64 model is rounded to it). Metadata properties: ``v
 (a JSON list of the characters, id order), ``config`` and ``lineage`` (JSON).
 
 Not in the graph: the n-gram of a mixture (the network alone is exported; ``charlm score
---network-only`` scores what it scores), and zoneout, which ONNX's LSTM has no place for: a
-zoneout model is a one-line ``CharlmError``.
+--network-only`` scores what it scores).
 """
 
 from __future__ import annotations
@@ -44,13 +43,6 @@ def _onnx():
     return onnx
 
 
-def check_exportable(ck: Checkpoint) -> None:
-    m = ck.config.model
-    if m.type == "lstm" and (m.zoneout_cell or m.zoneout_hidden):
-        raise CharlmError(f"model.zoneout_cell {m.zoneout_cell} / zoneout_hidden {m.zoneout_hidden}: ONNX's LSTM "
-                          "operator has no zoneout, so this model cannot be written as ONNX (the .html page can)")
-
-
 def _blocks(a: np.ndarray, cell: str, H: int) -> np.ndarray:
     """charlm's gate row blocks of a (G, ...) array, in ONNX's order."""
     return np.concatenate([a[k * H : (k + 1) * H] for k in _ORDER[cell]])
@@ -61,7 +53,6 @@ def build(ck: Checkpoint):
     onnx = _onnx()
     from onnx import TensorProto, helper, numpy_helper
 
-    check_exportable(ck)
     m, V = ck.config.model, len(ck.vocab)
     L, H, cell = m.num_layers, m.hidden_size, m.type
     p = {name: a.astype(np.float32) for name, a in ck.params.items()}

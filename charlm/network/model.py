@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import NotFiniteError
-from .cells import CELLS, LSTM, RNN
+from .cells import CELLS, RNN
 from .cells.base import Buffers, cached_buffers, dropout_mask, init_weights, row_sums
 
 
@@ -51,8 +51,6 @@ def make_layers(cfg: ModelConfig, V: int):
     for l in range(cfg.num_layers):
         D = V if l == 0 else cfg.hidden_size
         extra = {"activation": cfg.activation} if cls is RNN else {}
-        if cls is LSTM:
-            extra["zoneout"] = (cfg.zoneout_cell, cfg.zoneout_hidden)
         layers.append(cls(D, cfg.hidden_size, onehot=(l == 0), dtype=cfg.dtype,
                           recurrent_dropout=cfg.variational_dropout, **extra))
     return layers
@@ -110,7 +108,7 @@ class Model:
     def loss_and_grad(self, x, y, state, rng: np.random.Generator | None = None):
         """x, y (T, B) ids; state from ``zero_state`` -> (mean loss in nats, next state).
 
-        Fills ``self.grad``. ``rng`` draws the dropout and zoneout masks; without one there are
+        Fills ``self.grad``. ``rng`` draws the dropout masks; without one there are
         none, as at inference (dynamic evaluation learns from scored text with the network it
         scored it with).
         """

@@ -2,9 +2,7 @@
 
 One interface: ``step(grad, lr)`` updates ``params`` in place. State is a few flat arrays
 (``state``, slot name -> (P,) array) plus a step count, so a checkpoint can save it per
-parameter name and restore it exactly. With train.ema, every optimizer also keeps an
-exponential moving average of the weights (slot ``ema``), which the trainer evaluates,
-samples from and saves as best.npz. Every update is a handful of in-place whole-vector
+parameter name and restore it exactly. Every update is a handful of in-place whole-vector
 operations into one preallocated scratch array.
 """
 
@@ -22,25 +20,13 @@ class Optimizer:
 
     def __init__(self, params: np.ndarray, cfg: TrainConfig):
         self.params, self.cfg = params, cfg
-        self.state = {s: np.zeros_like(params) for s in slot_names(cfg)}  # the first step fills ema
+        self.state = {s: np.zeros_like(params) for s in slot_names(cfg)}
         self.t = 0
         self._tmp = np.empty_like(params)
 
     def step(self, grad: np.ndarray, lr: float) -> None:
         self.t += 1
         self.params -= self._update(grad, lr)
-        if "ema" in self.state:
-            self._average()
-
-    def _average(self) -> None:
-        """ema <- d ema + (1 - d) p with d = min(train.ema, (t - 1) / (t + 9)): until the
-        configured horizon is reached the average spans about the last tenth of the steps so
-        far, so the random start never lingers in it (TensorFlow's num_updates rule)."""
-        d = min(self.cfg.ema, (self.t - 1) / (self.t + 9))
-        ema, s = self.state["ema"], self._tmp
-        np.subtract(self.params, ema, out=s)
-        s *= 1.0 - d
-        ema += s
 
     def _update(self, grad, lr) -> np.ndarray:
         """Update the slots; return the step (the scratch array), which ``step`` subtracts."""
@@ -125,8 +111,8 @@ OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adagrad": Adagrad, "rmsprop": RMSprop}
 
 
 def slot_names(cfg: TrainConfig) -> tuple[str, ...]:
-    """The flat arrays an optimizer keeps beside the weights: its rule's, and train.ema's average."""
-    return OPTIMIZERS[cfg.optimizer].slots + (("ema",) if cfg.ema else ())
+    """The flat arrays an optimizer keeps beside the weights."""
+    return OPTIMIZERS[cfg.optimizer].slots
 
 
 def make_optimizer(params: np.ndarray, cfg: TrainConfig) -> Optimizer:

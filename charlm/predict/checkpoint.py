@@ -367,8 +367,6 @@ def _read(r: _Reader, with_training_state: bool) -> Checkpoint:
     if with_training_state:
         slots = OPTIMIZERS[config.train.optimizer].slots
         if all(r.has(f"optim/{slot}/{name}") for slot in slots for name in shapes):
-            if all(r.has(f"optim/ema/{name}") for name in shapes):  # train.ema's average
-                slots = (*slots, "ema")
             ck.optim = {slot: {name: r.array(f"optim/{slot}/{name}", shape, config.model.dtype)
                                for name, shape in shapes.items()} for slot in slots}
         names = CELLS[config.model.type].state_names

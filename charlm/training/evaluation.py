@@ -4,12 +4,10 @@ count, and what metrics.jsonl records of each.
 Every evaluation scores the same ids (``eval_ids``: the whole validation split, or a fixed
 sample of it where train.eval_chars is smaller), so its numbers compare across a run and across
 runs. With workers (parallel.py) the ranks split the evaluation's streams and rank 0 joins
-their scores; every rank receives the result. With train.ema, the averaged weights are scored.
+their scores; every rank receives the result.
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -22,33 +20,17 @@ from .state import TrainState
 class Evaluator:
     """The validation loss of ``model`` on ``eval_ids`` (and, once, the whole ``val_ids``)."""
 
-    def __init__(self, model, optimizer, ngram, config, workers, eval_ids: np.ndarray, val_ids: np.ndarray):
-        self.model, self.optimizer, self.ngram, self.config, self.workers = model, optimizer, ngram, config, workers
+    def __init__(self, model, ngram, config, workers, eval_ids: np.ndarray, val_ids: np.ndarray):
+        self.model, self.ngram, self.config, self.workers = model, ngram, config, workers
         self.mixed = bool(config.model.ngram_order)
         self.eval_ids, self.val_ids = eval_ids, val_ids
         self._kn_nats = None  # the n-gram's nats of eval_ids: fixed, computed once
-
-    @contextmanager
-    def averaged(self):
-        """``with evaluator.averaged():`` the model holds train.ema's averaged weights instead of
-        the trained ones (nothing changes without train.ema, or before the first step)."""
-        ema = self.optimizer.state.get("ema")
-        if ema is None or self.optimizer.t == 0:
-            yield self.model
-            return
-        trained = self.model.flat.copy()
-        np.copyto(self.model.flat, ema)
-        try:
-            yield self.model
-        finally:
-            np.copyto(self.model.flat, trained)
 
     def evaluate(self, st: TrainState, epochs: float) -> dict:
         """Score the evaluation sample; update ``st`` (the last loss, the mixture's weight, the
         training loss since the last evaluation, early stopping's count); the metrics record."""
         self.workers.check_same(self.model.flat, st.step)
-        with self.averaged():
-            val, net, weight, self._kn_nats = self.losses(self.eval_ids, self._kn_nats)
+        val, net, weight, self._kn_nats = self.losses(self.eval_ids, self._kn_nats)
         mixed = {} if net is None else {"val_loss_net": net, "mix_weight": weight}
         if net is not None:
             st.mix_weight, st.net_val = weight, net
@@ -69,8 +51,7 @@ class Evaluator:
     def evaluate_full(self, step: int) -> dict:
         """The whole validation split's loss, once, as a metrics.jsonl event (``val_loss_full``,
         and the network's alone with a mixture); the run's evaluation state is untouched."""
-        with self.averaged():
-            val, net, _, _ = self.losses(self.val_ids)
+        val, net, _, _ = self.losses(self.val_ids)
         return {"event": "full_eval", "step": step, "val_chars_full": len(self.val_ids),
                 "val_loss_full": val, **({} if net is None else {"val_loss_net_full": net})}
 

@@ -42,12 +42,10 @@ def _restore(tr, ck: Checkpoint, allow_new_corpus: bool) -> None:
     if not ck.optim:
         raise CheckpointError("checkpoint has no optimizer state; it cannot be resumed (sampling and scoring still work)")
     for slot, arrays in ck.optim.items():
-        if slot not in tr.optimizer.state:  # train.ema turned off on resume
+        if slot not in tr.optimizer.state:  # a slot the resumed run's optimizer does not keep
             continue
         for name, a in arrays.items():
             tr.optimizer.state[slot][tr.model.slices[name]] = a.reshape(-1)
-    if "ema" in tr.optimizer.state and "ema" not in ck.optim:  # turned on: the average starts here
-        tr.optimizer.state["ema"][...] = tr.model.flat
     try:
         tr.optimizer.t = int(ck.meta["optimizer_t"])
     except (KeyError, TypeError, ValueError) as e:

@@ -85,7 +85,7 @@ class Trainer:
         self.schedule = Schedule(config.train, self.budget.total_steps)
         self.mixed = bool(config.model.ngram_order)
         self.ngram = self._ngram() if self.mixed else None  # rank 0's alone: it scores and saves it
-        self.evaluator = Evaluator(self.model, self.optimizer, self.ngram, config, w, self.eval_ids, self.val_ids)
+        self.evaluator = Evaluator(self.model, self.ngram, config, w, self.eval_ids, self.val_ids)
         self.state = TrainState(rng=np.random.default_rng(config.train.seed))
         self.hidden = None  # the hidden state carried into the next window
         self.model.init(self.state.rng)  # the same draws on every rank: one model
@@ -224,8 +224,7 @@ class Trainer:
                     self.workers.on_root(self._log_sample)
                 if st.best_val is None or record["val_loss"] < st.best_val:
                     st.best_val = record["val_loss"]
-                    with self.evaluator.averaged():
-                        self.save(BEST)
+                    self.save(BEST)
                 reason = reason or self._spent()
             if st.step % t_cfg.checkpoint_every == 0 or reason is not None:
                 self.save(LAST)
@@ -248,9 +247,8 @@ class Trainer:
         newline, or after the corpus's first character where it has no newline."""
         t = self.config.train
         prime = "\n" if "\n" in self.vocab.chars else self.vocab.chars[int(self.corpus.ids[0])]
-        with self.evaluator.averaged():
-            [s] = generate(self.predictor(), self.vocab, prime, t.sample_length, temperature=t.sample_temperature,
-                           seed=t.seed)
+        [s] = generate(self.predictor(), self.vocab, prime, t.sample_length, temperature=t.sample_temperature,
+                       seed=t.seed)
         return {"step": self.state.step, "epoch": round(self.epochs(), 4), "temperature": t.sample_temperature,
                 "seed": t.seed, "prime": prime, "text": s.text, "bits_per_char": s.bits_per_char}
 

@@ -88,7 +88,7 @@ CELLS = [("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")]
 HELD_OUT = "hero hole,\nhello hell; a bed faced a cafe.\n" * 3
 
 
-def checkpoint(cell, act, layers, dtype="float32", seed=0, zoneout=0.0):
+def checkpoint(cell, act, layers, dtype="float32", seed=0):
     """A network with random weights (a trained one is less chaotic: float32 rounding grows less)."""
     from charlm.config import Config, ModelConfig
     from charlm.network.model import Model
@@ -96,8 +96,8 @@ def checkpoint(cell, act, layers, dtype="float32", seed=0, zoneout=0.0):
     from charlm.text.vocab import Vocab
 
     vocab = Vocab.from_text(HELD_OUT + "xyz")
-    cfg = Config(model=ModelConfig(type=cell, activation=act, hidden_size=24, num_layers=layers, dtype=dtype,
-                                   zoneout_cell=zoneout, zoneout_hidden=zoneout), name=f"{cell}-{act}-{layers}")
+    cfg = Config(model=ModelConfig(type=cell, activation=act, hidden_size=24, num_layers=layers, dtype=dtype),
+                 name=f"{cell}-{act}-{layers}")
     m = Model(cfg.model, len(vocab))
     m.init(np.random.default_rng(seed))
     m.flat *= 1.5 if dtype == "float32" and act == "tanh" else 1.0  # gates that saturate at times
@@ -171,14 +171,6 @@ def test_onnx_file_carries_its_vocabulary_config_and_lineage(mixed, tmp_path):
     assert abs(json.loads(r.output)["bits_per_char"] - bits) < 1e-4
 
 
-def test_what_onnx_cannot_express_is_one_line(tmp_path):
-    from charlm.errors import CharlmError
-    from charlm.export import onnx as exported
-
-    with pytest.raises(CharlmError, match="zoneout"):
-        exported.build(checkpoint("lstm", "tanh", 1, zoneout=0.1))
-
-
 def test_the_format_follows_the_suffix_or_format(mixed, tmp_path):
     r = invoke("export", mixed, "-o", tmp_path / "w.bin")
     assert r.exit_code == 0 and "npz" in r.output
@@ -210,12 +202,11 @@ def page_bits(browser, path, text):
     return bits, colours
 
 
-@pytest.mark.parametrize("cell, act, zoneout", [("lstm", "tanh", 0.0), ("gru", "tanh", 0.0), ("rnn", "tanh", 0.0),
-                                                ("rnn", "relu", 0.0), ("lstm", "tanh", 0.2)])
-def test_the_page_scores_as_charlm_does(browser, tmp_path, cell, act, zoneout):
+@pytest.mark.parametrize("cell, act", CELLS)
+def test_the_page_scores_as_charlm_does(browser, tmp_path, cell, act):
     from charlm.use.score import explain
 
-    ck = checkpoint(cell, act, 2, zoneout=zoneout)
+    ck = checkpoint(cell, act, 2)
     text = "hello hero, a bed faced a cafe"
     want = score_texts(ck.build_model(), ck.vocab, [text])[0].bits_per_char
     bits, colours = page_bits(browser, exported_page(ck, tmp_path / "page.html"), text)

@@ -13,7 +13,7 @@ from charlm.training.trainer import Trainer
 
 @pytest.mark.parametrize("kind, H, L, noise", [
     ("lstm", 96, 2, ["model.dropout=0.2"]), ("gru", 64, 3, []), ("rnn", 200, 1, []),
-    ("lstm", 96, 2, ["model.variational_dropout=0.2", "model.zoneout_cell=0.5", "model.zoneout_hidden=0.1"]),
+    ("lstm", 96, 2, ["model.variational_dropout=0.2"]),
 ])
 def test_memory_estimate_matches_what_a_run_allocates(corpus_file, tmp_path, kind, H, L, noise):
     cfg = load_config(None, [f"model.type={kind}", f"model.hidden_size={H}", f"model.num_layers={L}", *noise,

@@ -7,7 +7,7 @@ import pytest
 
 from charlm.config import TrainConfig, load_config
 from charlm.errors import CheckpointError, CorpusError, RunExistsError, TrainingError
-from charlm.network.optim import OPTIMIZERS, make_optimizer
+from charlm.network.optim import OPTIMIZERS
 from charlm.network.schedule import Budget
 from charlm.predict.checkpoint import load_checkpoint
 from charlm.training.rundir import RunDir, read_records
@@ -45,17 +45,14 @@ def test_same_seed_same_curve(corpus_file, tmp_path):
     assert [r["val_loss"] for r in losses(tmp_path / "c")] != [r["val_loss"] for r in a]
 
 
-NOISY = {"model.variational_dropout": 0.1, "model.zoneout_cell": 0.3, "model.zoneout_hidden": 0.1}
-
-
-@pytest.mark.parametrize("kind, opt, ema, noise", [("lstm", "adam", 0.0, {"model.dropout": 0.1}),
-                                                   ("gru", "rmsprop", 0.9, {"model.dropout": 0.1}),
-                                                   ("rnn", "sgd", 0.0, {"model.dropout": 0.1}),
-                                                   ("lstm", "adam", 0.0, NOISY)])
-def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt, ema, noise):
-    """Stop at step 13 (mid-epoch, dropout or variational dropout and zoneout on, cosine
-    schedule), resume: identical losses and weights (and weight average)."""
-    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, **noise, "train.ema": ema,
+@pytest.mark.parametrize("kind, opt, noise", [("lstm", "adam", {"model.dropout": 0.1}),
+                                              ("gru", "rmsprop", {"model.dropout": 0.1}),
+                                              ("rnn", "sgd", {"model.dropout": 0.1}),
+                                              ("lstm", "adam", {"model.variational_dropout": 0.1})])
+def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kind, opt, noise):
+    """Stop at step 13 (mid-epoch, dropout or variational dropout on, cosine schedule),
+    resume: identical losses, weights and optimizer state."""
+    over = tiny_overrides(**{"model.type": kind, "train.optimizer": opt, **noise,
                              "train.lr_schedule": "cosine", "train.warmup_steps": 5, "train.max_steps": 40,
                              "data.seq_length": 20, "data.batch_size": 8})
     cfg = load_config(None, over)
@@ -73,52 +70,27 @@ def test_interrupted_and_resumed_equals_uninterrupted(corpus_file, tmp_path, kin
     b = load_checkpoint(tmp_path / "part" / "last.npz")
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
-    assert set(a.optim) == set(b.optim) == ({"ema"} if ema else set()) | set(OPTIMIZERS[opt].slots)
+    assert set(a.optim) == set(b.optim) == set(OPTIMIZERS[opt].slots)
     for slot in a.optim:
         for name in a.params:
             np.testing.assert_array_equal(a.optim[slot][name], b.optim[slot][name])
 
 
-def test_weight_average_follows_its_rule():
-    rng = np.random.default_rng(0)
-    p = np.zeros(5)
-    opt = make_optimizer(p, TrainConfig(optimizer="sgd", momentum=0.0, ema=0.5))
-    ref = None
-    for t in range(1, 31):
-        opt.step(rng.normal(size=5), 0.1)
-        d = min(0.5, (t - 1) / (t + 9))  # the horizon grows with the run until it reaches train.ema's
-        ref = p.copy() if ref is None else d * ref + (1 - d) * p
-        np.testing.assert_allclose(opt.state["ema"], ref, rtol=1e-12)
-
-
-def test_the_weight_average_is_what_evaluation_samples_and_best_npz_use(corpus_file, tmp_path):
-    cfg = load_config(None, tiny_overrides(**{"train.ema": 0.9, "train.max_steps": 20, "train.eval_every": 20,
+def test_best_npz_is_what_evaluation_scored_and_sampled(corpus_file, tmp_path):
+    cfg = load_config(None, tiny_overrides(**{"train.max_steps": 20, "train.eval_every": 20,
                                               "train.sample_length": 20}))
     tr = Trainer(cfg, corpus_file, tmp_path / "r")
     tr.run()
-    ema, trained = tr.optimizer.state["ema"].copy(), tr.model.flat.copy()
-    assert not np.allclose(ema, trained)
-    best, last = load_checkpoint(tmp_path / "r" / "best.npz"), load_checkpoint(tmp_path / "r" / "last.npz")
-    for name, sl in tr.model.slices.items():  # one evaluation, at step 20: best.npz is the average then
-        np.testing.assert_array_equal(best.params[name].reshape(-1), ema[sl])
-        np.testing.assert_array_equal(last.params[name].reshape(-1), trained[sl])
-        np.testing.assert_array_equal(last.optim["ema"][name].reshape(-1), ema[sl])
+    best = load_checkpoint(tmp_path / "r" / "best.npz")
+    for name, sl in tr.model.slices.items():  # one evaluation, at step 20, the last step
+        np.testing.assert_array_equal(best.params[name].reshape(-1), tr.model.flat[sl])
     [record] = losses(tmp_path / "r")
     d = cfg.data
     assert record["val_loss"] == evaluate(best.build_model(), tr.val_ids, d.batch_size, d.seq_length)
-    np.testing.assert_array_equal(tr.model.flat, trained)  # evaluation put the trained weights back
     [s] = [json.loads(x) for x in (tmp_path / "r" / "samples.jsonl").read_text().splitlines()]
     [again] = generate(best.build_model(), tr.vocab, "\n", 20, temperature=cfg.train.sample_temperature,
                        seed=cfg.train.seed)
     assert s["text"] == again.text
-
-
-def test_weight_averaging_turned_on_at_resume_starts_from_the_weights(corpus_file, tmp_path):
-    cfg = load_config(None, tiny_overrides())
-    train(cfg, corpus_file, tmp_path / "r")
-    on = load_config(None, tiny_overrides(**{"train.ema": 0.99, "train.max_steps": 31}))
-    tr = Trainer.resume(tmp_path / "r", corpus_file, on)
-    np.testing.assert_array_equal(tr.optimizer.state["ema"], tr.model.flat)
 
 
 def test_epoch_budget_and_epoch_reset(corpus_file, tmp_path):

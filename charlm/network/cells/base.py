@@ -130,7 +130,7 @@ class Layer:
 
     def draw_noise(self, rng: np.random.Generator | None, fw: Buffers, B: int) -> None:
         """The window's random masks from ``rng`` (training), or none (inference, rng None):
-        here the recurrent-dropout mask; the LSTM adds its zoneout masks."""
+        here the recurrent-dropout mask."""
         self._rmask = None
         p = self.recurrent_dropout
         if rng is not None and p > 0:

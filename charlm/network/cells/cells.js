@@ -1,6 +1,6 @@
 // charlm's cells in plain JavaScript, for a page that runs a model in the browser (charlm export
 // -o page.html). One step of each cell, written as its NumPy file beside this one writes the
-// equations, with the same names; inference only (no dropout; zoneout at its expectation).
+// equations, with the same names; inference only (no dropout).
 //
 // Shape letters: V vocabulary, H hidden, G gates x H. Weights are charlm's, row-major:
 // Wx (G, D), Wh (G, H), b (G), head/W (V, H), head/b (V). Layer 0's input is one-hot, so
@@ -35,17 +35,13 @@ function rnnStep(p, x, s, H, D, cfg) {
 
 // cells/lstm.py, gate order [o, i, f, g]:
 //   o, i, f = sigmoid(.), g = tanh(.);  c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
-// with zoneout at inference: c_t = c_{t-1} + (1 - zoneout_cell) (cn_t - c_{t-1}), and so h_t.
-function lstmStep(p, x, s, H, D, cfg) {
+function lstmStep(p, x, s, H, D) {
   const a = preActivation(p, x, s.h, 4 * H, H, D);
-  const uc = 1 - cfg.zoneout_cell, uh = 1 - cfg.zoneout_hidden;
   const h = new Float64Array(H), c = new Float64Array(H);
   for (let k = 0; k < H; k++) {
     const o = sigmoid(a[k]), i = sigmoid(a[H + k]), f = sigmoid(a[2 * H + k]), g = Math.tanh(a[3 * H + k]);
-    const cn = f * s.c[k] + i * g;
-    const hn = o * Math.tanh(cn);
-    c[k] = s.c[k] + uc * (cn - s.c[k]);
-    h[k] = s.h[k] + uh * (hn - s.h[k]);
+    c[k] = f * s.c[k] + i * g;
+    h[k] = o * Math.tanh(c[k]);
   }
   return { h, c };
 }
