@@ -32,6 +32,7 @@ _PUBLIC = {
     "use.sample": ["beam_search", "generate", "sample"],
     "use.score": ["Score", "evaluate", "score_texts"],
     "training.state": ["Reporter", "TrainResult"],
+    "training.plan": ["describe_run", "plan"],
     "training.trainer": ["Trainer", "train"],
     "text.vocab": ["Vocab"],
 }

@@ -10,17 +10,16 @@ import time
 import click
 from tqdm import tqdm
 
-from ..network.blas import core
 from ..predict.baseline import corpus_baseline
 from ..predict.ngram import MAX_CHARS as MAX_NGRAM_CHARS
-from ..system import available_memory, format_bytes
-from ..text.audit import audit, show_char
+from ..system import format_bytes
+from ..text.audit import show_char
 from ..text.corpus import describe_fingerprint
 from ..text.sources import CorpusSource
 from ..threads import under_launcher
 from ..training import parallel
 from ..training.launch import launch, quiet_if_orphaned, watch_launcher
-from ..training.plan import plan
+from ..training.plan import describe_run, plan
 from ..training.state import Reporter
 from ..training.trainer import Trainer
 from ..use.score import LN2
@@ -275,25 +274,9 @@ def _describe_choice(p, minutes, source, as_json: bool, quiet: bool) -> None:
 
 
 def _dry_run(tr: Trainer, as_json: bool) -> None:
-    sec = tr.seconds_per_step()  # by every worker together
+    report = describe_run(tr)  # every rank times the step together
     if not tr.workers.root:
         return
-    chars = audit(tr.corpus)
-    counts = tr.model.param_counts()
-    spe = tr.batches.num_windows
-    avail = available_memory()
-    n, local = tr.workers.size, tr.workers.local_size
-    report = {
-        "config": tr.config.to_dict(), "corpus": tr.corpus.fingerprint,
-        "train_chars": tr.train_chars, "val_chars": len(tr.val_ids),
-        "vocabulary": [c.to_dict() for c in chars],
-        "parameters": sum(n for _, n in counts), "parameters_by_group": dict(counts),
-        "steps_per_epoch": spe, "total_steps": tr.budget.total_steps,
-        "workers": n, "memory_bytes": tr.memory.total * local, "memory_bytes_per_worker": tr.memory.total,
-        "memory_parts": tr.memory.parts, "memory_available_bytes": avail,
-        "seconds_per_step": sec, "seconds_per_epoch": sec * spe, "output_dir": str(tr.out_dir),
-        "blas_core": core(),
-    }
     if as_json:
         click.echo(dumps(report))
         return
@@ -301,17 +284,20 @@ def _dry_run(tr: Trainer, as_json: bool) -> None:
     fp = tr.corpus.fingerprint
     click.echo(f"corpus: {describe_fingerprint(fp)}: {tr.train_chars:,} training and {len(tr.val_ids):,} "
                f"validation characters")
-    flagged = [c for c in chars if c.flags]
+    chars = report["vocabulary"]
+    flagged = [c for c in chars if c["flags"]]
     click.echo(f"vocabulary: {len(chars)} characters, {len(flagged)} flagged")
-    cells = [f"{show_char(c.char):>6} {c.count:>9,}" for c in sorted(chars, key=lambda c: -c.count)]
+    cells = [f"{show_char(c['char']):>6} {c['count']:>9,}" for c in sorted(chars, key=lambda c: -c["count"])]
     for i in range(0, len(cells), 5):
         click.echo("  " + "   ".join(cells[i : i + 5]))
     for c in flagged:
-        click.echo(f"  flagged: {show_char(c.char)} (U+{ord(c.char):04X}), seen {c.count:,}x: {'; '.join(c.flags)}")
-    click.echo(f"parameters: {report['parameters']:,} ({', '.join(f'{g} {n:,}' for g, n in counts)})")
-    total = tr.budget.total_steps
+        click.echo(f"  flagged: {show_char(c['char'])} ({c['code_point']}), seen {c['count']:,}x: {'; '.join(c['flags'])}")
+    click.echo(f"parameters: {report['parameters']:,} "
+               f"({', '.join(f'{g} {n:,}' for g, n in report['parameters_by_group'].items())})")
+    spe, total, sec = report["steps_per_epoch"], report["total_steps"], report["seconds_per_step"]
     click.echo(f"steps per epoch: {spe:,}" + (f"; budget {total:,} steps" if total else ""))
     parts = ", ".join(f"{k} {format_bytes(v)}" for k, v in tr.memory.parts.items())
+    n, local, avail = report["workers"], tr.workers.local_size, report["memory_available_bytes"]
     avail_s = "unknown" if avail is None else format_bytes(avail)
     each = f" for the {local} workers here, each about {format_bytes(tr.memory.total)}" if local > 1 else ""
     click.echo(f"memory: about {format_bytes(tr.memory.total * local)}{each} ({'rank 0: ' if n > 1 else ''}{parts}); "

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import load_config
+from ..network.blas import core
 from ..predict.checkpoint import checkpoint_path, load_checkpoint
+from ..system import available_memory
+from ..text.audit import audit
 from ..text.corpus import load_corpus
 from ..text.sources import CorpusSource
 from . import finetune
@@ -54,6 +57,27 @@ def plan(corpus: CorpusSource, config_path=None, overrides=(), *, minutes: float
                                    workers=workers))
     cfg = load_config(config_path, overrides)
     return Plan(Trainer(cfg, corpus, out_dir, reporter, overwrite=overwrite, workers=workers))
+
+
+def describe_run(tr: Trainer) -> dict:
+    """What a run would do, without training (``charlm train --dry-run``; the ``--json`` schema
+    in docs/commands.md): its config, corpus and vocabulary, parameters, steps, memory, and its
+    step timed by every worker together (so every rank calls this)."""
+    seconds = tr.seconds_per_step()
+    counts = tr.model.param_counts()
+    per_epoch = tr.batches.num_windows
+    return {
+        "config": tr.config.to_dict(), "corpus": tr.corpus.fingerprint,
+        "train_chars": tr.train_chars, "val_chars": len(tr.val_ids),
+        "vocabulary": [c.to_dict() for c in audit(tr.corpus)],
+        "parameters": sum(n for _, n in counts), "parameters_by_group": dict(counts),
+        "steps_per_epoch": per_epoch, "total_steps": tr.budget.total_steps,
+        "workers": tr.workers.size, "memory_bytes": tr.memory.total * tr.workers.local_size,
+        "memory_bytes_per_worker": tr.memory.total, "memory_parts": tr.memory.parts,
+        "memory_available_bytes": available_memory(),
+        "seconds_per_step": seconds, "seconds_per_epoch": seconds * per_epoch, "output_dir": str(tr.out_dir),
+        "blas_core": core(),
+    }
 
 
 def _val_fraction(config_path, overrides) -> float:

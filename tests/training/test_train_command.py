@@ -90,6 +90,15 @@ def test_dry_run_reports_and_writes_nothing(tmp_path):
     assert d["steps_per_epoch"] > 0 and d["memory_bytes"] > 0 and d["seconds_per_epoch"] > 0
     flagged = {c["code_point"]: c["flags"] for c in d["vocabulary"] if c["flags"]}
     assert flagged["U+FEFF"][0] == "byte-order mark" and "U+000D" in flagged and "U+200B" in flagged
+    # what the command describes, a notebook gets from the library (all but the timing and the free memory)
+    from charlm import describe_run, plan
+    from charlm.text.sources import CorpusSource
+
+    sets = [v for k, v in zip(SETS[::2], SETS[1::2]) if k == "--set"]
+    mine = describe_run(plan(CorpusSource((str(odd),)), None, sets, out_dir=tmp_path / "runs" / "new").trainer)
+    varies = ("seconds_per_step", "seconds_per_epoch", "memory_available_bytes", "output_dir")
+    assert {k: v for k, v in mine.items() if k not in varies} == {k: v for k, v in d.items() if k not in varies}
+    assert list(tmp_path.iterdir()) == [odd]
 
 
 def test_a_model_too_big_for_memory_is_refused_before_allocating(corpus, tmp_path):
