@@ -115,8 +115,10 @@ def mask_replay(cfg):
     The trainer's generator is seeded by train.seed and first draws the initial weights; a
     fresh Trainer's is at the very state the charlm side's is at step 0, and charlm draws
     nothing else in a step when its only noise is dropout between layers. With the same masks
-    the two sides' runs differ by float32 rounding only; with each side's own, the masks alone
-    spread the runs by about 0.009 nats/char at the end (docs/performance.md, session 15). The
+    the two sides differ in PyTorch's second bias per gate row (both of its biases take a full
+    step, as its users' models do; charlm has one) and float32 rounding; with each side's own
+    masks, the masks alone spread the runs by about 0.009 nats/char at the end
+    (docs/performance.md, "How to measure": quality.py). The
     replayed masks are drawn outside PyTorch's step time, and its step still draws (and drops)
     nn.LSTM's own, so a time budget charges it what dropout costs its users (TorchTwin.step).
     """

@@ -76,6 +76,21 @@ def run_dir(corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory) -> Path:
+    """A small LSTM run with a fitted n-gram mixture (its directory), once per module."""
+    from charlm.predict.checkpoint import load_checkpoint
+
+    d = tmp_path_factory.mktemp("mixed")
+    corpus = d / "corpus.txt"
+    corpus.write_text(("hero hell hole hello\n" * 200) + random_text(3000, seed=9), encoding="utf-8")
+    sets = tiny_overrides(**{"model.ngram_order": 3, "train.max_steps": 30, "train.eval_every": 15})
+    r = run("train", corpus, "--out", d / "run", "-q", *[x for s in sets for x in ("--set", s)])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(d / "run" / "best.npz").meta["mix_weight"] is not None
+    return d / "run"
+
+
 @pytest.fixture
 def trained(corpus_file, tmp_path) -> tuple[Path, str]:
     """(run directory, what train printed) of a tiny LSTM trained in-process."""

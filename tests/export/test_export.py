@@ -12,7 +12,7 @@ from charlm.cli import main
 from charlm.predict.checkpoint import load_checkpoint
 from charlm.use.sample import generate
 from charlm.use.score import score_texts
-from tests.helpers import random_text, tiny_overrides, watched
+from tests.helpers import watched
 
 
 def invoke(*args):
@@ -22,16 +22,9 @@ def invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory):
-    """A run with a fitted n-gram mixture."""
-    d = tmp_path_factory.mktemp("mixed")
-    corpus = d / "corpus.txt"
-    corpus.write_text(("hero hell hole hello\n" * 150) + random_text(3000, seed=5), encoding="utf-8")
-    sets = tiny_overrides(**{"model.ngram_order": 3, "train.max_steps": 20, "train.eval_every": 10})
-    r = invoke("train", corpus, "--out", d / "run", "-q", *[x for s in sets for x in ("--set", s)])
-    assert r.exit_code == 0, r.output
-    assert load_checkpoint(d / "run" / "best.npz").meta["mix_weight"] is not None
-    return d / "run" / "best.npz"
+def mixed(mixed_run):
+    """The best checkpoint of a run with a fitted n-gram mixture."""
+    return mixed_run / "best.npz"
 
 
 def test_network_only_scores_and_samples_with_the_network_alone(mixed):

@@ -28,7 +28,7 @@ from charlm.serve.api import Limits, Served, build_app  # noqa: E402
 from charlm.serve.engine import Engine  # noqa: E402
 from charlm.use.sample import draw_weights, generate  # noqa: E402
 from charlm.use.score import explain, score_texts  # noqa: E402
-from tests.helpers import random_text, tiny_overrides, watched  # noqa: E402
+from tests.helpers import watched  # noqa: E402
 
 CHARLM = Path(sys.executable).parent / "charlm"
 
@@ -73,23 +73,6 @@ def post(url, body, headers=None, raw=None):
     except urllib.error.HTTPError as e:
         text, status, ctype = e.read().decode(), e.code, e.headers.get("content-type", "")
     return status, json.loads(text) if "json" in ctype else text
-
-
-@pytest.fixture(scope="module")
-def mixed_run(tmp_path_factory):
-    """A small trained run with its n-gram mixture."""
-    from click.testing import CliRunner
-
-    from charlm.cli import main
-
-    d = tmp_path_factory.mktemp("serve")
-    corpus = d / "corpus.txt"
-    corpus.write_text(("hero hell hole hello\n" * 200) + random_text(3000, seed=9), encoding="utf-8")
-    sets = tiny_overrides(**{"model.ngram_order": 3, "train.max_steps": 30, "train.eval_every": 15})
-    r = CliRunner().invoke(main, ["train", str(corpus), "--out", str(d / "small"), "-q",
-                                  *[x for s in sets for x in ("--set", s)]])
-    assert r.exit_code == 0, r.output
-    return d / "small"
 
 
 def served_models(mixed_run, limits=None):
