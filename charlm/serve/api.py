@@ -280,12 +280,13 @@ def _whole(stream: Stream) -> Piece:
     return Piece("".join(stream.chars), 0, stream.logps if want else None, stream.tops if want else None)
 
 
-def _best(candidates: list[Stream]) -> Stream:
-    """The candidate with the highest mean log-probability per generated character (best_of)."""
+def _best(candidates: list[Stream], n: int) -> list[Stream]:
+    """The n candidates with the highest mean log-probability per generated character, best
+    first (best_of, as OpenAI's: the best n of all a prompt's candidates)."""
     def mean(s):
         lps = [lp for lp in s.logps[len(s.logps) - s.completion_tokens :] if lp is not None]
         return sum(lps) / len(lps) if lps else -float("inf")
-    return max(candidates, key=mean)
+    return sorted(candidates, key=mean, reverse=True)[:n]
 
 
 def _check_error(streams: list[Stream]) -> None:
@@ -323,12 +324,14 @@ async def completions(request: Request) -> Response:
         for s in streams:
             s.cancelled = True
     _check_error(streams)
-    out = []
-    for group in choices:
-        s = _best(group) if len(group) > 1 else group[0]
-        whole = _whole(s)
-        out.append({"text": whole.text, "index": group[0].index,
-                    "logprobs": _logprobs(whole) if want_logprobs else None, "finish_reason": s.finish_reason})
+    out, n = [], opts["n"]
+    for i in range(0, len(choices), n):  # a prompt's choices: its n best of all its candidates
+        pool = [s for group in choices[i : i + n] for s in group]
+        chosen = _best(pool, n) if len(pool) > n else [group[0] for group in choices[i : i + n]]
+        for group, s in zip(choices[i : i + n], chosen):
+            whole = _whole(s)
+            out.append({"text": whole.text, "index": group[0].index,
+                        "logprobs": _logprobs(whole) if want_logprobs else None, "finish_reason": s.finish_reason})
     made = sum(s.completion_tokens for s in streams)
     return JSONResponse({**head, "choices": out, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": made,
                                                           "total_tokens": prompt_tokens + made}})

@@ -163,6 +163,22 @@ def test_n_list_prompts_stop_and_greedy(server):
                                                           seed=7).choices[0].text
 
 
+def test_best_of_returns_the_n_most_likely_of_its_candidates(server):
+    """best_of=4, n=2 draws the four completions n=4 draws (the same seed) and returns the two
+    with the highest mean log-probability, as OpenAI's best_of does."""
+    def mean(c):
+        return sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs)
+
+    for seed in range(1, 7):
+        four = server.client().completions.create(model="bundled", prompt="ROMEO:", max_tokens=20, n=4, seed=seed,
+                                                  logprobs=0).choices
+        best = server.client().completions.create(model="bundled", prompt="ROMEO:", max_tokens=20, n=2, best_of=4,
+                                                  seed=seed, logprobs=0).choices
+        want = sorted(four, key=mean, reverse=True)[:2]
+        assert [c.text for c in best] == [c.text for c in want], seed
+        assert [c.index for c in best] == [0, 1]
+
+
 def test_best_of_keeps_the_most_likely(server):
     r = server.client().completions.create(model="bundled", prompt="ROMEO:", max_tokens=40, best_of=4, n=1, seed=3,
                                            logprobs=0)
