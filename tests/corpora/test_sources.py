@@ -266,6 +266,8 @@ def test_a_file_whose_read_would_block_is_skipped_not_waited_for(tmp_path):
     import sys
 
     if not os.access("/proc/kmsg", os.R_OK):
+        if os.environ.get("CI") == "true":  # CI runs as root, where it is readable
+            pytest.fail("CI=true but /proc/kmsg is not readable (only root reads it)")
         pytest.skip("/proc/kmsg is not readable here (only root reads it)")
     d = tree(tmp_path / "d", {"a.txt": "hello\n"})
     os.symlink("/proc/kmsg", d / "kmsg")
