@@ -17,13 +17,16 @@ its own, so a terminal's Ctrl-C reaches it only through here.
 
 What a job leaves when a rank dies without finishing (MPICH's /dev/shm/mpich* segments, hydra's
 /tmp/hydra_hwloc_xmlfile_*) is deleted once the job is over: the files new since it started that
-no process has open or mapped.
+no process has open or mapped. The launcher does it when it ends; a launcher killed with -9 ends
+without a word, so a small cleaner process, started beside mpiexec in a session of its own, does
+it once both mpiexec and the launcher are gone (``start_cleaner``).
 """
 
 from __future__ import annotations
 
 import _thread
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -31,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ..errors import CharlmError
@@ -76,6 +80,7 @@ def launch(workers: int, args: list[str]) -> int:
                             pass_fds=(read_end, out_read), restore_signals=False)
     for fd in (read_end, out_write):
         os.close(fd)
+    start_cleaner(proc.pid, before)
     stdout = os.fdopen(out_read, encoding=sys.stdout.encoding or "utf-8", errors="replace")
     asked: list[int] = []
 
@@ -177,6 +182,30 @@ def _remove_leftovers(before: set[Path]) -> None:
                 path.unlink()
             except OSError:
                 pass
+
+
+def start_cleaner(mpiexec_pid: int, before: set[Path], launcher: str | None = None) -> subprocess.Popen:
+    """A process of its own that outlives this launcher (``launcher``: its identity, this
+    process's by default): once mpiexec and the launcher have both ended, it deletes what the job
+    left (``_remove_leftovers(before)``), which a launcher killed with -9 could not."""
+    code = "import sys; from charlm.training.launch import clean_after; clean_after(sys.argv[1])"
+    job = json.dumps({"mpiexec": identity(mpiexec_pid), "launcher": launcher or identity(),
+                      "before": sorted(map(str, before))})
+    # charlm may be run from a source tree rather than installed: the cleaner imports this copy
+    source = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-c", code, job], start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def clean_after(job: str) -> None:
+    """The cleaner's body (``start_cleaner``): wait for the job's processes, then delete."""
+    job = json.loads(job)
+    for who in (job["mpiexec"], job["launcher"]):
+        process = parse_identity(who)
+        while process is not None and alive(*process):
+            time.sleep(0.5)
+    _remove_leftovers({Path(p) for p in job["before"]})
 
 
 def watch_launcher(stop) -> None:

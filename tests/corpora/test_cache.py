@@ -20,7 +20,6 @@ from charlm.text.corpus import load_corpus
 from charlm.text.vocab import Vocab
 from charlm.training.state import CorpusMismatchError
 from charlm.training.trainer import Trainer
-
 from tests.helpers import random_text, tiny_overrides
 
 

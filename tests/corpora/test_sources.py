@@ -127,7 +127,6 @@ def test_train_on_a_source_tree_with_include(src):
     from click.testing import CliRunner
 
     from charlm.cli import main
-
     from tests.helpers import tiny_overrides
 
     tree(src, {f"pkg/gen{i}.py": f"def g{i}(x):\n    return x * {i}\n" * 20 for i in range(5)})
