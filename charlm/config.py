@@ -20,6 +20,14 @@ from .errors import ConfigError, echo
 
 MAX_CONFIG_BYTES = 1 << 20  # a real config is a few hundred bytes
 MAX_OVERRIDE_CHARS = 1000
+MAX_NGRAM_ORDER = 8  # the longest n-gram: of a mixture (model.ngram_order), and of charlm baseline
+MAX_TEMPERATURE = 100  # the hottest sampling anywhere: sample, serve, and the samples train prints
+
+
+def rule(section: type, key: str) -> dict:
+    """The rule of one config key (``rule(DataConfig, "val_fraction")["hi"]``), for an option
+    that takes the same value outside a config."""
+    return next(f.metadata for f in dataclasses.fields(section) if f.name == key)
 
 
 def _opt(default, help, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False, optional=False,
@@ -56,7 +64,7 @@ class ModelConfig:
     dtype: str = _opt("float32", "float type of weights and activations", choices=("float32", "float64"))
     ngram_order: int = _opt(0, "order of a Kneser-Ney n-gram model of the training split mixed with the network "
                             "(0: none); the mixture's weight is fitted on the validation split at every evaluation, "
-                            "and sample and score use the mixture", lo=0, hi=8)
+                            "and sample and score use the mixture", lo=0, hi=MAX_NGRAM_ORDER)
 
 
 @dataclass
@@ -106,7 +114,7 @@ class TrainConfig:
     sample_length: int = _opt(100, "characters sampled at each evaluation, printed and kept in samples.jsonl (0: none)",
                               lo=0, hi=10000)
     sample_temperature: float = _opt(0.8, "temperature of those samples (their seed is train.seed, so runs compare)",
-                                     lo=0.0, lo_open=True, hi=100.0)
+                                     lo=0.0, lo_open=True, hi=MAX_TEMPERATURE)
     seed: int = _opt(1234, "seed for init, dropout and everything random", lo=0, hi=2**63 - 1)
 
 

@@ -19,7 +19,7 @@ import click
 from .. import __version__
 from ..errors import CharlmError, echo
 from ..predict.adapt import AdaptOptions
-from ..predict.checkpoint import BUNDLED, load_checkpoint
+from ..predict.checkpoint import BEST, BUNDLED, BUNDLED_NAME, LAST, load_checkpoint
 from ..threads import under_launcher
 from ..training import parallel
 
@@ -44,23 +44,24 @@ def dumps(obj) -> str:
     return text
 
 
-class Finite(click.ParamType):
-    """A float in [lo, hi] (lo excluded when lo_open); NaN and infinities are refused, which
-    click.FloatRange lets NaN through."""
+class Finite(click.FloatRange):
+    """A float in [lo, hi] (either end excluded when open), its range shown in --help as
+    click.FloatRange shows it; NaN and infinities are refused, which click.FloatRange lets NaN
+    through."""
 
-    name = "float"
-
-    def __init__(self, lo: float, hi: float, lo_open: bool = False):
-        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+    def __init__(self, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False):
+        whole = [int(v) if float(v).is_integer() else v for v in (lo, hi)]  # --help shows 0<x<=1, not 0.0<x<=1.0
+        super().__init__(*whole, min_open=lo_open, max_open=hi_open)
 
     def convert(self, value, param, ctx):
         try:
             v = float(value)
         except (TypeError, ValueError):
             self.fail(f"{echo(value)} is not a number", param, ctx)
-        ok = math.isfinite(v) and (v > self.lo if self.lo_open else v >= self.lo) and v <= self.hi
-        if not ok:
-            self.fail(f"{echo(value)} is not in the range {self.lo}{'<' if self.lo_open else '<='}x<={self.hi}", param, ctx)
+        lo_ok = v > self.min if self.min_open else v >= self.min
+        hi_ok = v < self.max if self.max_open else v <= self.max
+        if not (math.isfinite(v) and lo_ok and hi_ok):
+            self.fail(f"{echo(value)} is not in the range {self._describe_range()}", param, ctx)
         return v
 
 
@@ -151,8 +152,8 @@ def main():
     """Train character-level RNN, LSTM and GRU language models in NumPy; sample and score text."""
 
 
-CHECKPOINT_HELP = ("A .npz checkpoint, or a run directory (then its best.npz); without it, the tiny-Shakespeare "
-                   "model that ships with charlm.")
+CHECKPOINT_HELP = (f"A .npz checkpoint, or a run directory (then its {BEST}, else its {LAST}); without it, or with "
+                   f"'{BUNDLED_NAME}', the tiny-Shakespeare model that ships with charlm.")
 
 
 def open_model(checkpoint):
@@ -171,7 +172,7 @@ def open_model(checkpoint):
 
 
 def network_only_option(command):
-    """--network-only, on every command that uses a model: the network without its n-gram."""
+    """--network-only, on sample, score and serve: the network without its n-gram."""
     return option("--network-only", is_flag=True,
                   help="Use the checkpoint's network alone, without the n-gram it is mixed with (what charlm export "
                        "writes to ONNX and to a page); the same as without it for a model with no mixture.")(command)

@@ -4,29 +4,31 @@ from __future__ import annotations
 
 import click
 
-from ..config import DataConfig
-from ..predict.baseline import corpus_baseline
-from ..predict.ngram import ORDER
+from ..config import MAX_NGRAM_ORDER, DataConfig, rule
+from ..predict.baseline import MAX_BASELINE_VAL_CHARS, corpus_baseline
+from ..predict.ngram import MAX_CHARS, ORDER
 from ..text.corpus import load_corpus
 from ..text.sources import CorpusSource
 from ..use.score import LN2
 from .base import Finite, dumps, main, option
 
 
-@main.command()
+@main.command(help=f"""Bits per character of an interpolated Kneser-Ney n-gram model and a unigram
+    model, fitted on CORPUS's training split and scored on its validation split: the numbers an
+    RNN has to beat. CORPUS: files and directories, read as train reads them. Beyond
+    {MAX_CHARS / 1e6:g} million training characters the model is fitted on the last {MAX_CHARS / 1e6:g}
+    million and scored on {MAX_BASELINE_VAL_CHARS / 1e6:g} million of the validation split, and the
+    output says so.""")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
 @option("--include", multiple=True, metavar="GLOB", help="In a directory, read only files matching GLOB, as train.")
 @option("--exclude", multiple=True, metavar="GLOB", help="In a directory, skip files matching GLOB, as train.")
-@option("--order", default=ORDER, type=click.IntRange(1, 10), help="n of the n-gram model (characters of context + 1).")
-@option("--val-fraction", default=DataConfig.val_fraction, type=Finite(0, 0.99, lo_open=True),
+@option("--order", default=ORDER, type=click.IntRange(1, MAX_NGRAM_ORDER),
+        help="n of the n-gram model (characters of context + 1).")
+@option("--val-fraction", default=DataConfig.val_fraction,
+        type=Finite(0, rule(DataConfig, "val_fraction")["hi"], lo_open=True, hi_open=True),
         help="The last fraction of the corpus scored, as data.val_fraction in training.")
 @option("--json", "as_json", is_flag=True, help="One JSON object.")
 def baseline(corpus, include, exclude, order, val_fraction, as_json):
-    """Bits per character of an interpolated Kneser-Ney n-gram model and a unigram model,
-    fitted on CORPUS's training split and scored on its validation split: the numbers an RNN
-    has to beat. CORPUS: files and directories, read as train reads them. Beyond 20 million
-    training characters the model is fitted on the last 20 million and scored on 2 million of
-    the validation split, and the output says so."""
     loaded = load_corpus(CorpusSource(tuple(corpus), tuple(include), tuple(exclude)))
     if loaded.notice:
         click.echo(loaded.notice, err=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from ..see.report import REPORT_CHARS
 from .base import adapt_options, adapting, main, option
 
 
@@ -14,7 +15,7 @@ from .base import adapt_options, adapting, main, option
         help="The HTML page to write.")
 @option("--corpus", default=None, type=click.Path(path_type=str), show_default="the one the run was trained on",
         help="Where the run's corpus is, if it has moved (its validation split is the held-out text).")
-@option("--chars", default=1000, type=click.IntRange(100, 20000), help="Characters of held-out text to explain.")
+@option("--chars", default=REPORT_CHARS, type=click.IntRange(100, 20000), help="Characters of held-out text to explain.")
 @adapt_options
 def report(run_dir, output, corpus, chars, **adapt):
     """One self-contained HTML page about a run (opens offline): loss curves and samples, an

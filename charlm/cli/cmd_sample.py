@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..config import MAX_TEMPERATURE
 from ..errors import CharlmError, echo
 from ..files import atomic_write_text
 from ..text.corpus import read_text
@@ -19,12 +20,12 @@ from .base import CHECKPOINT_HELP, Finite, dumps, main, network_only_option, ope
 @option("--checkpoint", "-c", default=None, type=click.Path(path_type=str), show_default="the bundled model",
         help=CHECKPOINT_HELP)
 @option("--length", "-n", default=1000, type=click.IntRange(0, MAX_LENGTH), help="Characters to generate after the prime.")
-@option("--temperature", "-t", default=1.0, type=Finite(0, 100, lo_open=True),
-        help="Divide the logits by this (0 < T <= 100); lower is more conservative.")
+@option("--temperature", "-t", default=1.0, type=Finite(0, MAX_TEMPERATURE, lo_open=True),
+        help="Divide the logits by this; lower is more conservative.")
 @option("--top-k", default=None, type=click.IntRange(min=1), show_default="all",
         help="Sample only among the K most likely characters.")
 @option("--top-p", default=None, type=Finite(0, 1, lo_open=True), show_default="off",
-        help="Nucleus sampling (0 < P <= 1): only among the most likely characters whose probability adds up to P.")
+        help="Nucleus sampling: only among the most likely characters whose probability adds up to P.")
 @option("--prime", "-p", default="\n", show_default="a newline", help="Text fed through the model first, and printed.")
 @option("--prime-file", type=click.Path(dir_okay=False, path_type=str), default=None,
         help="The prime is this file's text, exactly as it is (newlines and all), instead of --prime.")

@@ -11,6 +11,7 @@ import click
 from tqdm import tqdm
 
 from ..predict.baseline import corpus_baseline
+from ..predict.checkpoint import BUNDLED_NAME
 from ..predict.ngram import MAX_CHARS as MAX_NGRAM_CHARS
 from ..system import format_bytes
 from ..text.audit import show_char
@@ -266,7 +267,7 @@ def _describe_choice(p, minutes, source, as_json: bool, quiet: bool) -> None:
     elif quiet:
         return
     elif source:
-        shown = "the bundled model" if source == "bundled" else p.source
+        shown = "the bundled model" if source == BUNDLED_NAME else p.source
         budget = "" if minutes is None else f" for {minutes:g} minute{'' if minutes == 1 else 's'}"
         click.echo(f"fine-tuning {choice.name} from {shown}{budget}: " + "; ".join(choice.notes))
     else:

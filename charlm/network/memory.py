@@ -18,6 +18,7 @@ import numpy as np
 from ..config import Config
 from ..errors import TrainingError
 from ..system import available_memory, format_bytes
+from ..text.corpus import split_sizes
 from ..text.vocab import token_dtype
 from .model import dropout_sites, make_layers, param_shapes, window_shapes
 from .optim import slot_names
@@ -62,8 +63,7 @@ def training_memory(config: Config, vocab_size: int, corpus_chars: int, mapped: 
     dropout = len(dropout_sites(m)) * _nbytes(dropout_shapes.values(), item)
     head = 2 * _nbytes(head_shapes.values(), item)
     tok = token_dtype(V).itemsize
-    val_chars = int(round(corpus_chars * d.val_fraction))
-    train_chars = corpus_chars - val_chars
+    train_chars, val_chars = split_sizes(corpus_chars, d.val_fraction)
     eval_chars = val_chars if config.train.eval_chars is None else min(val_chars, config.train.eval_chars)
     # The ids (training reads its windows from them, no copy), and the evaluation sample's copy.
     ids = ((0 if mapped else corpus_chars) + (eval_chars if eval_chars < val_chars else 0)) * tok

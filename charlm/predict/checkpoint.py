@@ -38,6 +38,7 @@ from .ngram import KneserNey
 FORMAT = "charlm-checkpoint"
 LAST, BEST = "last.npz", "best.npz"  # a run directory's checkpoints: the latest (resumable), the best
 BUNDLED = Path(__file__).parents[1] / "models" / "tiny-shakespeare.npz"  # the model that ships with charlm
+BUNDLED_NAME = "bundled"  # what every command, the server and a lineage call BUNDLED
 FORMAT_VERSION = 1
 MAX_META_BYTES = 64 << 20
 
@@ -106,7 +107,7 @@ def checkpoint_path(path, resume: bool = False) -> Path:
     """The checkpoint ``path`` names: ``bundled`` (the model that ships with charlm), a
     checkpoint file, or a run directory's best.npz (else its last.npz) to use a model, or its
     last.npz to resume the run."""
-    if str(path) == "bundled":
+    if str(path) == BUNDLED_NAME:
         return BUNDLED
     p = Path(path)
     if p.is_dir():

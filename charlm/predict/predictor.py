@@ -1,7 +1,8 @@
 """The one interface every predictor of the next character has: the network alone
 (network/model.py's ``Model``), the network mixed with an n-gram (mixture.py), and either of them
 learning as it reads (adapt.py). Sampling, scoring, evaluation, the server and the report ask
-nothing else of a model, so each works with all three.
+nothing else of a model, so each works with all three; scoring alone also asks an adaptive one
+(``Adaptive``) for its segment length and lets it learn after each segment (use/score.py).
 
 Shape letters: T time, B streams, V vocabulary.
 """

@@ -23,7 +23,7 @@ def read_run(run_dir) -> RunCurves:
     p = Path(run_dir)
     path = p / METRICS if p.is_dir() else p
     if not path.is_file():
-        raise CharlmError(f"{p}: no metrics.jsonl (is it a run directory?)")
+        raise CharlmError(f"{p}: no {METRICS} (is it a run directory?)")
     records = evaluations(path)
     if not records:
         raise CharlmError(f"{path}: no evaluations yet; nothing to plot")

@@ -26,6 +26,7 @@ from .introspect import activations, correlations, features, gradient_flow
 from .plot import read_run
 
 ASSETS = Path(__file__).parent / "report_assets"
+REPORT_CHARS = 1000  # characters of held-out text the report explains
 
 
 def validation_ids(ck, corpus=None) -> np.ndarray:
@@ -42,7 +43,7 @@ def validation_ids(ck, corpus=None) -> np.ndarray:
     return val
 
 
-def held_out_text(ck, val: np.ndarray, chars: int = 1000) -> str:
+def held_out_text(ck, val: np.ndarray, chars: int = REPORT_CHARS) -> str:
     """``chars`` characters of the validation split, from the start of a line."""
     text = ck.vocab.decode(val[: chars + 200])
     start = text.find("\n") + 1 if "\n" in text[:200] else 0
@@ -56,7 +57,7 @@ def _quantised(a: np.ndarray) -> tuple[str, list[float]]:
     return base64.b64encode(q.tobytes()).decode("ascii"), [float(s) for s in scale]
 
 
-def report_data(run_dir, corpus=None, chars: int = 1000, grad_steps: int = 50, grad_streams: int = 48,
+def report_data(run_dir, corpus=None, chars: int = REPORT_CHARS, grad_steps: int = 50, grad_streams: int = 48,
                 adapt: AdaptOptions | None = None) -> dict:
     """Everything the page shows; ``adapt``: explain the held-out text with dynamic evaluation."""
     run = read_run(run_dir)
@@ -112,7 +113,7 @@ def render(data: dict) -> str:
                 .replace("{{DATA}}", payload))
 
 
-def write_report(run_dir, out, corpus=None, chars: int = 1000, adapt: AdaptOptions | None = None) -> Path:
+def write_report(run_dir, out, corpus=None, chars: int = REPORT_CHARS, adapt: AdaptOptions | None = None) -> Path:
     from ..files import atomic_write_text
 
     out = Path(out)

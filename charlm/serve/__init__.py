@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import CharlmError
+from ..predict.checkpoint import BUNDLED_NAME, checkpoint_path
 
 
 def _needs():
@@ -30,13 +31,13 @@ def model_names(paths: list[str | None]) -> list[str]:
     file's stem), 'bundled' for the bundled model; run/file where two runs share a name."""
     def run_name(p):
         if p is None:
-            return "bundled"
+            return BUNDLED_NAME
         q = Path(p)
         return q.name if q.is_dir() else (q.parent.name or q.stem)
 
     names = [run_name(p) for p in paths]
     if len(set(names)) < len(names):
-        names = [n if p is None else f"{run_name(p)}/{Path(p).stem if Path(p).is_file() else 'best'}"
+        names = [n if p is None else f"{run_name(p)}/{checkpoint_path(p).stem}"
                  for n, p in zip(names, paths)]
     if len(set(names)) < len(names):
         raise CharlmError(f"two --checkpoint values name the same model ({', '.join(names)}); give each once")

@@ -37,9 +37,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..text.vocab import describe_chars
+from ..config import MAX_TEMPERATURE
+from ..text.vocab import Vocab, describe_chars
 from ..use.sample import MAX_LENGTH
-from .engine import Busy, Engine, Params, Piece, Stream, seeded
+from .engine import MAX_BATCH, MAX_WAITING, Busy, Engine, Params, Piece, Stream, seeded
 
 PLAYGROUND = Path(__file__).parent / "playground.html"
 
@@ -53,8 +54,8 @@ class Limits:
     max_tokens: int = 10_000
     n: int = 16
     streams_per_request: int = 64  # prompts x max(n, best_of)
-    max_batch: int = 64  # streams stepped together
-    max_waiting: int = 256  # streams waiting for a place in the batch
+    max_batch: int = MAX_BATCH
+    max_waiting: int = MAX_WAITING
 
 
 class ApiError(Exception):
@@ -76,7 +77,7 @@ class Served:
     """One model the server answers for."""
 
     name: str
-    checkpoint: object  # charlm.checkpoint.Checkpoint
+    checkpoint: object  # charlm.predict.checkpoint.Checkpoint
     engine: Engine
 
     @property
@@ -163,7 +164,7 @@ def _params(body: dict, limits: Limits) -> Params:
         logprobs = _int(body, "logprobs", None, 0, 5)
     top_k = _int(body, "top_k", 0, -1, none_is=0)
     seed = _int(body, "seed", None, 0, (1 << 64) - 1, none_is=None) if body.get("seed") is not None else None
-    return Params(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0, 100),
+    return Params(max_tokens=max_tokens, temperature=_number(body, "temperature", 1.0, 0, MAX_TEMPERATURE),
                   top_p=_number(body, "top_p", 1.0, 0, 1, lo_open=True), top_k=max(top_k, 0), seed=seed,
                   stop=tuple(stop), logprobs=logprobs, echo=echo)
 
@@ -426,7 +427,7 @@ async def detokenize(request: Request) -> Response:
 async def tokenizer_info(request: Request) -> Response:
     model = _model(request.app.state, request.query_params.get("model"))
     chars = model.vocab.chars
-    return JSONResponse({"tokenizer_class": "charlm.vocab.Vocab", "model": model.name, "vocab_size": len(chars),
+    return JSONResponse({"tokenizer_class": f"{Vocab.__module__}.{Vocab.__name__}", "model": model.name, "vocab_size": len(chars),
                          "vocab": {c: i for i, c in enumerate(chars)}, "unk_token": None, "bos_token": None,
                          "eos_token": None, "model_max_length": request.app.state.limits.prompt_chars,
                          "description": "one token per character; ids in the order of the vocabulary"})

@@ -161,10 +161,14 @@ def _top(logp: np.ndarray, k: int, chars, also: int | None = None) -> dict[str, 
     return {chars[i]: float(logp[i]) for i in best}
 
 
+MAX_BATCH = 64  # streams stepped together
+MAX_WAITING = 256  # streams waiting for a place in the batch
+
+
 class Engine:
     """Steps the streams of one model (a ``Model`` or a ``Mixture``) in a thread of its own."""
 
-    def __init__(self, predictor: Predictor, vocab: Vocab, max_batch: int = 64, max_waiting: int = 256,
+    def __init__(self, predictor: Predictor, vocab: Vocab, max_batch: int = MAX_BATCH, max_waiting: int = MAX_WAITING,
                  prefill_chars: int = 1024, window: int = 256):
         self.model, self.vocab = predictor, vocab
         self.max_batch, self.max_waiting, self.prefill_chars, self.window = max_batch, max_waiting, prefill_chars, window

@@ -339,7 +339,14 @@ def read_text(spec) -> str:
                    for i, (t, s) in enumerate(zip(texts, scans)))
 
 
+def split_sizes(n: int, val_fraction: float) -> tuple[int, int]:
+    """(training, validation) characters of a corpus of ``n``: the last ``val_fraction`` of it,
+    rounded, is validation."""
+    n_val = int(round(n * val_fraction))
+    return n - n_val, n_val
+
+
 def split(ids: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """The last ``val_fraction`` of the characters is validation: (train (N1,), val (N2,)) views."""
-    n_val = int(round(len(ids) * val_fraction))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    n_train, _ = split_sizes(len(ids), val_fraction)
+    return ids[:n_train], ids[n_train:]

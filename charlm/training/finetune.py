@@ -28,7 +28,7 @@ import numpy as np
 from ..config import Config
 from ..errors import ConfigError
 from ..network.model import Model
-from ..predict.checkpoint import BUNDLED, Checkpoint, load_checkpoint
+from ..predict.checkpoint import BUNDLED, BUNDLED_NAME, Checkpoint, load_checkpoint
 from ..text.corpus import Corpus, split
 
 # What a fine-tuned model cannot change: the shapes of its weights depend on them.
@@ -104,7 +104,7 @@ def _new_biases(params: dict, corpus: Corpus, config: Config, V0: int) -> np.nda
 def _lineage(ck: Checkpoint, added: tuple[str, ...]) -> dict:
     path = Path(ck.meta["path"])
     m = ck.meta
-    return {"source": "bundled" if path.resolve() == BUNDLED.resolve() else str(path),
+    return {"source": BUNDLED_NAME if path.resolve() == BUNDLED.resolve() else str(path),
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "step": m.get("step"),
             "best_val": m.get("best_val"), "corpus": m.get("corpus"), "added_chars": "".join(added),
             "parent": m.get("lineage")}

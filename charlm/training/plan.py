@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..network.blas import core
-from ..predict.checkpoint import checkpoint_path, load_checkpoint
+from ..predict.checkpoint import BUNDLED_NAME, checkpoint_path, load_checkpoint
 from ..system import available_memory
 from ..text.audit import audit
 from ..text.corpus import load_corpus
@@ -105,7 +105,7 @@ def _finetuning(corpus, source, minutes, config_path, overrides, out_dir, report
     if minutes is not None:
         say(f"timing the source model for a {minutes:g}-minute budget...")
     choice = finetune_recipe(ck.config, loaded, minutes, val_fraction=val_fraction, workers=workers)
-    label = "bundled" if source == "bundled" else Path(source).stem if Path(source).is_file() else Path(source).name
+    label = BUNDLED_NAME if source == BUNDLED_NAME else Path(source).stem if Path(source).is_file() else Path(source).name
     cfg = load_config(config_path, overrides, under=choice.config, name=f"{_stem(corpus)}-from-{label}")
     finetune.check_same_size(cfg, ck)
     grown = finetune.encode_for(ck, loaded)

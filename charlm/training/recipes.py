@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..config import Config, DataConfig
 from ..predict.ngram import MAX_KEY, ORDER
-from ..text.corpus import Corpus
+from ..text.corpus import Corpus, split_sizes
 
 # Every measured number behind these choices is in docs/performance.md ("Best model for a time
 # budget") and docs/own-text.md; the comments say what each choice is for.
@@ -192,12 +192,12 @@ def _shared_batch(raw: dict, workers) -> dict:
 
 def _small(corpus: Corpus, val_fraction: float) -> bool:
     """Small enough for the mixture: its characters, and its vocabulary for the n-gram's keys."""
-    return len(corpus) * (1 - val_fraction) <= MIX_MAX_CHARS and len(corpus.vocab) ** ORDER < MAX_KEY
+    return split_sizes(len(corpus), val_fraction)[0] <= MIX_MAX_CHARS and len(corpus.vocab) ** ORDER < MAX_KEY
 
 
 def _pass_steps(corpus: Corpus, val_fraction: float, data: dict, passes: float) -> int:
     """Steps that make ``passes`` passes over the training split with ``data``'s batch shape."""
-    return max(1, int(passes * len(corpus) * (1 - val_fraction) / (data["batch_size"] * data["seq_length"])))
+    return max(1, int(passes * split_sizes(len(corpus), val_fraction)[0] / (data["batch_size"] * data["seq_length"])))
 
 
 def _seconds_per_step(corpus: Corpus, workers=None):

@@ -165,7 +165,7 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(norm)):
             raise self.workers.alike(TrainingError(
                 f"step {st.step + 1}: {'loss' if not math.isfinite(loss) else 'gradient norm'} is not finite; "
-                "lower train.lr or set a stronger train.grad_clip (best.npz and the last good last.npz are kept)"
+                f"lower train.lr or set a stronger train.grad_clip ({BEST} and the last good {LAST} are kept)"
             ))
         st.lr = self.schedule(st.step, st.epoch, st.elapsed_s)
         self.optimizer.step(self.model.grad, st.lr)

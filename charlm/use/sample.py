@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import MAX_TEMPERATURE
 from ..errors import CharlmError
 from ..network.model import exp_shifted
 from ..predict.predictor import Predictor
@@ -49,8 +50,8 @@ def check_sampling(length: int, temperature: float, top_k: int | None, top_p: fl
     """``CharlmError`` naming the parameter, its value and the allowed range."""
     if not 0 <= length <= MAX_LENGTH:
         raise CharlmError(f"length must be between 0 and {MAX_LENGTH:,}, got {length}")
-    if not (math.isfinite(temperature) and 0 < temperature <= 100):
-        raise CharlmError(f"temperature must be > 0 and <= 100, got {temperature}")
+    if not (math.isfinite(temperature) and 0 < temperature <= MAX_TEMPERATURE):
+        raise CharlmError(f"temperature must be > 0 and <= {MAX_TEMPERATURE:g}, got {temperature}")
     if top_k is not None and top_k < 1:
         raise CharlmError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not (0 < top_p <= 1):

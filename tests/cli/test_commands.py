@@ -122,9 +122,10 @@ def test_errors_are_one_line_without_traceback(corpus_file, tmp_path, args, mess
 
 
 def test_help_shows_defaults():
-    for cmd, defaults in [("sample", ["[default: 1000; 0<=x<=1000000]", "[default: 1.0]", "[default: (a newline)]"]),
+    for cmd, defaults in [("sample", ["[default: 1000; 0<=x<=1000000]", "[default: 1.0; 0<x<=100]", "[default: (a newline)]"]),
                           ("score", ["[default: error]", "[default: (a newline)]"]),
-                          ("train", ["[default: (built-in defaults)]"])]:
+                          ("train", ["[default: (built-in defaults)]", "0<x<=10080"]),
+                          ("baseline", ["[default: 0.1; 0<x<1]", "[default: 5; 1<=x<=8]"])]:
         text = " ".join(run(cmd, "--help").output.split())
         for d in defaults:
             assert d in text, (cmd, d)

@@ -302,6 +302,21 @@ def test_a_full_server_answers_503_and_keeps_serving(mixed_run):
         s.close()
 
 
+def test_a_model_is_named_by_its_run_and_where_two_share_a_name_by_the_checkpoint_served(tmp_path):
+    """A run directory serves best.npz, else last.npz: where two runs share a name, the one
+    with only last.npz is run/last, not run/best; the same checkpoint named twice is one line."""
+    from charlm.errors import CharlmError
+
+    only_last, with_best = tmp_path / "a" / "run", tmp_path / "b" / "run"
+    for d, f in ((only_last, "last.npz"), (with_best, "best.npz")):
+        d.mkdir(parents=True)
+        (d / f).write_bytes(b"")
+    assert model_names([None, str(only_last)]) == ["bundled", "run"]
+    assert model_names([str(only_last), str(with_best)]) == ["run/last", "run/best"]
+    with pytest.raises(CharlmError, match="name the same model"):
+        model_names([str(only_last), str(only_last / "last.npz")])
+
+
 # ---- keys, origins, hosts ------------------------------------------------------------------------
 
 def test_an_api_key_protects_everything_but_health_and_the_page(mixed_run):
