@@ -81,6 +81,9 @@ class CharlmGroup(click.Group):
         except (Exception, KeyboardInterrupt) as e:
             w = _workers()
             if w is None or w.size == 1:
+                if isinstance(e, KeyboardInterrupt):
+                    # The shell's 128 + SIGINT, as a stopped training run gives, not click's 1.
+                    raise click.exceptions.Exit(130) from None
                 raise
             if type(e).__module__.startswith("mpi4py"):
                 # A peer died mid-collective: the launcher says which; this rank ends quietly.

@@ -76,13 +76,8 @@ def launch(workers: int, args: list[str]) -> int:
     # fills the pipe's buffer instead of failing, which would make mpiexec kill the ranks mid-exit
     # and leave MPI's files behind. restore_signals=False keeps SIGPIPE ignored there as well.
     out_read, out_write = os.pipe()
-    proc = subprocess.Popen(cmd, env=env, stdout=out_write, start_new_session=True,
-                            pass_fds=(read_end, out_read), restore_signals=False)
-    for fd in (read_end, out_write):
-        os.close(fd)
-    start_cleaner(proc.pid, before)
-    stdout = os.fdopen(out_read, encoding=sys.stdout.encoding or "utf-8", errors="replace")
     asked: list[int] = []
+    job: list[subprocess.Popen] = []
 
     def forward(signum, frame):
         if signum == signal.SIGHUP:  # the terminal is gone: nowhere to print
@@ -90,12 +85,20 @@ def launch(workers: int, args: list[str]) -> int:
         asked.append(signum)
         if len(asked) == 1:
             os.close(write_end)  # every rank sees the pipe end: stop after the step
-        else:
-            proc.send_signal(signal.SIGINT)  # again: mpiexec passes it on, and the ranks end now
+        elif job:
+            job[0].send_signal(signal.SIGINT)  # again: mpiexec passes it on, and the ranks end now
 
+    # Installed before mpiexec starts: a Ctrl-C between the two would end the launcher before it
+    # could tell the ranks to stop.
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        with stdout:
+        proc = subprocess.Popen(cmd, env=env, stdout=out_write, start_new_session=True,
+                                pass_fds=(read_end, out_read), restore_signals=False)
+        job.append(proc)
+        for fd in (read_end, out_write):
+            os.close(fd)
+        start_cleaner(proc.pid, before)
+        with os.fdopen(out_read, encoding=sys.stdout.encoding or "utf-8", errors="replace") as stdout:
             died = _relay(stdout)
         code = proc.wait()
     finally:

@@ -1,7 +1,8 @@
 """``charlm sample`` as a user runs it: batches, best-of, beam search, interactive, novelty,
-a closed pipe, argument errors."""
+a closed pipe, Ctrl-C, argument errors."""
 
 import os
+import signal
 import subprocess
 
 import pytest
@@ -69,6 +70,17 @@ def test_a_closed_pipe_ends_quietly(run_dir):
     r = subprocess.run(f"set -o pipefail; '{CHARLM}' sample -c '{run_dir}' -n 200000 | head -c 10 >/dev/null",
                        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_ctrl_c_ends_quietly_with_the_shells_status(run_dir):
+    """128 + SIGINT, as a stopped training run ends, and nothing on stderr (click alone says
+    'Aborted!' and exits 1)."""
+    p = subprocess.Popen([CHARLM, "sample", "-c", str(run_dir), "-n", "1000000"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    p.stdout.read(20)  # streaming: the command is inside its loop
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err == "", (p.returncode, err)
 
 
 def test_sample_streams_prime_and_is_seeded(trained):

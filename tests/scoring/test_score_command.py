@@ -77,7 +77,7 @@ def test_baseline_command_and_training_prints_it(corpus, tmp_path):
     assert d["kneser_ney_bits_per_char"] < d["unigram_bits_per_char"]
     t = charlm("train", corpus, "--out", tmp_path / "run", *SETS)
     assert f"baseline on the validation split: 5-gram Kneser-Ney {d['kneser_ney_bits_per_char']:.4f} bits/char" in t.stdout
-    assert "'0' is not in the range 0<x<=0.99" in one_error_line(charlm("baseline", corpus, "--val-fraction", "0"), 2)
+    assert "'0' is not in the range 0<x<1" in one_error_line(charlm("baseline", corpus, "--val-fraction", "0"), 2)
 
 
 def test_score_text_json_and_lines(trained, tmp_path):
