@@ -9,8 +9,8 @@ smaller one stops improving. Short budgets (up to 3 minutes) get a higher learni
 dropout and a smaller batch of longer windows; long ones (30 minutes and more) a deeper
 candidate, more dropout and a lower learning rate. So each candidate's step time is measured
 here with its tier's batch and window (3 steps after a warm-up one), and the largest that
-reaches MIN_STEPS wins, or the smallest if none does. (The sweep ran with a cosine schedule;
-the schedule is now warmup-stable-decay, which measured better at 1 and 10 minutes: BASE.)
+reaches MIN_STEPS wins, or the smallest if none does. The sweep ran with a cosine schedule;
+the recipes use warmup-stable-decay, which measured better at 1 and 10 minutes (BASE).
 
 The corpus counts too (docs/own-text.md has the runs on five corpora the rule comes from): a
 budget that allows more than MAX_PASSES passes over the training split is spent on a schedule
