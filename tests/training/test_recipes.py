@@ -143,3 +143,31 @@ def test_the_recipes_batch_is_shared_equally_by_the_workers(corpus_file, workers
     tuned = Config.from_dict(finetune_recipe(source, corpus, minutes=1, measure=fake, workers=w).config)
     assert (short.data.batch_size, mid.data.batch_size, tuned.data.batch_size) == batches
     assert set(seen) == {batches[0], batches[1]}
+
+
+@pytest.mark.parametrize("how", ["minutes", "from"])
+def test_minutes_and_from_count_passes_over_the_users_own_validation_split(tmp_path, monkeypatch, how):
+    """``--set data.val_fraction`` reaches the recipe before it sizes its passes: the schedule
+    makes its passes over the training split the run will have, not the default's."""
+    from charlm.text.corpus import split_sizes
+    from charlm.text.sources import CorpusSource
+    from charlm.training import plan as planning
+    from charlm.training.recipes import FINETUNE_PASSES, MAX_PASSES
+    from tests.helpers import random_text
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(random_text(60_000, seed=3, alphabet="abcdefgh \n"), encoding="utf-8")
+    fake = lambda raw: 0.01 * raw["model"]["num_layers"] * raw["model"]["hidden_size"] / 128
+    real = planning.choose
+    monkeypatch.setattr(planning, "choose", lambda *a, **k: real(*a, **k, measure=fake))
+    options = {"minutes": 10} if how == "minutes" else {"source": "bundled"}
+    passes = MAX_PASSES if how == "minutes" else FINETUNE_PASSES
+    steps = {}
+    for fraction in (0.1, 0.5):
+        cfg = planning.plan(CorpusSource((str(path),)), None, [f"data.val_fraction={fraction}"],
+                            out_dir=tmp_path / f"{how}{fraction}", **options).trainer.config
+        assert cfg.data.val_fraction == fraction
+        train_chars = split_sizes(60_000, fraction)[0]
+        steps[fraction] = cfg.train.max_steps
+        assert steps[fraction] == int(passes * train_chars / (cfg.data.batch_size * cfg.data.seq_length))
+    assert steps[0.5] < steps[0.1]
