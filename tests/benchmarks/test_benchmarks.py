@@ -61,6 +61,23 @@ def test_big_corpus_small(tmp_path, capsys):
     assert 0 < row["eval_share"]["eval_share"] < 1
 
 
+def test_serve_benchmark_small(capsys):
+    """A round with 1 and 2 clients against a real ``charlm serve``, the sample beside it, and
+    the profile's two stream counts: every row is filled in and measured."""
+    from benchmarks import serve
+
+    rows = serve.main(["--clients", "1,2", "--tokens", "30", "--rounds", "1", "--profile", "--json"])
+    one, two, sample, *profile = rows
+    assert (one["clients"], two["clients"]) == (1, 2) and one["ratio_to_one_client"] == 1
+    for row in (one, two):
+        assert row["chars_per_s"] > 0 and 0 < row["first_char_ms"] < 60_000 and row["tokens"] == 30
+    assert sample["sample_chars_per_s"] > 0
+    assert [r["streams"] for r in profile] == [1, 16]
+    assert all(r["forward_ms"] > 0 and r["engine_step_ms"] > 0 for r in profile)
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert printed == rows
+
+
 def _products(monkeypatch, fn):
     """(m, k, n) of every matrix product made by fn(): np.matmul calls, batched products
     expanded, and the products charlm.network.blas.accumulate adds to an array (the time loops')."""
