@@ -369,6 +369,15 @@ def test_another_host_needs_an_api_key(tmp_path):
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("Error: --host 0.0.0.0 answers every machine")
+    for key in ("", "  "):  # an empty key would let every request in: refused, wherever it listens
+        for host in ("0.0.0.0", "127.0.0.1"):
+            p = run_serve("--host", host, "--port", "0", "--api-key", key, env={"CHARLM_API_KEY": "k"})
+            _, err = p.communicate(timeout=60)
+            assert p.returncode == 1 and err.strip().splitlines()[-1] == "Error: the API key (--api-key or " \
+                "CHARLM_API_KEY) is empty: a key needs characters other than spaces", err
+    p = run_serve("--host", "0.0.0.0", "--port", "0", env={"CHARLM_API_KEY": " "})
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "is empty" in err.strip().splitlines()[-1], err
 
 
 def test_a_port_in_use_is_one_line():
