@@ -76,10 +76,13 @@ def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_
             raise click.UsageError("--explain and --per-char show one model: give one --checkpoint")
         ck = open_model(checkpoints[0] if checkpoints else None)
         model = predictor(ck, network_only) if adapt is None else Adaptive(predictor(ck, network_only), adapt)
-        static = None if adapt is None else score_texts(predictor(ck, network_only), ck.vocab, texts, context=context)
+        static = None if adapt is None else score_texts(predictor(ck, network_only), ck.vocab, texts, context=context,
+                                                         unknown=unknown)
         for i, t in enumerate(texts):
-            _explained(explain_text(model, ck.vocab, t, context=context), i, explain and not per_char, as_json,
-                       None if static is None else static[i].bits_per_char)
+            chars = explain_text(model, ck.vocab, t, context=context, unknown=unknown,
+                                 where=f"text {i + 1}" if len(texts) > 1 else "text")
+            _explained(chars, i, explain and not per_char, as_json, None if static is None else static[i].bits_per_char,
+                       skipped=len(t) - len(chars))
         _say_resets([model])
         return
     columns = []  # per model: (name, [Score], [static Score] with --adapt, else None, resets)
@@ -140,9 +143,11 @@ def _say_resets(adaptives) -> None:
 SURPRISE = [(1.0, "green"), (3.0, None), (6.0, "yellow"), (math.inf, "red")]  # bits -> colour
 
 
-def _explained(chars, text_index: int, coloured: bool, as_json: bool, static: float | None = None) -> None:
+def _explained(chars, text_index: int, coloured: bool, as_json: bool, static: float | None = None,
+               skipped: int = 0) -> None:
     """A text character by character: coloured by surprisal on a terminal, else a table.
-    ``static``: with --adapt, the text's bits per character without adapting."""
+    ``static``: with --adapt, the text's bits per character without adapting; ``skipped``: the
+    characters --unknown skip left out."""
     if as_json:
         for c in chars:
             click.echo(dumps({"text": text_index + 1, **c.to_dict()}))
@@ -160,7 +165,7 @@ def _explained(chars, text_index: int, coloured: bool, as_json: bool, static: fl
             click.echo(f"{show_char(c.char):>6}  {c.bits:6.2f}  {c.rank:>4}  {top}")
     total = sum(c.bits for c in chars)
     click.echo(f"{total:.2f} bits, {total / len(chars):.3f} bits/char over {len(chars)} characters"
-               + ("" if static is None else f", adapted ({static:.3f} static)"))
+               + (f", {skipped} skipped" if skipped else "") + ("" if static is None else f", adapted ({static:.3f} static)"))
     if coloured:
         click.echo("most surprising:")
         for c in sorted(chars, key=lambda c: -c.bits)[:5]:

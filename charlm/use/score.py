@@ -89,16 +89,7 @@ def score_texts(model: Predictor, vocab: Vocab, texts: list[str], context: str =
     for i, text in enumerate(texts):
         if not text:
             raise CharlmError(f"text {i + 1} is empty; there is nothing to score")
-        missing = vocab.unknown(text)
-        if missing and unknown != "skip":
-            where = f"text {i + 1}" if len(texts) > 1 else "text"
-            raise VocabError(f"{where} has character(s) not in the model's vocabulary: {describe_chars(missing)}; "
-                             "{unknown} leaves them out", unknown="skip")
-        if missing:
-            unknown_chars = set(missing)
-            kept = "".join(c for c in text if c not in unknown_chars)
-        else:
-            kept = text
+        kept = known(text, vocab, unknown, f"text {i + 1}" if len(texts) > 1 else "text")
         encoded.append(vocab.encode(kept))
         skipped.append(len(text) - len(kept))
     logp = np.zeros(len(texts))
@@ -147,17 +138,31 @@ class CharScore:
                 "top": [{"char": c, "p": p} for c, p in self.top]}
 
 
+def known(text: str, vocab: Vocab, unknown: str = "error", where: str = "text") -> str:
+    """``text`` as it is scored: characters the vocabulary lacks are a ``VocabError`` naming
+    them (``unknown`` 'error'), or left out ('skip')."""
+    missing = vocab.unknown(text)
+    if not missing:
+        return text
+    if unknown != "skip":
+        raise VocabError(f"{where} has character(s) not in the model's vocabulary: {describe_chars(missing)}; "
+                         "{unknown} leaves them out", unknown="skip")
+    gone = set(missing)
+    return "".join(c for c in text if c not in gone)
+
+
 def explain(model: Predictor, vocab: Vocab, text: str, context: str = "\n", top_k: int = 3,
-            window: int = 256) -> list[CharScore]:
+            window: int = 256, unknown: str = "error", where: str = "text") -> list[CharScore]:
     """Every character of ``text`` with its surprisal in bits, the rank of the true character
     and the ``top_k`` most likely ones, each given the context and all characters before it.
-    Unknown characters are a ``VocabError`` (there is no probability to show for them). An
-    ``Adaptive`` model learns from each of its segments once it has scored it."""
+    ``unknown`` as for ``score_texts`` (there is no probability to show for an unknown
+    character): with 'skip' the indices are those of the characters kept. An ``Adaptive`` model
+    learns from each of its segments once it has scored it."""
     if not context or not text:
         raise CharlmError("explain needs a non-empty context and text")
-    missing = vocab.unknown(text)
-    if missing:
-        raise VocabError(f"text has character(s) not in the model's vocabulary: {describe_chars(missing)}")
+    text = known(text, vocab, unknown, where)
+    if not text:
+        raise CharlmError(f"{where} has nothing left to explain: every character is outside the vocabulary")
     ids = np.concatenate([vocab.encode(context, what="context"), vocab.encode(text)]).astype(np.int64)
     C, out = len(context), []
     adaptive = isinstance(model, Adaptive)

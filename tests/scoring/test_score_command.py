@@ -52,6 +52,22 @@ def test_explain_table_and_per_char_json_agree_with_the_score(run_dir):
     assert "most surprising:" in r.stdout
 
 
+def test_explain_and_per_char_leave_out_unknown_characters_with_skip(run_dir):
+    """``--unknown skip`` means what it means for the score: the characters the model lacks are
+    left out and counted, and the rest is explained as the score scores it."""
+    r = charlm("score", "heΩro hoΩle", "-c", run_dir, "--per-char")
+    assert r.returncode == 1 and "--unknown skip leaves them out" in one_error_line(r)
+    rows = strict_json_lines(charlm("score", "heΩro hoΩle", "-c", run_dir, "--unknown", "skip", "--per-char",
+                                    "--json").stdout)
+    [total] = strict_json_lines(charlm("score", "heΩro hoΩle", "-c", run_dir, "--unknown", "skip", "--json").stdout)
+    assert "".join(x["char"] for x in rows) == "hero hole" and total["skipped"] == 2
+    assert sum(x["bits"] for x in rows) == pytest.approx(-total["log_prob_bits"], rel=1e-5)
+    r = charlm("score", "heΩro hoΩle", "-c", run_dir, "--unknown", "skip", "--explain")
+    assert r.returncode == 0 and "over 9 characters, 2 skipped" in r.stdout, r.stderr
+    r = charlm("score", "ΩΩ", "-c", run_dir, "--unknown", "skip", "--per-char")
+    assert "text has nothing left to explain" in one_error_line(r)
+
+
 def test_explain_colours_on_a_terminal_unless_no_color(run_dir, monkeypatch, capsys):
     from charlm.cli.cmd_score import _explained
     from charlm.use.score import explain
