@@ -18,14 +18,14 @@ KINDS = {"damaged": "a damaged entry (the next run on its corpus replaces it; --
 @option("--clear", is_flag=True, help="Delete every entry and what killed writers left; nothing charlm did not write.")
 @option("--json", "as_json", is_flag=True, help="One JSON object.")
 def cache_command(clear, as_json):
-    """List the encoded-corpus cache: where it is ($CHARLM_CACHE, else ~/.cache/charlm/corpora;
-    CHARLM_CACHE=off turns it off), each corpus in it, and anything else charlm left there.
-    Corpora of 16 MB and more are encoded once into it, and later runs map the file instead of
-    decoding the text again."""
+    """List the encoded-corpus cache: where it is ($CHARLM_CACHE, else
+    $XDG_CACHE_HOME/charlm/corpora, else ~/.cache/charlm/corpora; CHARLM_CACHE=off turns it off),
+    each corpus in it, and anything else charlm left there. Corpora of 16 MiB and more are encoded
+    once into it, and later runs map the file instead of decoding the text again."""
     d = cache.cache_dir()
     if d is None:
-        click.echo(dumps({"directory": None, "entries": [], "other": []}) if as_json and not clear
-                   else "the corpus cache is off (CHARLM_CACHE=off): nothing to list or clear")
+        nothing = {"directory": None, **({"removed_files": 0, "freed_bytes": 0} if clear else {"entries": [], "other": []})}
+        click.echo(dumps(nothing) if as_json else "the corpus cache is off (CHARLM_CACHE=off): nothing to list or clear")
         return
     if clear:
         n, freed = cache.clear(d)

@@ -407,6 +407,10 @@ def test_the_cache_command_when_the_cache_is_off(monkeypatch):
     for args in (["cache"], ["cache", "--clear"]):
         r = CliRunner().invoke(main, args)
         assert r.exit_code == 0 and "the corpus cache is off" in r.output and "None" not in r.output
+    listed = json.loads(CliRunner().invoke(main, ["cache", "--json"]).output)
+    cleared = json.loads(CliRunner().invoke(main, ["cache", "--clear", "--json"]).output)
+    assert listed == {"directory": None, "entries": [], "other": []}
+    assert cleared == {"directory": None, "removed_files": 0, "freed_bytes": 0}
 
 
 def test_cache_json_of_a_corpus_whose_names_are_not_utf8_is_valid_utf8(store, tmp_path):
