@@ -51,7 +51,7 @@ from .base import CHECKPOINT_HELP, Finite, dumps, main, network_only_option, ope
 def sample(ctx, checkpoint, length, temperature, top_k, top_p, prime, prime_file, seed, greedy, num_samples, best_of,
            beam, stop, as_json, output, interactive, check_novel, network_only):
     """Generate text from a trained model; a single sample streams to stdout as it is generated."""
-    given = {p for p in ("temperature", "top_k", "top_p", "greedy", "num_samples", "best_of", "prime")
+    given = {p for p in ("temperature", "top_k", "top_p", "greedy", "num_samples", "best_of", "seed", "prime")
              if ctx.get_parameter_source(p) not in (click.core.ParameterSource.DEFAULT, None)}
     sampling = sorted(given - {"prime"})
     if beam and sampling:

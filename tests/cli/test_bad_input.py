@@ -175,6 +175,7 @@ def test_resume_with_other_vocabulary(run_dir, tmp_path):
         (["sample", "--length", "99999999"], "99999999 is not in the range 0<=x<=1000000"),
         (["sample", "--num-samples", "0"], "0 is not in the range 1<=x<=10000"),
         (["sample", "--beam", "3", "--top-k", "2"], "--beam searches, it does not sample: leave out --top-k"),
+        (["sample", "--beam", "3", "--seed", "2"], "--beam searches, it does not sample: leave out --seed"),
         (["sample", "--top-k", "0"], "0 is not in the range x>=1"),
         (["sample", "--seed", "-1"], "-1 is not in the range"),
         (["sample", "--prime", ""], "the prime text must have at least one character"),
