@@ -15,10 +15,11 @@ from .base import Finite, dumps, main, option
 
 @main.command(help=f"""Bits per character of an interpolated Kneser-Ney n-gram model and a unigram
     model, fitted on CORPUS's training split and scored on its validation split: the numbers an
-    RNN has to beat. CORPUS: files and directories, read as train reads them. Beyond
-    {MAX_CHARS / 1e6:g} million training characters the model is fitted on the last {MAX_CHARS / 1e6:g}
-    million and scored on {MAX_BASELINE_VAL_CHARS / 1e6:g} million of the validation split, and the
-    output says so.""")
+    RNN has to beat. CORPUS: files and directories, read as train reads them. A training split of
+    more than {MAX_CHARS / 1e6:g} million characters, or a validation split of more than
+    {MAX_BASELINE_VAL_CHARS / 1e6:g} million, is sampled: the model is fitted on the last {MAX_CHARS / 1e6:g}
+    million training characters and scored on {MAX_BASELINE_VAL_CHARS / 1e6:g} million of the
+    validation split, and the output says so.""")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=str))
 @option("--include", multiple=True, metavar="GLOB", help="In a directory, read only files matching GLOB, as train.")
 @option("--exclude", multiple=True, metavar="GLOB", help="In a directory, skip files matching GLOB, as train.")

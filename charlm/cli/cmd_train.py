@@ -163,7 +163,8 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
 @option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
         help="Override one config key, e.g. --set train.lr=0.001 (repeatable).")
 @option("--out", "out_dir", type=click.Path(path_type=str), default=None,
-        show_default="runs/<config name>; runs/<corpus>-from-<source> with --from; the resumed run's directory",
+        show_default="runs/<config name>; runs/<corpus>-from-<source> with --from and no --config; the resumed run's "
+                     "directory",
         help="Run directory for last.npz, best.npz and metrics.jsonl.")
 @option("--resume", default=None, metavar="CHECKPOINT|RUN_DIR|auto",
         help="Continue a run: its last.npz, its directory, or 'auto' (the run in the output directory, "
@@ -182,16 +183,17 @@ STOP_REASONS = {"early_stopping": "early stopping: no validation improvement of 
              "this corpus (it times the candidates first); --config and --set still override any choice.")
 @option("--dry-run", is_flag=True,
         help="Show the resolved config, a corpus and vocabulary audit, parameters, memory and time per epoch; "
-             "train nothing, write nothing.")
+             "train nothing, write no run (a corpus of 16 MiB or more is encoded into the cache, as a run would).")
 @option("--full-eval", is_flag=True,
         help="When training stops, score the whole validation split once (periodic evaluations score "
              "train.eval_chars of it); with --resume on a finished run, only that.")
 @option("--json", "as_json", is_flag=True,
         help="JSON Lines on stdout: one object per evaluation and one when training stops (no progress bar).")
 @option("--quiet", "-q", is_flag=True, help="No config dump, progress bar or eval lines.")
-@option("--workers", type=click.IntRange(1, 4096), default=1, metavar="N",
+@option("--workers", type=click.IntRange(1, 4096), default=None, show_default="1, or the ranks mpiexec started", metavar="N",
         help="Train as N processes on this machine (data-parallel, one BLAS thread each, data.batch_size / N "
-             "streams each; needs charlm[mpi]). Under mpiexec, the ranks it started are the workers.")
+             "streams each; needs charlm[mpi]). Under mpiexec, the ranks it started are the workers, and N must "
+             "equal them.")
 def train(corpus, include, exclude, config_path, overrides, out_dir, resume, overwrite, source, allow_new_corpus,
           minutes, dry_run, full_eval, as_json, quiet, workers):
     """Train a model on CORPUS: one or more UTF-8 files or directories. A directory is read
@@ -210,12 +212,12 @@ def train(corpus, include, exclude, config_path, overrides, out_dir, resume, ove
     if minutes is not None and resume:
         raise click.UsageError("--minutes chooses a new run's model; a resumed run keeps its own (extend it with "
                                "--set train.max_minutes=...)")
-    if workers > 1 and not under_launcher():
+    if workers is not None and workers > 1 and not under_launcher():
         sys.exit(launch(workers, sys.argv[1:]))
     w = parallel.current()
     if w.size > 1:
         watch_launcher(_StopFlag.request)
-    if w.size > 1 and workers not in (1, w.size):
+    if w.size > 1 and workers not in (None, w.size):
         if not w.root:  # rank 0 says why
             sys.exit(2)
         raise click.UsageError(f"--workers {workers}, but mpiexec started {w.size} ranks: give the same number, "
@@ -306,7 +308,7 @@ def _dry_run(tr: Trainer, as_json: bool) -> None:
     eta = f"; the budget about {_minutes(sec * total)}" if total else ""
     by = f", {n} workers" if n > 1 else ""
     click.echo(f"time: {sec * 1000:,.1f} ms per step (timed{by}), about {_minutes(sec * spe)} per epoch{eta}")
-    click.echo(f"dry run: nothing trained, nothing written (a run would write to {tr.out_dir})")
+    click.echo(f"dry run: nothing trained, no run written (a run would write to {tr.out_dir})")
 
 
 def _minutes(seconds: float) -> str:

@@ -31,7 +31,7 @@ def read_run(run_dir) -> RunCurves:
 
 
 def figure(runs: list[RunCurves]):
-    """A matplotlib Figure with three panels: loss by step, validation loss by minute, lr by step."""
+    """A matplotlib Figure with three panels: loss by step, loss by minute, lr by step."""
     try:
         from matplotlib.figure import Figure
     except ImportError:

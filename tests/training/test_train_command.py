@@ -83,7 +83,7 @@ def test_dry_run_reports_and_writes_nothing(tmp_path):
     for want in ["# config default (resolved)", f"corpus: {odd} (", "vocabulary: ", "byte-order mark",
                  "carriage return", "zero-width space", "control character", "rare (fewer than 5)", "parameters: ",
                  "steps per epoch: ", "memory: about ", "available", "ms per step (timed)", "per epoch",
-                 "dry run: nothing trained, nothing written"]:
+                 "dry run: nothing trained, no run written"]:
         assert want in r.stdout, want
     assert list(tmp_path.iterdir()) == [odd]  # no runs/ directory
     [d] = strict_json_lines(charlm("train", odd, "--dry-run", "--json", *SETS, cwd=tmp_path).stdout)

@@ -266,12 +266,13 @@ def test_workers_without_mpi_installed_is_one_line(corpus, tmp_path, monkeypatch
     assert r.exit_code == 1 and "pip install 'charlm[mpi]'" in r.output and not (tmp_path / "r").exists()
 
 
-def test_workers_must_match_the_ranks_mpiexec_started(corpus, tmp_path):
+@pytest.mark.parametrize("given", ["3", "1"])
+def test_workers_must_match_the_ranks_mpiexec_started(corpus, tmp_path, given):
     r = subprocess.run([launch.mpi_launcher(), "-n", "2", CHARLM, "train", corpus, "--out", tmp_path / "r", "--workers",
-                        "3", *SETS], text=True, capture_output=True, timeout=120,
+                        given, *SETS], text=True, capture_output=True, timeout=120,
                        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert r.returncode == 2 and r.stderr.count("Error: ") == 1, r.stderr
-    assert "--workers 3, but mpiexec started 2 ranks" in r.stderr
+    assert f"--workers {given}, but mpiexec started 2 ranks" in r.stderr
 
 
 def test_mpiexec_runs_the_same_command(corpus, tmp_path):
