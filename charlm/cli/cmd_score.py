@@ -47,7 +47,7 @@ from .base import (
                                          "(with --json: one object per character).")
 @adapt_options
 @network_only_option
-@option("--json", "as_json", is_flag=True, help="One JSON object per text and model.")
+@option("--json", "as_json", is_flag=True, help="One JSON object per text and model (per character with --explain or --per-char).")
 def score(text, checkpoints, file_, lines, sort, context, unknown, explain, per_char, network_only, as_json, **adapt):
     """How probable TEXT is under a model: log-probability, bits per character, perplexity.
 
