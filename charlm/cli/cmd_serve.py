@@ -40,6 +40,9 @@ def serve(checkpoints, host, port, api_key, cors, network_only):
     api_key = api_key if api_key is not None else os.environ.get("CHARLM_API_KEY") or None
     if api_key is not None and not api_key.strip():  # "Bearer " with nothing after it would match
         raise CharlmError("the API key (--api-key or CHARLM_API_KEY) is empty: a key needs characters other than spaces")
+    if api_key is not None and not (api_key.isascii() and api_key.isprintable() and api_key == api_key.strip()):
+        # A header is read as Latin-1 and loses its outer spaces: no client could send such a key.
+        raise CharlmError("the API key (--api-key or CHARLM_API_KEY) must be printable ASCII without spaces around it")
     if not server.is_loopback(host) and api_key is None:
         raise CharlmError(f"--host {host} answers every machine that can reach this one: protect it with an API key "
                           "(CHARLM_API_KEY in the environment, or --api-key)")

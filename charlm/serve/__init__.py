@@ -77,7 +77,7 @@ def run(served, sock, limits, api_key: str | None, cors: list[str], on_ready=Non
 
     log = logging.getLogger("uvicorn.error")
     host = sock.getsockname()[0]
-    app = build_app(served, limits, api_key, cors, loopback=is_loopback(host),
+    app = build_app(served, limits, api_key, cors, loopback=is_loopback(host), host=host,
                     log_exception=lambda e: log.exception("while answering a request", exc_info=e))
 
     @contextlib.asynccontextmanager

@@ -54,6 +54,7 @@ class Limits:
     max_tokens: int = 10_000
     n: int = 16
     streams_per_request: int = 64  # prompts x max(n, best_of)
+    request_chars: int = 1_000_000  # over its streams, prompt and max_tokens each
     max_batch: int = MAX_BATCH
     max_waiting: int = MAX_WAITING
 
@@ -126,6 +127,9 @@ def _prompts(body: dict, model: Served, limits: Limits) -> list[np.ndarray]:
     else:
         raise ApiError(400, "prompt must be a string, a list of strings, or token ids (a list of integers, or of "
                             f"lists of them), got {_short(p)}", "prompt")
+    if len(prompts) > limits.streams_per_request:  # counted before any is read
+        raise ApiError(400, f"{len(prompts):,} prompt(s) is more than the {limits.streams_per_request} streams one "
+                            "request may ask for", "prompt")
     out, V = [], len(model.vocab)
     for i, q in enumerate(prompts):
         where = "prompt" if len(prompts) == 1 else f"prompt {i}"
@@ -192,6 +196,10 @@ def _completion_request(body: dict, app_state) -> tuple[Served, list[list[Stream
     if len(prompts) * best_of > limits.streams_per_request:
         raise ApiError(400, f"{len(prompts)} prompt(s) x {best_of} completions is more than the "
                             f"{limits.streams_per_request} streams one request may ask for", "n")
+    total = best_of * sum(len(ids) + params.max_tokens for ids in prompts)
+    if total > limits.request_chars:
+        raise ApiError(400, f"{total:,} characters in all (prompts and max_tokens, over {best_of} completion(s) "
+                            f"each) is more than the {limits.request_chars:,} one request may ask for", "prompt")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "stream_options must be an object", "stream_options")
@@ -233,7 +241,11 @@ async def _json_body(request: Request, limits: Limits) -> dict:
         raise ApiError(413, f"the body is over {limits.body_bytes:,} bytes, the most this server takes")
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        # \ud800 and the like parse, but are not text: refused here, not met later by encoders
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "the body holds a lone surrogate (an escape such as \\ud800): not text") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # ValueError: JSON's, and ints past 4,300 digits
         raise ApiError(400, f"the body is not valid JSON ({type(e).__name__})") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -318,12 +330,17 @@ async def completions(request: Request) -> Response:
     if opts["stream"]:
         return StreamingResponse(_events(head, streams, loop, want_logprobs, opts["usage"], prompt_tokens),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    finished = asyncio.ensure_future(asyncio.gather(*(_finished(s, loop) for s in streams)))
+    left = asyncio.ensure_future(_disconnected(request))
     try:
-        for s in streams:
-            await _finished(s, loop)
+        await asyncio.wait({finished, left}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for s in streams:
             s.cancelled = True
+        for task in (finished, left):
+            task.cancel()
+    if not finished.done() or finished.cancelled():  # nobody to answer
+        return Response(status_code=499)
     _check_error(streams)
     out, n = [], opts["n"]
     for i in range(0, len(choices), n):  # a prompt's choices: its n best of all its candidates
@@ -336,6 +353,12 @@ async def completions(request: Request) -> Response:
     made = sum(s.completion_tokens for s in streams)
     return JSONResponse({**head, "choices": out, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": made,
                                                           "total_tokens": prompt_tokens + made}})
+
+
+async def _disconnected(request: Request) -> None:
+    """Until the client goes away (its body is read: what comes next is only that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _finished(stream: Stream, loop) -> None:
@@ -478,10 +501,10 @@ LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
 
 def build_app(served: list[Served], limits: Limits = Limits(), api_key: str | None = None,
-              cors: list[str] = (), loopback: bool = True, log_exception=None) -> Starlette:
+              cors: list[str] = (), loopback: bool = True, log_exception=None, host: str | None = None) -> Starlette:
     """The ASGI application. ``loopback``: the server listens only on this machine, so only
-    requests that name it as their Host are answered (a page elsewhere cannot reach it by a DNS
-    name that points here)."""
+    requests that name it as their Host (this machine's names, or ``host``, the address it
+    listens on) are answered: a page elsewhere cannot reach it by a DNS name that points here."""
     routes = [Route("/v1/completions", _errors(completions), methods=["POST"]),
               Route("/v1/models", _errors(models), methods=["GET"]),
               Route("/tokenize", _errors(tokenize), methods=["POST"]),
@@ -492,10 +515,11 @@ def build_app(served: list[Served], limits: Limits = Limits(), api_key: str | No
               Route("/favicon.ico", no_icon, methods=["GET"])]
     middleware = []
     if loopback:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS))
+        mine = [host.strip("[]"), f"[{host.strip('[]')}]"] if host else []
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS + mine))
     if cors:
         middleware.append(Middleware(CORSMiddleware, allow_origins=list(cors), allow_methods=["GET", "POST"],
-                                     allow_headers=["Authorization", "Content-Type"]))
+                                     allow_headers=["*"]))  # the openai JS client adds X-Stainless-* headers
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={
         404: lambda request, exc: ApiError(404, f"no such endpoint: {request.url.path[:60]}").response(),
         405: lambda request, exc: ApiError(405, f"{request.method} is not allowed here").response()})

@@ -195,6 +195,8 @@ class Engine:
 
     def submit(self, streams: list[Stream]) -> None:
         with self._cv:
+            if any(s.cancelled for s in self._waiting):  # their clients left: nobody waits for them
+                self._waiting = deque(s for s in self._waiting if not s.cancelled)
             if len(self._waiting) + len(streams) > self.max_waiting:
                 raise Busy(f"{len(self._waiting)} streams are waiting for the model")
             self._waiting.extend(streams)

@@ -225,10 +225,37 @@ def test_an_unknown_model_is_404_naming_the_models(server):
                                                 (b"[1, 2]", "application/json", 400),
                                                 (b"{}", "text/plain", 415),
                                                 (b"[" * 100_000 + b"]" * 100_000, "application/json", 400),
-                                                (b" " * ((1 << 20) + 100), "application/json", 413)])
+                                                (b" " * ((1 << 20) + 100), "application/json", 413),
+                                                # past Python's 4,300 digits int() refuses the number
+                                                (b'{"prompt": "A", "max_tokens": 1' + b"0" * 5000 + b"}",
+                                                 "application/json", 400),
+                                                # lone surrogates: JSON escapes that are not text
+                                                (b'{"prompt": "\\ud800", "max_tokens": 1}', "application/json", 400),
+                                                (b'{"prompt": "A", "n": "\\ud800"}', "application/json", 400),
+                                                (b'{"prompt": "A", "model": "\\udfff"}', "application/json", 400),
+                                                (b'{"prompt": {"\\ud800": 1}}', "application/json", 400)])
 def test_bodies_that_are_not_a_request_are_4xx_with_openais_error_body(server, raw, ctype, status):
     code, body = post(server.url + "/v1/completions", None, {"Content-Type": ctype}, raw=raw)
-    assert code == status and set(body["error"]) == {"message", "type", "param", "code"}
+    assert code == status and set(body["error"]) == {"message", "type", "param", "code"}, body
+    code, body = post(server.url + "/tokenize", None, {"Content-Type": ctype}, raw=raw.replace(b'"max_tokens"', b'"x"'))
+    assert 400 <= code < 500 and set(body["error"]) == {"message", "type", "param", "code"}, body
+
+
+def test_a_request_of_too_many_prompts_is_refused_before_they_are_read(server):
+    """200,000 one-character prompts fit in the body limit; counting them first answers at once
+    instead of holding every client's stream while each is checked."""
+    t = time.perf_counter()
+    code, body = post(server.url + "/v1/completions", {"prompt": ["a"] * 200_000, "max_tokens": 1})
+    assert code == 400 and "200,000 prompt(s)" in body["error"]["message"]
+    assert time.perf_counter() - t < 1.0
+
+
+def test_a_request_too_large_in_all_is_refused(server):
+    """Each prompt within its limit, but prompts x streams x characters past the request's:
+    one request would hold the engine for minutes and answer with a gigabyte of log-probs."""
+    code, body = post(server.url + "/v1/completions", {"prompt": ["A" * 100_000] * 10, "n": 6, "max_tokens": 0,
+                                                       "echo": True, "logprobs": 5})
+    assert code == 400 and "characters in all" in body["error"]["message"] and body["error"]["param"] == "prompt"
 
 
 def test_models_health_tokenize_detokenize_tokenizer_info(server):
@@ -302,6 +329,46 @@ def test_a_full_server_answers_503_and_keeps_serving(mixed_run):
         s.close()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_frees_its_streams(mixed_run, stream):
+    s = Server(served_models(mixed_run))
+    engine = s.served[0].engine
+    try:
+        body = json.dumps({"model": "bundled", "prompt": "ROMEO:", "max_tokens": 10_000, "n": 8,
+                           "stream": stream}).encode()
+        with socket.create_connection(("127.0.0.1", int(s.url.rsplit(":", 1)[1]))) as c:
+            c.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 30
+            while engine.in_flight < 8 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert engine.in_flight == 8
+        deadline = time.monotonic() + 5  # 8 x 10,000 characters take far longer than this
+        while engine.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.in_flight == 0
+    finally:
+        s.close()
+
+
+def test_cancelled_streams_waiting_for_the_model_do_not_fill_the_queue():
+    """Clients that left while their streams waited for a place in the batch: the queue counts
+    only streams someone still waits for."""
+    from charlm.serve.engine import Busy, Params, Stream, seeded
+
+    ck = load_checkpoint(BUNDLED, with_training_state=False)
+    engine = Engine(ck.build_predictor(), ck.vocab, max_batch=1, max_waiting=4)  # not started: nothing moves
+    prompt = ck.vocab.encode("A").astype("int64")
+    waiting = [Stream(prompt, Params(max_tokens=5), i, seeded(None, i)) for i in range(4)]
+    engine.submit(waiting)
+    with pytest.raises(Busy):
+        engine.submit([Stream(prompt, Params(max_tokens=5), 9, seeded(None, 9))])
+    for st in waiting:
+        st.cancelled = True
+    engine.submit([Stream(prompt, Params(max_tokens=5), 9, seeded(None, 9))])
+    assert engine.in_flight == 1
+
+
 def test_a_model_is_named_by_its_run_and_where_two_share_a_name_by_the_checkpoint_served(tmp_path):
     """A run directory serves best.npz, else last.npz: where two runs share a name, the one
     with only last.npz is run/last, not run/best; the same checkpoint named twice is one line."""
@@ -344,6 +411,14 @@ def test_no_cross_origin_access_unless_allowed(mixed_run, server):
         for who, allowed in (("http://good.example", True), ("http://evil.example", False)):
             with urllib.request.urlopen(urllib.request.Request(s.url + "/v1/models", headers={"Origin": who})) as r:
                 assert (r.headers.get("access-control-allow-origin") == who) == allowed
+        # the openai JavaScript client sends headers of its own (X-Stainless-*): a preflight allows them
+        asked = "x-stainless-os,x-stainless-lang,content-type,authorization"
+        req = urllib.request.Request(s.url + "/v1/completions", method="OPTIONS", headers={
+            "Origin": "http://good.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": asked})
+        with urllib.request.urlopen(req) as r:
+            allowed = r.headers.get("access-control-allow-headers", "").lower()
+            assert r.status == 200 and all(h in allowed for h in asked.split(","))
     finally:
         s.close()
 
@@ -357,6 +432,28 @@ def test_a_loopback_server_answers_only_requests_for_this_machine(server):
     except urllib.error.HTTPError as e:
         status = e.code
     assert status == 400
+
+
+def test_another_loopback_address_is_served_at_the_address_it_prints():
+    p = run_serve("--host", "127.0.0.2", "--port", "0")
+    try:
+        url = wait_for_url(p)
+        with urllib.request.urlopen(url + "/health", timeout=30) as r:
+            assert r.status == 200
+    finally:
+        p.terminate()
+        p.communicate(timeout=60)
+
+
+@pytest.mark.parametrize("key", ["clé", " sesame", "sesame "])
+def test_a_key_no_client_could_send_is_refused(key):
+    """HTTP headers are Latin-1 and lose their outer spaces: such a key never matches."""
+    p = run_serve("--port", "0", "--api-key", key)
+    try:
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode == 1 and "printable ASCII" in err.strip().splitlines()[-1], err
 
 
 def run_serve(*args, env=None):
