@@ -339,7 +339,7 @@ async def completions(request: Request) -> Response:
             s.cancelled = True
         for task in (finished, left):
             task.cancel()
-    if not finished.done() or finished.cancelled():  # nobody to answer
+    if finished.cancelled():  # the client left first: nobody to answer
         return Response(status_code=499)
     _check_error(streams)
     out, n = [], opts["n"]
