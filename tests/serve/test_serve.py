@@ -448,12 +448,7 @@ def test_another_loopback_address_is_served_at_the_address_it_prints():
 @pytest.mark.parametrize("key", ["clé", " sesame", "sesame "])
 def test_a_key_no_client_could_send_is_refused(key):
     """HTTP headers are Latin-1 and lose their outer spaces: such a key never matches."""
-    p = run_serve("--port", "0", "--api-key", key)
-    try:
-        _, err = p.communicate(timeout=60)
-    finally:
-        p.kill()
-    assert p.returncode == 1 and "printable ASCII" in err.strip().splitlines()[-1], err
+    assert "printable ASCII" in refused("--port", "0", "--api-key", key)
 
 
 def run_serve(*args, env=None):
@@ -461,29 +456,37 @@ def run_serve(*args, env=None):
                             text=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})})
 
 
+def refused(*args, env=None) -> str:
+    """The one line ``charlm serve ARGS`` ends with when it refuses to start (a server that
+    starts instead is killed, and the test fails)."""
+    p = run_serve(*args, env=env)
+    try:
+        _, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"charlm serve {' '.join(map(str, args))} started instead of refusing") from None
+    assert p.returncode == 1 and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
 def test_another_host_needs_an_api_key(tmp_path):
-    p = run_serve("--host", "0.0.0.0", "--port", "0", env={"CHARLM_API_KEY": ""})
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 1 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("Error: --host 0.0.0.0 answers every machine")
+    assert refused("--host", "0.0.0.0", "--port", "0", env={"CHARLM_API_KEY": ""}).startswith(
+        "Error: --host 0.0.0.0 answers every machine")
     for key in ("", "  "):  # an empty key would let every request in: refused, wherever it listens
         for host in ("0.0.0.0", "127.0.0.1"):
-            p = run_serve("--host", host, "--port", "0", "--api-key", key, env={"CHARLM_API_KEY": "k"})
-            _, err = p.communicate(timeout=60)
-            assert p.returncode == 1 and err.strip().splitlines()[-1] == "Error: the API key (--api-key or " \
-                "CHARLM_API_KEY) is empty: a key needs characters other than spaces", err
-    p = run_serve("--host", "0.0.0.0", "--port", "0", env={"CHARLM_API_KEY": " "})
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 1 and "is empty" in err.strip().splitlines()[-1], err
+            line = refused("--host", host, "--port", "0", "--api-key", key, env={"CHARLM_API_KEY": "k"})
+            assert line == "Error: the API key (--api-key or CHARLM_API_KEY) is empty: a key needs characters other " \
+                "than spaces"
+    assert "is empty" in refused("--host", "0.0.0.0", "--port", "0", env={"CHARLM_API_KEY": " "})
 
 
 def test_a_port_in_use_is_one_line():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        p = run_serve("--port", s.getsockname()[1])
-        _, err = p.communicate(timeout=60)
-    assert p.returncode == 1 and err.strip().splitlines()[-1].startswith("Error: cannot listen on 127.0.0.1:")
+        line = refused("--port", s.getsockname()[1])
+    assert line.startswith("Error: cannot listen on 127.0.0.1:")
 
 
 def wait_for_url(p) -> str:
